@@ -1,0 +1,5 @@
+import sys
+
+from aeroseg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,322 @@
+"""AerOSeg (paper Fig. 2): the six components wired together, and its checkpoint format."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from aeroseg.config import AerOSegConfig
+from aeroseg.errors import CheckpointError
+from aeroseg.modeling.back_projection import SemanticBackProjection
+from aeroseg.modeling.backbones import backbone_configs, backbones_from_configs, load_clip, load_guidance_encoder
+from aeroseg.modeling.correlation import CorrelationFeatures
+from aeroseg.modeling.correlation_refinement import CorrelationRefinement
+from aeroseg.modeling.guidance_encoder import (
+    ClipGuidance,
+    GuidanceFeatures,
+    Sam2GuidanceEncoder,
+    SamGuidanceEncoder,
+)
+from aeroseg.modeling.upsampling_decoder import UpsamplingDecoder
+from aeroseg.modeling.vision_language_backbone import VisionLanguageBackbone
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "aeroseg"
+
+
+@dataclass
+class ImageFeatures:
+    """What :meth:`AerOSeg.encode_image` computes once per image batch.
+
+    clip: B×R×C×h×w dense CLIP embeddings (rotated back, L2-normalised); guidance: the guidance maps;
+    image_size: (H, W) of the input, the size of the logits.
+    """
+
+    clip: torch.Tensor
+    guidance: GuidanceFeatures
+    image_size: tuple[int, int]
+
+
+@dataclass
+class AerOSegOutput:
+    """logits: B×T×H×W; reconstruction and target: B×C×h×w (back-projection, training only)."""
+
+    logits: torch.Tensor
+    reconstruction: torch.Tensor | None = None
+    target: torch.Tensor | None = None
+
+
+class AerOSeg(nn.Module):
+    """Open-vocabulary segmentation with CLIP correlation, SAM guidance and semantic back-projection.
+
+    Build it with :func:`aeroseg.build` or :meth:`from_pretrained`; the constructor receives built parts.
+    """
+
+    def __init__(
+        self,
+        config: AerOSegConfig,
+        backbone: VisionLanguageBackbone,
+        guidance_encoder: SamGuidanceEncoder | Sam2GuidanceEncoder | ClipGuidance,
+        correlation: CorrelationFeatures,
+        refinement: CorrelationRefinement,
+        back_projection: SemanticBackProjection | None,
+        decoder: UpsamplingDecoder,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.guidance_encoder = guidance_encoder
+        self.correlation = correlation
+        self.refinement = refinement
+        self.back_projection = back_projection
+        self.decoder = decoder
+        self._text_cache: tuple[Any, torch.Tensor] | None = None
+        self._freeze_backbones()
+
+    # --------------------------------------------------------------------------------- the paper's Fig. 2
+    def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
+        """images: B×3×H×W in [0, 1]; classes: T names → logits B×T×H×W."""
+        return self.segment(self.encode_image(images), classes)
+
+    def forward_train(self, images: torch.Tensor, classes: Sequence[str]) -> AerOSegOutput:
+        """Forward pass with the back-projection reconstruction and its (stop-gradient) target."""
+        feats = self.encode_image(images)
+        text = self.encode_text(classes)  # T×P×C
+        refined = self._refine(feats, text)  # B×d×T×h×w
+        reconstruction = target = None
+        if self.back_projection is not None:
+            reconstruction = self.back_projection(refined)  # B×C_t×h×w, Eq. 7
+            target = self._reconstruction_target(images, feats).detach()
+        return AerOSegOutput(self._decode(refined, feats), reconstruction, target)
+
+    def encode_image(self, images: torch.Tensor) -> ImageFeatures:
+        """Run the CLIP image encoder (all rotations, one batch) and the guidance encoder once."""
+        clip, intermediate = self.backbone.encode_image(images)  # B×R×C×h×w
+        if isinstance(self.guidance_encoder, ClipGuidance):
+            guidance = self.guidance_encoder(clip[:, self._unrotated], intermediate)
+        else:
+            guidance = self.guidance_encoder(images, self.backbone.grid_size)
+        return ImageFeatures(clip=clip, guidance=guidance, image_size=(images.shape[-2], images.shape[-1]))
+
+    def segment(self, feats: ImageFeatures, classes: Sequence[str]) -> torch.Tensor:
+        """Logits B×T×H×W for ``classes`` from features computed once by :meth:`encode_image`."""
+        return self._decode(self._refine(feats, self.encode_text(classes)), feats)
+
+    def encode_text(self, classes: Sequence[str]) -> torch.Tensor:
+        """T×P×C text embeddings; cached per class list while the model is in eval mode."""
+        if not classes:
+            raise ValueError("the class list is empty")
+        if self.training or torch.is_grad_enabled():
+            return self.backbone.encode_text(classes)
+        key = (tuple(classes), self.backbone.clip.text_projection.weight.device, self.backbone.clip.dtype)
+        if self._text_cache is None or self._text_cache[0] != key:
+            self._text_cache = (key, self.backbone.encode_text(classes))
+        return self._text_cache[1]
+
+    def _refine(self, feats: ImageFeatures, text: torch.Tensor) -> torch.Tensor:
+        corr = self.correlation(feats.clip, text)  # B×d×T×h×w, Eq. 3–4
+        return self.refinement(corr, feats.guidance.final, text)  # Eq. 5–6, ×refinement_layers
+
+    def _decode(self, refined: torch.Tensor, feats: ImageFeatures) -> torch.Tensor:
+        logits = self.decoder(refined, feats.guidance.decoder)  # B×T×4h×4w, Eq. 8–11
+        return F.interpolate(logits, size=feats.image_size, mode="bilinear", align_corners=False)
+
+    def _reconstruction_target(self, images: torch.Tensor, feats: ImageFeatures) -> torch.Tensor:
+        grid = self.backbone.grid_size
+        target = self.config.reconstruction_target
+        if target == "sam":
+            return feats.guidance.final
+        if target == "clip":
+            return feats.clip[:, self._unrotated]
+        return F.interpolate(images, size=(grid, grid), mode="area")  # "rgb"
+
+    @property
+    def _unrotated(self) -> int:
+        rotations = self.config.rotations
+        return rotations.index(0) if 0 in rotations else 0
+
+    # ------------------------------------------------------------------------------------------ training
+    def _freeze_backbones(self) -> None:
+        """Only what the paper trains keeps requires_grad: CLIP's q/v projections and the new modules (and the
+        guidance encoder when configured; :class:`SamGuidanceEncoder` handles that itself)."""
+        clip = self.backbone.clip
+        clip.requires_grad_(False)
+        last = len(clip.vision_model.encoder.layers) - 1
+        for name, module in clip.named_modules():
+            if not name.endswith(tuple(f".{n}" for n in self.config.clip_trainable)):
+                continue
+            unused = self.config.dense_last_block and f"vision_model.encoder.layers.{last}.self_attn." in name
+            if unused and not name.endswith(".v_proj"):  # the dense last block uses only the value path
+                continue
+            module.requires_grad_(True)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups for the optimizer, each with its learning rate (DESIGN §7)."""
+        clip = [p for p in self.backbone.parameters() if p.requires_grad]
+        guidance = (
+            [p for p in self.guidance_encoder.parameters() if p.requires_grad]
+            if not isinstance(self.guidance_encoder, ClipGuidance)
+            else []
+        )
+        taken = {id(p) for p in clip + guidance}
+        new = [p for p in self.parameters() if p.requires_grad and id(p) not in taken]
+        groups = [
+            {"name": "aeroseg", "params": new, "lr": self.config.lr},
+            {"name": "clip", "params": clip, "lr": self.config.clip_lr},
+            {"name": "guidance", "params": guidance, "lr": self.config.guidance_lr},
+        ]
+        return [g for g in groups if g["params"]]
+
+    def train(self, mode: bool = True) -> AerOSeg:
+        super().train(mode)
+        self._text_cache = None
+        return self
+
+    def predict(self, image: Any, classes: Sequence[str], output: Any = None, **options: Any) -> Any:
+        """Segment a file or an array of any size; see :func:`aeroseg.predict.api.predict`."""
+        from aeroseg.predict.api import predict
+
+        return predict(self, image, classes=classes, output=output, **options)
+
+    # ------------------------------------------------------------------------------------- construction
+    @classmethod
+    def from_config(cls, config: AerOSegConfig, *, pretrained: bool = True) -> AerOSeg:
+        """Build the model of ``config``, loading the backbones it names (random when ``pretrained=False``)."""
+        clip, tokenizer = load_clip(config.clip, arch=config.clip_arch, pretrained=pretrained)
+        guidance = None
+        if config.guidance_type != "clip":
+            guidance = load_guidance_encoder(
+                config.guidance_type, config.guidance, arch=config.guidance_arch, pretrained=pretrained
+            )
+        return cls._assemble(config, clip, tokenizer, guidance)
+
+    @classmethod
+    def _assemble(cls, config: AerOSegConfig, clip: Any, tokenizer: Any, guidance: nn.Module | None) -> AerOSeg:
+        backbone = VisionLanguageBackbone(
+            clip,
+            tokenizer,
+            image_size=config.clip_image_size,
+            rotations=config.rotations,
+            templates=config.prompt_templates,
+            dense_last_block=config.dense_last_block,
+            guidance_layers=config.guidance_layers if config.guidance_type == "clip" else (),
+        )
+        if config.guidance_type == "sam":
+            size = config.guidance_image_size or guidance.config.image_size
+            encoder: Any = SamGuidanceEncoder(
+                guidance,
+                image_size=size,
+                layers=config.guidance_layers,
+                final=config.sam_final,
+                trainable=config.guidance_trainable,
+            )
+        elif config.guidance_type == "sam2":
+            size = config.guidance_image_size or guidance.config.backbone_config.image_size[0]
+            encoder = Sam2GuidanceEncoder(guidance, image_size=size, trainable=config.guidance_trainable)
+        else:
+            encoder = ClipGuidance(embed_dim=backbone.embed_dim, hidden_size=backbone.hidden_size)
+        d = config.hidden_dim
+        back_projection = None
+        if config.back_projection:
+            target_dim = {"sam": encoder.final_dim, "clip": backbone.embed_dim, "rgb": 3}
+            back_projection = SemanticBackProjection(
+                num_classes=config.back_projection_classes,
+                hidden_dim=d,
+                mlp_dim=config.back_projection_hidden,
+                out_dim=target_dim[config.reconstruction_target],
+            )
+        return cls(
+            config,
+            backbone,
+            encoder,
+            CorrelationFeatures(
+                num_maps=config.num_correlation_channels, hidden_dim=d, kernel_size=config.correlation_kernel
+            ),
+            CorrelationRefinement(
+                dim=d,
+                num_layers=config.refinement_layers,
+                guidance_in_dim=encoder.final_dim,
+                guidance_dim=config.guidance_proj_dim,
+                text_in_dim=backbone.embed_dim,
+                text_dim=config.text_proj_dim,
+                spatial_heads=config.spatial_heads,
+                class_heads=config.class_heads,
+                window_size=config.window_size,
+                mlp_ratio=config.mlp_ratio,
+                class_pool=config.class_pool,
+            ),
+            back_projection,
+            UpsamplingDecoder(
+                in_dim=d,
+                guidance_in_dims=encoder.decoder_dims,
+                guidance_dims=config.decoder_guidance_dims,
+                out_dims=config.decoder_dims,
+                attention=config.decoder_attention,
+                activation=config.decoder_attention_activation,
+            ),
+        )
+
+    # ------------------------------------------------------------------------------------- checkpoints
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
+        """Write ``config.json`` (AerOSeg config + backbone architectures) and ``model.safetensors``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        guidance = None if isinstance(self.guidance_encoder, ClipGuidance) else self.guidance_encoder.encoder
+        meta = {"format": FORMAT, "config": self.config.to_dict(), **backbone_configs(self.backbone.clip, guidance)}
+        tmp_weights, tmp_config = directory / f".{WEIGHTS_NAME}.tmp", directory / f".{CONFIG_NAME}.tmp"
+        save_model(self, str(tmp_weights), metadata={"format": "pt"})
+        tmp_config.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp_weights, directory / WEIGHTS_NAME)
+        os.replace(tmp_config, directory / CONFIG_NAME)
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike[str], *, map_location: str = "cpu") -> AerOSeg:
+        """Load a model saved by :meth:`save_pretrained` from a directory or a hub id, with no other file."""
+        directory = _checkpoint_directory(source)
+        meta = json.loads((directory / CONFIG_NAME).read_text())
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise CheckpointError(f"{directory} is not an AerOSeg checkpoint (its config.json has no AerOSeg config)")
+        config = AerOSegConfig.from_dict(meta["config"])
+        clip, tokenizer, guidance = backbones_from_configs(config.guidance_type, meta)
+        model = cls._assemble(config, clip, tokenizer, guidance)
+        missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False, device=map_location)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{directory / WEIGHTS_NAME} does not match its config ({len(missing)} missing, "
+                f"{len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[0]})"
+            )
+        return model.eval()
+
+
+def _checkpoint_directory(source: str | os.PathLike[str]) -> Path:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
+            raise CheckpointError(
+                f"{path} is not an AerOSeg checkpoint: it needs {CONFIG_NAME} and {WEIGHTS_NAME} "
+                "(written by AerOSeg.save_pretrained or aeroseg train)"
+            )
+        return path
+    if path.exists():
+        raise CheckpointError(f"{path} is a file; an AerOSeg checkpoint is a directory with {CONFIG_NAME}")
+    if str(source).startswith((".", "/", "~")) or str(source).count("/") != 1:
+        raise CheckpointError(f"AerOSeg checkpoint {str(source)!r} does not exist")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(source), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
+    except Exception as error:  # noqa: BLE001 - any hub failure becomes one line for the user
+        raise CheckpointError(
+            f"cannot download AerOSeg checkpoint {str(source)!r} from the Hugging Face hub ({type(error).__name__}); "
+            "pass a local checkpoint directory"
+        ) from None

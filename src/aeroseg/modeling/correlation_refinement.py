@@ -1,0 +1,235 @@
+"""Correlation feature refinement (paper Eq. 5–6, DESIGN §4): spatial Swin blocks guided by the guidance
+encoder, then linear attention over classes guided by the text."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _mlp(dim: int, ratio: float, act: type[nn.Module]) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, int(dim * ratio)), act(), nn.Linear(int(dim * ratio), dim))
+
+
+class GuidedWindowAttention(nn.Module):
+    """Window self-attention (Swin) whose query and key also see a guidance feature; the value does not.
+
+    A relative position bias (Swin) is learned for windows up to ``window_size``; smaller windows (grids
+    smaller than the window) use its central part.
+    """
+
+    def __init__(self, *, dim: int, guidance_dim: int, num_heads: int, window_size: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.q = nn.Linear(dim + guidance_dim, dim)
+        self.k = nn.Linear(dim + guidance_dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.relative_position_bias = nn.Parameter(torch.zeros(num_heads, (2 * window_size - 1) ** 2))
+        nn.init.trunc_normal_(self.relative_position_bias, std=0.02)
+
+    def bias(self, ws: int) -> torch.Tensor:
+        """Relative position bias for a ws×ws window → heads×(ws²)×(ws²)."""
+        coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
+        rel = coords[:, :, None] - coords[:, None, :] + self.window_size - 1  # (2, L, L)
+        index = (rel[0] * (2 * self.window_size - 1) + rel[1]).to(self.relative_position_bias.device)
+        return self.relative_position_bias[:, index]
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x: N×nW×L×d, g: N×nW×L×g, mask: nW×L×L additive or None → N×nW×L×d."""
+        N, nW, L, d = x.shape
+        xg = torch.cat([x, g], dim=-1)
+        heads = lambda t: t.view(N, nW, L, self.num_heads, -1).transpose(2, 3)  # (N, nW, heads, L, d/heads)
+        q, k, v = heads(self.q(xg)), heads(self.k(xg)), heads(self.v(x))
+        attn_mask = self.bias(int(L**0.5))  # (heads, L, L)
+        if mask is not None:
+            attn_mask = attn_mask + mask[:, None]  # (nW, heads, L, L)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype))
+        return self.proj(out.transpose(2, 3).reshape(N, nW, L, d))
+
+
+class SwinBlock(nn.Module):
+    """Pre-norm Swin block with guidance in query and key; ``shifted`` rolls the grid by half a window."""
+
+    def __init__(
+        self, *, dim: int, guidance_dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float
+    ) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.shifted = shifted
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm_guidance = nn.LayerNorm(guidance_dim)
+        self.attn = GuidedWindowAttention(
+            dim=dim, guidance_dim=guidance_dim, num_heads=num_heads, window_size=window_size
+        )
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = _mlp(dim, mlp_ratio, nn.GELU)
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """x: N×h×w×d and g: N×h×w×g (channels last) → N×h×w×d."""
+        N, h, w, d = x.shape
+        ws = min(self.window_size, h, w)  # a grid smaller than the window is one window (Swin)
+        shift = ws // 2 if self.shifted and ws < max(h, w) else 0
+        ph, pw = -h % ws, -w % ws
+        y = F.pad(self.norm1(x), (0, 0, 0, pw, 0, ph))  # (N, H, W, d) padded to whole windows
+        gy = F.pad(self.norm_guidance(g), (0, 0, 0, pw, 0, ph))
+        H, W = h + ph, w + pw
+        if shift:
+            y, gy = (torch.roll(t, (-shift, -shift), dims=(1, 2)) for t in (y, gy))
+        mask = _window_mask(h, w, H, W, ws, shift, x.device) if (shift or ph or pw) else None
+        y = _unpartition(self.attn(_partition(y, ws), _partition(gy, ws), mask), H, W)
+        if shift:
+            y = torch.roll(y, (shift, shift), dims=(1, 2))
+        x = x + y[:, :h, :w]
+        return x + self.mlp(self.norm2(x))
+
+
+def _partition(x: torch.Tensor, ws: int) -> torch.Tensor:
+    """N×H×W×C → N×nW×(ws·ws)×C."""
+    N, H, W, C = x.shape
+    x = x.view(N, H // ws, ws, W // ws, ws, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(N, (H // ws) * (W // ws), ws * ws, C)
+
+
+def _unpartition(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """N×nW×(ws·ws)×C → N×H×W×C."""
+    N, _, L, C = x.shape
+    ws = int(L**0.5)
+    x = x.view(N, H // ws, W // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(N, H, W, C)
+
+
+def _window_mask(h: int, w: int, H: int, W: int, ws: int, shift: int, device: torch.device) -> torch.Tensor:
+    """Additive mask nW×L×L on the (rolled) padded grid: tokens of different regions do not mix. Regions
+    separate padding from the image and, for shifted windows, the bands rolled in from the opposite edge
+    (Swin's SW-MSA mask)."""
+    labels = torch.zeros(H, W, device=device)
+    labels[h:, :] = 1
+    labels[:, w:] = 1
+    if shift:
+        labels = torch.roll(labels, (-shift, -shift), dims=(0, 1))
+        bands = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
+        for i, rows in enumerate(bands):
+            for j, cols in enumerate(bands):
+                labels[rows, cols] += 2 * (i * 3 + j)
+    windows = _partition(labels[None, :, :, None], ws)[0, :, :, 0]  # (nW, L)
+    different = windows[:, :, None] != windows[:, None, :]
+    return torch.zeros(different.shape, device=device).masked_fill(different, float("-inf"))
+
+
+class SpatialRefinement(nn.Module):
+    """Spatial refinement block (Eq. 5): W-MSA then SW-MSA, per class with shared weights."""
+
+    def __init__(self, *, dim: int, guidance_dim: int, num_heads: int, window_size: int, mlp_ratio: float) -> None:
+        super().__init__()
+        kwargs = dict(dim=dim, guidance_dim=guidance_dim, num_heads=num_heads, window_size=window_size)
+        self.blocks = nn.ModuleList(
+            [SwinBlock(**kwargs, shifted=s, mlp_ratio=mlp_ratio) for s in (False, True)]  # type: ignore[arg-type]
+        )
+
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        """x: B×d×T×h×w, guidance: B×g×h×w (projected) → B×d×T×h×w."""
+        B, d, T, h, w = x.shape
+        y = x.permute(0, 2, 3, 4, 1).reshape(B * T, h, w, d)
+        g = guidance.permute(0, 2, 3, 1)[:, None].expand(B, T, h, w, -1).reshape(B * T, h, w, -1)
+        for block in self.blocks:
+            y = block(y, g)
+        return y.view(B, T, h, w, d).permute(0, 4, 1, 2, 3)
+
+
+class LinearAttention(nn.Module):
+    """Linear attention (Katharopoulos et al. 2020, feature map elu+1) over a set; guidance in query and key."""
+
+    def __init__(self, *, dim: int, guidance_dim: int, num_heads: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.eps = eps
+        self.q = nn.Linear(dim + guidance_dim, dim)
+        self.k = nn.Linear(dim + guidance_dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """x: N×T×d, g: N×T×g → N×T×d. No positional embedding: equivariant to permutations of T."""
+        N, T, d = x.shape
+        xg = torch.cat([x, g], dim=-1)
+        heads = lambda t: t.view(N, T, self.num_heads, -1)  # (N, T, heads, d/heads)
+        q, k, v = F.elu(heads(self.q(xg))) + 1, F.elu(heads(self.k(xg))) + 1, heads(self.v(x))
+        kv = torch.einsum("nthd,nthe->nhde", k, v)
+        norm = 1.0 / (torch.einsum("nthd,nhd->nth", q, k.sum(dim=1)) + self.eps)
+        out = torch.einsum("nthd,nhde,nth->nthe", q, kv, norm)
+        return self.proj(out.reshape(N, T, d))
+
+
+class ClassRefinement(nn.Module):
+    """Class refinement block (Eq. 6): at every grid position, linear attention across the T classes with the
+    projected class text as guidance. ``pool`` average-pools the grid first (CAT-Seg) and the update is
+    upsampled back and added residually."""
+
+    def __init__(self, *, dim: int, guidance_dim: int, num_heads: int, mlp_ratio: float, pool: int) -> None:
+        super().__init__()
+        self.pool = pool
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = LinearAttention(dim=dim, guidance_dim=guidance_dim, num_heads=num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = _mlp(dim, mlp_ratio, nn.ReLU)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """x: B×d×T×h×w, text: T×g (projected) → B×d×T×h×w."""
+        B, d, T, h, w = x.shape
+        y = x.transpose(1, 2).reshape(B * T, d, h, w)
+        if self.pool > 1:
+            y = F.avg_pool2d(y, self.pool, ceil_mode=True, count_include_pad=False)
+        hp, wp = y.shape[-2:]
+        y = y.view(B, T, d, hp, wp).permute(0, 3, 4, 1, 2).reshape(B * hp * wp, T, d)  # (B*h'*w', T, d)
+        g = text[None].expand(y.shape[0], -1, -1)
+        update = self.attn(self.norm1(y), g)
+        update = update + self.mlp(self.norm2(y + update))
+        update = update.view(B, hp, wp, T, d).permute(0, 3, 4, 1, 2).reshape(B * T, d, hp, wp)
+        if self.pool > 1:
+            update = F.interpolate(update, size=(h, w), mode="bilinear", align_corners=False)
+        return x + update.view(B, T, d, h, w).transpose(1, 2)
+
+
+class CorrelationRefinement(nn.Module):
+    """``num_layers`` × (spatial refinement, class refinement), with the guidance and text projections
+    shared by all layers."""
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        num_layers: int,
+        guidance_in_dim: int,
+        guidance_dim: int,
+        text_in_dim: int,
+        text_dim: int,
+        spatial_heads: int,
+        class_heads: int,
+        window_size: int,
+        mlp_ratio: float,
+        class_pool: int,
+    ) -> None:
+        super().__init__()
+        self.guidance_proj = nn.Sequential(nn.Conv2d(guidance_in_dim, guidance_dim, 3, padding=1), nn.ReLU())
+        self.text_proj = nn.Sequential(nn.Linear(text_in_dim, text_dim), nn.ReLU())
+        self.spatial = nn.ModuleList(
+            SpatialRefinement(
+                dim=dim, guidance_dim=guidance_dim, num_heads=spatial_heads, window_size=window_size, mlp_ratio=mlp_ratio
+            )
+            for _ in range(num_layers)
+        )
+        self.classes = nn.ModuleList(
+            ClassRefinement(dim=dim, guidance_dim=text_dim, num_heads=class_heads, mlp_ratio=mlp_ratio, pool=class_pool)
+            for _ in range(num_layers)
+        )
+
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """x: B×d×T×h×w, guidance: B×C_g×h×w, text: T×P×C → B×d×T×h×w."""
+        g = self.guidance_proj(guidance)
+        t = self.text_proj(F.normalize(text.mean(dim=1), dim=-1))  # template-averaged, re-normalised
+        for spatial, classes in zip(self.spatial, self.classes):
+            x = classes(spatial(x, g), t)
+        return x

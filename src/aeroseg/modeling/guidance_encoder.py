@@ -1,0 +1,134 @@
+"""Guidance encoder (paper Sec. 3.1, DESIGN §2): SAM / SAM2 image features, or CLIP's own for the Baseline.
+
+Every encoder returns :class:`GuidanceFeatures` already resized to the grids they meet: ``final`` to the
+correlation grid h×w (spatial refinement and back-projection target), ``decoder[0]`` to h×w and
+``decoder[1]`` to 2h×2w (decoder stages 1 and 2 bring them up once more by nearest ×2, Eq. 10).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class GuidanceFeatures:
+    """final: B×C_f×h×w; decoder: [B×C_1×h×w, B×C_2×2h×2w]."""
+
+    final: torch.Tensor
+    decoder: list[torch.Tensor]
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def _to_grids(final: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor, grid: int) -> GuidanceFeatures:
+    return GuidanceFeatures(final=_resize(final, grid), decoder=[_resize(coarse, grid), _resize(fine, 2 * grid)])
+
+
+class _FrozenImageEncoder(nn.Module):
+    """Resizing, ImageNet normalisation and freezing shared by the SAM and SAM2 encoders."""
+
+    def __init__(self, encoder: nn.Module, *, image_size: int, trainable: bool) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.image_size = image_size
+        self.trainable = trainable
+        self.encoder.requires_grad_(trainable)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> _FrozenImageEncoder:
+        super().train(mode)
+        if not self.trainable:
+            self.encoder.eval()  # a frozen encoder never changes behaviour with the model's mode
+        return self
+
+    def _pixels(self, images: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(images, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
+        return (x - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor, grid: int) -> GuidanceFeatures:
+        """images: B×3×H×W in [0, 1]; grid: side h of the correlation grid."""
+        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
+            return self._encode(self._pixels(images), grid)  # each encoder below defines _encode
+
+
+class SamGuidanceEncoder(_FrozenImageEncoder):
+    """SAM ViT image encoder (``transformers`` ``SamVisionEncoder``).
+
+    Args:
+        encoder: ``SamModel.vision_encoder``.
+        layers: 1-based blocks (paper: 8 and 16 of ViT-L) feeding decoder stages 1 and 2.
+        final: ``"neck"`` (256 channels, **choice**) or ``"last_block"`` (the last block's width).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        *,
+        image_size: int,
+        layers: Sequence[int],
+        final: str = "neck",
+        trainable: bool = False,
+    ) -> None:
+        super().__init__(encoder, image_size=image_size, trainable=trainable)
+        config = encoder.config
+        if any(not 1 <= i <= config.num_hidden_layers for i in layers):
+            raise ValueError(f"guidance_layers {tuple(layers)} outside the SAM encoder's 1..{config.num_hidden_layers}")
+        self.layers = tuple(layers)
+        self.final = final
+        self.final_dim = config.output_channels if final == "neck" else config.hidden_size
+        self.decoder_dims = (config.hidden_size, config.hidden_size)
+
+    def _encode(self, pixels: torch.Tensor, grid: int) -> GuidanceFeatures:
+        x = self.encoder.patch_embed(pixels)  # (B, h', w', C)
+        if self.encoder.pos_embed is not None:
+            x = x + self.encoder.pos_embed
+        taken = []
+        for i, block in enumerate(self.encoder.layers, start=1):
+            x = block(x)
+            if i in self.layers:
+                taken.append(x.permute(0, 3, 1, 2))  # (B, C, h', w')
+        final = self.encoder.neck(x) if self.final == "neck" else x.permute(0, 3, 1, 2)
+        return _to_grids(final, taken[0], taken[1], grid)
+
+
+class Sam2GuidanceEncoder(_FrozenImageEncoder):
+    """SAM2 / SAM2.1 Hiera image encoder (``transformers`` ``Sam2VisionModel``): the three FPN levels
+    (strides 16, 8, 4) feed the final feature and decoder stages 1 and 2."""
+
+    def __init__(self, encoder: nn.Module, *, image_size: int, trainable: bool = False) -> None:
+        super().__init__(encoder, image_size=image_size, trainable=trainable)
+        fpn_dim = encoder.config.fpn_hidden_size
+        self.final_dim = fpn_dim
+        self.decoder_dims = (fpn_dim, fpn_dim)
+
+    def _encode(self, pixels: torch.Tensor, grid: int) -> GuidanceFeatures:
+        fine, mid, coarse = self.encoder(pixels).fpn_hidden_states[-3:]  # high to low resolution
+        return _to_grids(coarse, mid, fine, grid)
+
+
+class ClipGuidance(nn.Module):
+    """The Baseline's guidance (CAT-Seg): CLIP's dense features of the unrotated image for spatial refinement,
+    and two intermediate CLIP blocks for the decoder. It runs no encoder of its own."""
+
+    def __init__(self, *, embed_dim: int, hidden_size: int) -> None:
+        super().__init__()
+        self.final_dim = embed_dim
+        self.decoder_dims = (hidden_size, hidden_size)
+
+    def forward(self, dense: torch.Tensor, intermediate: list[torch.Tensor]) -> GuidanceFeatures:
+        """dense: B×C×h×w; intermediate: two B×D×h×w grids (shallower first)."""
+        grid = dense.shape[-1]
+        return _to_grids(dense, intermediate[0], intermediate[1], grid)

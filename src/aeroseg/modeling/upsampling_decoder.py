@@ -1,0 +1,103 @@
+"""Attention-aware upsampling decoder (paper Eq. 8–11, DESIGN §6; attention from OVRS)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class AttentionAwareUpsampling(nn.Module):
+    """One ×2 decoder stage.
+
+    The class-wise features are upsampled by a transposed convolution; channel and spatial attention computed
+    from their class average gate the guidance feature (``G' = ca⊙G + sa⊙G + G``), which is concatenated to
+    every class and fused by two Conv3×3-GroupNorm-ReLU. With ``attention=False`` the guidance enters
+    ungated (the CAT-Seg decoder).
+
+    Args:
+        in_dim: c_in of the class-wise features.
+        guidance_in_dim: channels of the guidance feature before projection.
+        guidance_dim: g.
+        out_dim: c_out.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        guidance_in_dim: int,
+        guidance_dim: int,
+        out_dim: int,
+        attention: bool = True,
+        activation: str = "none",
+    ) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_dim, in_dim - guidance_dim, kernel_size=2, stride=2)
+        self.guidance_proj = nn.Sequential(nn.Conv2d(guidance_in_dim, guidance_dim, 3, padding=1), nn.ReLU())
+        self.attention = attention
+        if attention:
+            self.channel_attention = nn.Conv2d(in_dim - guidance_dim, guidance_dim, 1)
+            self.spatial_attention = nn.Conv2d(1, 1, 1)
+        self.gate = torch.sigmoid if activation == "sigmoid" else (lambda t: t)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(in_dim, out_dim, 3, padding=1),
+            nn.GroupNorm(out_dim // 16, out_dim),
+            nn.ReLU(),
+            nn.Conv2d(out_dim, out_dim, 3, padding=1),
+            nn.GroupNorm(out_dim // 16, out_dim),
+            nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        """x: B×c_in×T×h×w, guidance: B×C_g×h×w → B×c_out×T×2h×2w."""
+        B, c, T, h, w = x.shape
+        y = self.up(x.transpose(1, 2).reshape(B * T, c, h, w))  # (B*T, c_in-g, 2h, 2w), Eq. 8
+        y = y.view(B, T, -1, 2 * h, 2 * w)
+        G = F.interpolate(self.guidance_proj(guidance), scale_factor=2.0, mode="nearest")  # (B, g, 2h, 2w), Eq. 10
+        if self.attention:
+            A = y.mean(dim=1)  # class average, (B, c_in-g, 2h, 2w)
+            ca = self.gate(self.channel_attention(A.mean(dim=(2, 3), keepdim=True)))  # (B, g, 1, 1), Eq. 9
+            sa = self.gate(self.spatial_attention(A.mean(dim=1, keepdim=True)))  # (B, 1, 2h, 2w)
+            G = ca * G + sa * G + G  # Eq. 11
+        y = torch.cat([y, G[:, None].expand(-1, T, -1, -1, -1)], dim=2).flatten(0, 1)  # (B*T, c_in, 2h, 2w)
+        y = self.fuse(y)
+        return y.view(B, T, -1, 2 * h, 2 * w).transpose(1, 2)
+
+
+class UpsamplingDecoder(nn.Module):
+    """Two attention-aware stages (h → 2h → 4h) and a per-class Conv3×3 head."""
+
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        guidance_in_dims: Sequence[int],
+        guidance_dims: Sequence[int],
+        out_dims: Sequence[int],
+        attention: bool = True,
+        activation: str = "none",
+    ) -> None:
+        super().__init__()
+        dims = [in_dim, *out_dims]
+        self.stages = nn.ModuleList(
+            AttentionAwareUpsampling(
+                in_dim=dims[i],
+                guidance_in_dim=guidance_in_dims[i],
+                guidance_dim=guidance_dims[i],
+                out_dim=dims[i + 1],
+                attention=attention,
+                activation=activation,
+            )
+            for i in range(len(out_dims))
+        )
+        self.head = nn.Conv2d(dims[-1], 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, guidance: Sequence[torch.Tensor]) -> torch.Tensor:
+        """x: B×d×T×h×w, guidance: one map per stage (stage i at 2^i·h) → logits B×T×4h×4w."""
+        for stage, g in zip(self.stages, guidance):
+            x = stage(x, g)
+        B, c, T, H, W = x.shape
+        return self.head(x.transpose(1, 2).reshape(B * T, c, H, W)).view(B, T, H, W)

@@ -1,0 +1,166 @@
+"""The variants the paper reports, one explicit config builder each (DESIGN §10), and :func:`build`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aeroseg.config import GENERIC_TEMPLATES, AerOSegConfig
+from aeroseg.errors import UserError
+
+_CLIP_GUIDANCE = dict(guidance_type="clip", guidance=None, guidance_arch=None, guidance_layers=(4, 8))
+
+
+def aeroseg() -> AerOSegConfig:
+    """Config-C, the paper's model: CLIP ViT-B/16 + SAM ViT-L guidance, back-projection, RS prompts."""
+    return AerOSegConfig(preset="aeroseg")
+
+
+def baseline() -> AerOSegConfig:
+    """Table 3 Baseline (OVRS-like): CLIP guidance (blocks 4 and 8), generic prompt, no back-projection."""
+    return AerOSegConfig(
+        preset="baseline", prompt_templates=GENERIC_TEMPLATES, back_projection=False, **_CLIP_GUIDANCE
+    )
+
+
+def config_a() -> AerOSegConfig:
+    """Table 3 Config-A: Baseline + SAM ViT-L guidance."""
+    return AerOSegConfig(preset="config-a", prompt_templates=GENERIC_TEMPLATES, back_projection=False)
+
+
+def config_b() -> AerOSegConfig:
+    """Table 3 Config-B: Config-A + semantic back-projection loss."""
+    return AerOSegConfig(preset="config-b", prompt_templates=GENERIC_TEMPLATES)
+
+
+def aeroseg_sam_vit_h() -> AerOSegConfig:
+    """Table 6: SAM ViT-H guidance; blocks 11 and 21 (**choice**: a third and two thirds of 32, as 8/16 of 24)."""
+    return AerOSegConfig(
+        preset="aeroseg-sam-vit-h", guidance="facebook/sam-vit-huge", guidance_arch="sam-vit-h", guidance_layers=(11, 21)
+    )
+
+
+def aeroseg_sam2_hiera_b_plus() -> AerOSegConfig:
+    """Table 6: SAM2 Hiera-B+ guidance (FPN levels at strides 16, 8, 4)."""
+    return AerOSegConfig(
+        preset="aeroseg-sam2-hiera-b+",
+        guidance_type="sam2",
+        guidance="facebook/sam2-hiera-base-plus",
+        guidance_arch="sam2-hiera-b+",
+    )
+
+
+def aeroseg_sam2_1_hiera_b_plus() -> AerOSegConfig:
+    """Table 6: SAM2.1 Hiera-B+ guidance."""
+    return AerOSegConfig(
+        preset="aeroseg-sam2.1-hiera-b+",
+        guidance_type="sam2",
+        guidance="facebook/sam2.1-hiera-base-plus",
+        guidance_arch="sam2.1-hiera-b+",
+    )
+
+
+def aeroseg_clip_vit_l() -> AerOSegConfig:
+    """Supplementary Table 7: CLIP ViT-L/14 at 336² (grid 24×24)."""
+    return AerOSegConfig(
+        preset="aeroseg-clip-vit-l",
+        clip="openai/clip-vit-large-patch14-336",
+        clip_arch="clip-vit-l-14-336",
+        clip_image_size=336,
+    )
+
+
+def aeroseg_georsclip() -> AerOSegConfig:
+    """Supplementary Table 7: GeoRSCLIP ViT-L/14 (open_clip checkpoint RS5M_ViT-L-14.pt) at 336²."""
+    return AerOSegConfig(
+        preset="aeroseg-georsclip",
+        clip="hf://Zilun/GeoRSCLIP/ckpt/RS5M_ViT-L-14.pt",
+        clip_arch="clip-vit-l-14",
+        clip_image_size=336,
+    )
+
+
+def aeroseg_skyclip() -> AerOSegConfig:
+    """Supplementary Table 7: SkyCLIP ViT-L/14 (open_clip checkpoint from the SkyScript release) at 336²;
+    the checkpoint file must be given with ``clip=``."""
+    return AerOSegConfig(preset="aeroseg-skyclip", clip="", clip_arch="clip-vit-l-14", clip_image_size=336)
+
+
+def cat_seg() -> AerOSegConfig:
+    """CAT-Seg (CVPR'24) in this code: one rotation, CLIP guidance, generic prompt, plain decoder."""
+    return AerOSegConfig(
+        preset="cat-seg",
+        rotations=(0,),
+        prompt_templates=GENERIC_TEMPLATES,
+        back_projection=False,
+        decoder_attention=False,
+        **_CLIP_GUIDANCE,
+    )
+
+
+def ovrs() -> AerOSegConfig:
+    """OVRS (TGRS'25) in this code: four rotations, CLIP guidance, generic prompt, attention-aware decoder
+    (the same architecture as the Baseline, which the paper builds from it)."""
+    return AerOSegConfig(
+        preset="ovrs", prompt_templates=GENERIC_TEMPLATES, back_projection=False, **_CLIP_GUIDANCE
+    )
+
+
+PRESETS: dict[str, Callable[[], AerOSegConfig]] = {
+    "aeroseg": aeroseg,
+    "baseline": baseline,
+    "config-a": config_a,
+    "config-b": config_b,
+    "aeroseg-sam-vit-h": aeroseg_sam_vit_h,
+    "aeroseg-sam2-hiera-b+": aeroseg_sam2_hiera_b_plus,
+    "aeroseg-sam2.1-hiera-b+": aeroseg_sam2_1_hiera_b_plus,
+    "aeroseg-clip-vit-l": aeroseg_clip_vit_l,
+    "aeroseg-georsclip": aeroseg_georsclip,
+    "aeroseg-skyclip": aeroseg_skyclip,
+    "cat-seg": cat_seg,
+    "ovrs": ovrs,
+}
+
+
+def presets() -> list[str]:
+    """Names of the presets."""
+    return list(PRESETS)
+
+
+def preset_config(name: str, **overrides: Any) -> AerOSegConfig:
+    """The config of preset ``name`` with ``overrides`` (any :class:`AerOSegConfig` field) applied."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    try:
+        return PRESETS[name]().replace(**overrides)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"preset {name!r}: {error}") from None
+
+
+def build(
+    preset: str = "aeroseg",
+    *,
+    clip: str | None = None,
+    guidance: str | None = None,
+    pretrained: bool = True,
+    **overrides: Any,
+):
+    """Build the model of a preset.
+
+    Args:
+        preset: a name from :func:`presets`.
+        clip, guidance: hub id, local directory or original checkpoint file of the backbones (default: the
+            preset's public weights).
+        pretrained: ``False`` builds the paper-size architecture with random weights, offline.
+        overrides: any :class:`aeroseg.config.AerOSegConfig` field.
+    """
+    from aeroseg.modeling.aeroseg import AerOSeg
+
+    if clip is not None:
+        overrides["clip"] = clip
+    if guidance is not None:
+        overrides["guidance"] = guidance
+    config = preset_config(preset, **overrides)
+    if pretrained and not config.clip:
+        raise UserError(f"preset {preset!r} has no public CLIP weights: pass clip=FILE (or --clip FILE)")
+    return AerOSeg.from_config(config, pretrained=pretrained)
