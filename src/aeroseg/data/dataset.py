@@ -1,0 +1,158 @@
+"""The canonical segmentation dataset: ``DIR/dataset.yaml`` plus ``DIR/<split>/{images,masks}/``.
+
+Layout (written by ``aeroseg prepare``, accepted for any user data)::
+
+    DIR/dataset.yaml                      # name, classes, unseen, ignore_index (see info.py)
+    DIR/train/images/<stem>.png|jpg|tif   # RGB; tif may have more bands, the first 3 are used
+    DIR/train/masks/<stem>.png            # one channel uint8: class ids, 255 = ignore
+    DIR/val/...                           # same as train
+
+Styled after torchgeo's datasets: dict samples, optional ``transforms``, and a dedicated error that
+names what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from aeroseg.data.info import DatasetInfo
+from aeroseg.errors import DatasetNotFoundError, UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_TIFF = (".tif", ".tiff")
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """The first three bands of an image as an H×W×3 array of its own dtype.
+
+    PNG and JPEG are read with PIL (grey and palette images become RGB), TIFF with rasterio; a
+    single-band TIFF is repeated to three bands.
+    """
+    path = Path(path)
+    if path.suffix.lower() in _TIFF:
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                if src.count == 2:
+                    raise UserError(f"{path} has 2 bands; images need 1 (grey) or at least 3 (RGB) bands")
+                bands = src.read([1, 1, 1] if src.count == 1 else [1, 2, 3])  # 3×H×W
+        return np.ascontiguousarray(bands.transpose(1, 2, 0))
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """An image as a float32 3×H×W tensor in [0, 1].
+
+    8- and 16-bit integers are divided by 255 or 65535; floating-point bands are taken as already in
+    [0, 1] and clipped.
+    """
+    array = read_rgb(path)
+    if array.dtype == np.uint8:
+        scaled = array.astype(np.float32) / 255.0
+    elif array.dtype == np.uint16:
+        scaled = array.astype(np.float32) / 65535.0
+    elif np.issubdtype(array.dtype, np.floating):
+        scaled = np.clip(array.astype(np.float32), 0.0, 1.0)
+    else:
+        raise UserError(f"{path}: unsupported pixel type {array.dtype}; use 8-bit, 16-bit or float bands")
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))  # 3×H×W
+
+
+def read_mask(path: str | os.PathLike) -> torch.Tensor:
+    """A mask PNG (one channel of class ids, mode L or P) as an int64 H×W tensor."""
+    with Image.open(path) as image:
+        if image.mode not in ("L", "P"):
+            raise UserError(
+                f"mask {path} is a {image.mode} image; masks are single-channel uint8 class ids (mode L)"
+            )
+        return torch.from_numpy(np.asarray(image).astype(np.int64))
+
+
+class SegmentationDataset(Dataset):
+    """One split of a dataset in the canonical layout.
+
+    ``dataset[i]`` is ``{"image": float32 3×H×W in [0, 1], "mask": int64 H×W, "stem": str}`` after
+    ``transforms`` (a callable on that dict), if given. Mask ids index ``dataset.info.classes``;
+    ``info.ignore_index`` marks unlabelled pixels.
+
+    Raises:
+        DatasetNotFoundError: ``root/dataset.yaml`` or the split's ``images``/``masks`` folder is
+            missing, the split has no images, or an image has no mask; the message names the path.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        transforms: Callable[[dict], dict] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.transforms = transforms
+        if not self.root.is_dir():
+            raise DatasetNotFoundError(f"dataset folder {self.root} does not exist")
+        self.info = DatasetInfo.from_yaml(self.root / "dataset.yaml")
+        self.files = self._find_files()  # [(image path, mask path)], sorted by stem
+
+    def _find_files(self) -> list[tuple[Path, Path]]:
+        image_dir = self.root / self.split / "images"
+        mask_dir = self.root / self.split / "masks"
+        for folder in (self.root / self.split, image_dir, mask_dir):
+            if not folder.is_dir():
+                raise DatasetNotFoundError(
+                    f"missing folder {folder}: split {self.split!r} needs {image_dir}/<stem>.png|jpg|tif "
+                    f"and {mask_dir}/<stem>.png"
+                )
+        images = sorted(
+            (
+                p
+                for p in image_dir.iterdir()
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            ),
+            key=lambda p: p.name,
+        )
+        if not images:
+            raise DatasetNotFoundError(f"no images in {image_dir} (expected <stem>.png, .jpg or .tif)")
+        stems: dict[str, Path] = {}
+        for image in images:
+            if image.stem in stems:
+                raise UserError(
+                    f"two images share the stem {image.stem!r}: {stems[image.stem].name}, {image.name}"
+                )
+            stems[image.stem] = image
+        files = []
+        for stem, image in stems.items():
+            mask = mask_dir / f"{stem}.png"
+            if not mask.is_file():
+                raise DatasetNotFoundError(f"image {image} has no mask: expected {mask}")
+            files.append((image, mask))
+        return files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        image_path, mask_path = self.files[index]
+        image = read_image(image_path)
+        mask = read_mask(mask_path)
+        if tuple(image.shape[-2:]) != tuple(mask.shape):
+            raise UserError(
+                f"{image_path} is {image.shape[-1]}×{image.shape[-2]} px but its mask {mask_path} is "
+                f"{mask.shape[-1]}×{mask.shape[-2]} px"
+            )
+        sample: dict[str, torch.Tensor | str] = {"image": image, "mask": mask, "stem": image_path.stem}
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample

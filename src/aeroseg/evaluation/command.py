@@ -1,0 +1,185 @@
+"""``aeroseg evaluate``: s-mIoU, u-mIoU, h-mIoU and mIoU of a model or of a folder of predictions.
+
+Either ``--checkpoint DIR`` (an AerOSeg checkpoint, or a training run whose ``final/`` holds one) runs the
+model on every image of the split, or ``--predictions DIR`` scores ``DIR/<stem>.png`` class-id maps made
+by any other model (SAN, SED, CAT-Seg, ...) under the same protocol. Prints a table and, with ``--json``,
+writes the scores and the metadata ``aeroseg report`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aeroseg import AerOSeg
+from aeroseg.data import DatasetInfo, SegmentationDataset
+from aeroseg.errors import UserError
+from aeroseg.evaluation.scoring import score_model, score_predictions
+from aeroseg.metrics import ConfusionMatrix, SegmentationScores
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", required=True, type=Path, metavar="DIR", help="prepared (canonical) dataset"
+    )
+    parser.add_argument("--split", default="val", help="split to score (default: val)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--checkpoint", type=Path, metavar="DIR", help="AerOSeg checkpoint dir or training run"
+    )
+    source.add_argument(
+        "--predictions", type=Path, metavar="DIR", help="folder of <stem>.png class-id maps to score instead"
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write scores and metadata to this JSON")
+    parser.add_argument(
+        "--method",
+        help="name recorded for `aeroseg report` (default: the model's preset, or the folder name)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("whole", "slide"),
+        default="whole",
+        help="whole image in one forward, or sliding windows (default: whole)",
+    )
+    parser.add_argument(
+        "--window", type=int, default=512, help="slide mode: window side in pixels (default 512)"
+    )
+    parser.add_argument(
+        "--overlap", type=float, default=0.25, help="slide mode: window overlap (default 0.25)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="images (whole) or windows (slide) per forward (default 1)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
+    parser.add_argument("--device", default="auto", help="torch device, e.g. cuda:0 or cpu (default: auto)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the first CUDA device if there is one, else the CPU; other names as torch reads them."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu")
+    return device
+
+
+def _checkpoint_dir(path: Path) -> Path:
+    """A checkpoint dir as given, or ``RUN/final`` for a training run directory."""
+    if not (path / "config.json").is_file() and (path / "final" / "config.json").is_file():
+        return path / "final"
+    return path
+
+
+def load_model(args: argparse.Namespace) -> Any:
+    """The model to evaluate, built from the command-line arguments (on the CPU, not yet in eval mode)."""
+    if args.checkpoint is None:
+        raise UserError("nothing to evaluate: give --checkpoint DIR (a trained model) or --predictions DIR")
+    return AerOSeg.from_pretrained(_checkpoint_dir(args.checkpoint))
+
+
+def _load_dataset(args: argparse.Namespace) -> SegmentationDataset:
+    return SegmentationDataset(args.data, split=args.split)  # raises if the split has no images
+
+
+def _validate(args: argparse.Namespace) -> None:
+    if args.batch_size < 1 or args.workers < 0:
+        raise UserError("--batch-size must be >= 1 and --workers >= 0")
+    if args.window < 1 or not 0 <= args.overlap < 1:
+        raise UserError("--window must be >= 1 and --overlap in [0, 1)")
+
+
+def format_table(scores: SegmentationScores, title: str) -> str:
+    """Per-class IoU (seen / unseen marked) then s-, u-, h-mIoU and mIoU, as plain text."""
+    width = max([len("class"), *map(len, scores.per_class_iou)])
+    unseen = set(scores.unseen)
+    lines = [title, f"{'id':>3}  {'class':<{width}}  {'split':<6}  {'IoU':>6}"]
+    for index, (name, iou) in enumerate(scores.per_class_iou.items()):
+        split = "unseen" if name in unseen else "seen"
+        lines.append(f"{index:>3}  {name:<{width}}  {split:<6}  {_number(iou):>6}")
+    lines.append(
+        f"s-mIoU {_number(scores.s_miou)}  u-mIoU {_number(scores.u_miou)}  "
+        f"h-mIoU {_number(scores.h_miou)}  mIoU {_number(scores.miou)}"
+    )
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def metadata(
+    args: argparse.Namespace, info: DatasetInfo, num_images: int, model: Any = None
+) -> dict[str, Any]:
+    """The JSON keys that describe what was scored (written before the scores)."""
+    preset = getattr(getattr(model, "config", None), "preset", None)
+    method = args.method or preset or (args.predictions.name if args.predictions else None)
+    mode = "predictions" if args.predictions is not None else args.mode
+    return {
+        "method": method,
+        "preset": preset,
+        "dataset": info.name,
+        "data": str(args.data),
+        "split": args.split,
+        "checkpoint": str(args.checkpoint) if args.checkpoint is not None else None,
+        "predictions": str(args.predictions) if args.predictions is not None else None,
+        "mode": mode,
+        "window": args.window if mode == "slide" else None,
+        "overlap": args.overlap if mode == "slide" else None,
+        "num_images": num_images,
+        "classes": list(info.classes),
+        "ignore_index": info.ignore_index,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    _validate(args)
+    dataset = _load_dataset(args)
+    info = dataset.info
+    model = None
+    if args.predictions is not None:
+        cm: ConfusionMatrix = score_predictions(dataset, args.predictions, progress=not args.quiet)
+    else:
+        device = resolve_device(args.device)
+        model = load_model(args).to(device).eval()
+        cm = score_model(
+            model,
+            dataset,
+            mode=args.mode,
+            window=args.window,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            device=device,
+            progress=not args.quiet,
+        )
+    scores = cm.compute(info.classes, info.unseen)
+    meta = metadata(args, info, len(dataset), model)
+    source = meta["checkpoint"] or meta["predictions"]
+    print(format_table(scores, f"{info.name} {args.split}: {len(dataset)} images, {meta['mode']}, {source}"))
+    if args.json is not None:
+        document = {**meta, **scores.to_dict(), "confusion_matrix": cm.matrix.cpu().tolist()}
+        write_text_atomic(args.json, json.dumps(document, indent=2, allow_nan=False) + "\n")
+        print(f"wrote {args.json}")
+    return 0
