@@ -25,7 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(available: dict[str, tuple[str, str]] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aeroseg", description="Open-vocabulary segmentation of aerial images.")
+    parser = argparse.ArgumentParser(
+        prog="aeroseg", description="Open-vocabulary segmentation of aerial images."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in (available or COMMANDS).items():
         try:

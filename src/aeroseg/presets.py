@@ -36,7 +36,10 @@ def config_b() -> AerOSegConfig:
 def aeroseg_sam_vit_h() -> AerOSegConfig:
     """Table 6: SAM ViT-H guidance; blocks 11 and 21 (**choice**: a third and two thirds of 32, as 8/16 of 24)."""
     return AerOSegConfig(
-        preset="aeroseg-sam-vit-h", guidance="facebook/sam-vit-huge", guidance_arch="sam-vit-h", guidance_layers=(11, 21)
+        preset="aeroseg-sam-vit-h",
+        guidance="facebook/sam-vit-huge",
+        guidance_arch="sam-vit-h",
+        guidance_layers=(11, 21),
     )
 
 

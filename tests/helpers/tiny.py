@@ -38,13 +38,23 @@ TINY_MODEL = dict(
 def tiny_clip_config() -> CLIPConfig:
     return CLIPConfig(
         text_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            max_position_embeddings=77, vocab_size=49408, eos_token_id=49407, pad_token_id=49407,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            vocab_size=49408,
+            eos_token_id=49407,
+            pad_token_id=49407,
             bos_token_id=49406,
         ),
         vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-            image_size=32, patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
         ),
         projection_dim=16,
     )
@@ -53,8 +63,16 @@ def tiny_clip_config() -> CLIPConfig:
 def tiny_sam_config() -> SamConfig:
     return SamConfig(
         vision_config=dict(
-            hidden_size=32, num_hidden_layers=4, num_attention_heads=2, image_size=64, patch_size=16,
-            output_channels=16, global_attn_indexes=[1, 3], window_size=2, mlp_dim=64, initializer_range=0.02,
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            image_size=64,
+            patch_size=16,
+            output_channels=16,
+            global_attn_indexes=[1, 3],
+            window_size=2,
+            mlp_dim=64,
+            initializer_range=0.02,
         )
     )
 
@@ -63,9 +81,15 @@ def tiny_sam2_config() -> Sam2Config:
     return Sam2Config(
         vision_config=dict(
             backbone_config=dict(
-                model_type="sam2_hiera_det_model", hidden_size=8, num_attention_heads=1, blocks_per_stage=[1, 1, 2, 1],
-                embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[1, 1, 2, 2],
-                global_attention_blocks=[3], window_size_per_stage=[4, 4, 4, 2], image_size=[64, 64],
+                model_type="sam2_hiera_det_model",
+                hidden_size=8,
+                num_attention_heads=1,
+                blocks_per_stage=[1, 1, 2, 1],
+                embed_dim_per_stage=[8, 16, 32, 64],
+                num_attention_heads_per_stage=[1, 1, 2, 2],
+                global_attention_blocks=[3],
+                window_size_per_stage=[4, 4, 4, 2],
+                image_size=[64, 64],
                 window_positional_embedding_background_size=[4, 4],
             ),
             backbone_channel_list=[64, 32, 16, 8],

@@ -18,5 +18,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {summary}")
         if args.verbose:
             config = builder()
-            print(f"{'':<{width}}  clip={config.clip_arch} guidance={config.guidance_type}:{config.guidance_arch}")
+            print(
+                f"{'':<{width}}  clip={config.clip_arch} guidance={config.guidance_type}:{config.guidance_arch}"
+            )
     return 0

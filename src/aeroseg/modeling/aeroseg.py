@@ -17,7 +17,12 @@ from torch import nn
 from aeroseg.config import AerOSegConfig
 from aeroseg.errors import CheckpointError
 from aeroseg.modeling.back_projection import SemanticBackProjection
-from aeroseg.modeling.backbones import backbone_configs, backbones_from_configs, load_clip, load_guidance_encoder
+from aeroseg.modeling.backbones import (
+    backbone_configs,
+    backbones_from_configs,
+    load_clip,
+    load_guidance_encoder,
+)
 from aeroseg.modeling.correlation import CorrelationFeatures
 from aeroseg.modeling.correlation_refinement import CorrelationRefinement
 from aeroseg.modeling.guidance_encoder import (
@@ -201,7 +206,9 @@ class AerOSeg(nn.Module):
         return cls._assemble(config, clip, tokenizer, guidance)
 
     @classmethod
-    def _assemble(cls, config: AerOSegConfig, clip: Any, tokenizer: Any, guidance: nn.Module | None) -> AerOSeg:
+    def _assemble(
+        cls, config: AerOSegConfig, clip: Any, tokenizer: Any, guidance: nn.Module | None
+    ) -> AerOSeg:
         backbone = VisionLanguageBackbone(
             clip,
             tokenizer,
@@ -272,7 +279,11 @@ class AerOSeg(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         guidance = None if isinstance(self.guidance_encoder, ClipGuidance) else self.guidance_encoder.encoder
-        meta = {"format": FORMAT, "config": self.config.to_dict(), **backbone_configs(self.backbone.clip, guidance)}
+        meta = {
+            "format": FORMAT,
+            "config": self.config.to_dict(),
+            **backbone_configs(self.backbone.clip, guidance),
+        }
         tmp_weights, tmp_config = directory / f".{WEIGHTS_NAME}.tmp", directory / f".{CONFIG_NAME}.tmp"
         save_model(self, str(tmp_weights), metadata={"format": "pt"})
         tmp_config.write_text(json.dumps(meta, indent=2))
@@ -285,11 +296,15 @@ class AerOSeg(nn.Module):
         directory = _checkpoint_directory(source)
         meta = json.loads((directory / CONFIG_NAME).read_text())
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise CheckpointError(f"{directory} is not an AerOSeg checkpoint (its config.json has no AerOSeg config)")
+            raise CheckpointError(
+                f"{directory} is not an AerOSeg checkpoint (its config.json has no AerOSeg config)"
+            )
         config = AerOSegConfig.from_dict(meta["config"])
         clip, tokenizer, guidance = backbones_from_configs(config.guidance_type, meta)
         model = cls._assemble(config, clip, tokenizer, guidance)
-        missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False, device=map_location)
+        missing, unexpected = load_model(
+            model, str(directory / WEIGHTS_NAME), strict=False, device=map_location
+        )
         if missing or unexpected:
             raise CheckpointError(
                 f"{directory / WEIGHTS_NAME} does not match its config ({len(missing)} missing, "

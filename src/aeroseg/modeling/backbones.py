@@ -13,10 +13,10 @@ from typing import Any
 
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, Sam2Model, SamModel
-from transformers.models.sam2.configuration_sam2 import Sam2VisionConfig
-from transformers.models.sam2.modeling_sam2 import Sam2VisionModel
 from transformers.models.sam.configuration_sam import SamVisionConfig
 from transformers.models.sam.modeling_sam import SamVisionEncoder
+from transformers.models.sam2.configuration_sam2 import Sam2VisionConfig
+from transformers.models.sam2.modeling_sam2 import Sam2VisionModel
 
 from aeroseg.convert.arch import load_arch_config
 from aeroseg.convert.tokenizer import clip_tokenizer
@@ -31,9 +31,13 @@ def _offline() -> bool:
 
 def _from_hub(cls: Any, source: str, what: str, flag: str) -> Any:
     """``cls.from_pretrained(source)`` with a one-line error when the hub or the id cannot be reached."""
-    looks_local = source.startswith((".", "/", "~")) or source.endswith((".pt", ".pth", ".bin", ".safetensors"))
+    looks_local = source.startswith((".", "/", "~")) or source.endswith(
+        (".pt", ".pth", ".bin", ".safetensors")
+    )
     if looks_local:
-        raise CheckpointError(f"{what} checkpoint {source!r} does not exist; pass an existing file or directory")
+        raise CheckpointError(
+            f"{what} checkpoint {source!r} does not exist; pass an existing file or directory"
+        )
     try:
         return cls.from_pretrained(source, local_files_only=_offline())
     except (OSError, ValueError) as error:
@@ -78,12 +82,16 @@ def load_clip(source: str, *, arch: str, pretrained: bool = True) -> tuple[CLIPM
     return model, _from_hub(CLIPTokenizer, source, "CLIP tokenizer", "--clip")
 
 
-def load_guidance_encoder(kind: str, source: str | None, *, arch: str | None, pretrained: bool = True) -> nn.Module:
+def load_guidance_encoder(
+    kind: str, source: str | None, *, arch: str | None, pretrained: bool = True
+) -> nn.Module:
     """The image encoder of SAM (``SamVisionEncoder``) or SAM2 (``Sam2VisionModel``)."""
     full_model = {"sam": SamModel, "sam2": Sam2Model}[kind]
     if not pretrained or source is None:
         if arch is None:
-            raise CheckpointError(f"no {kind} guidance source or architecture given; set guidance or guidance_arch")
+            raise CheckpointError(
+                f"no {kind} guidance source or architecture given; set guidance or guidance_arch"
+            )
         model = full_model(load_arch_config(arch))
     else:
         path = Path(_hub_file(source, kind.upper())).expanduser()
@@ -105,7 +113,9 @@ def _load_dir(cls: Any, path: Path, what: str) -> Any:
     try:
         return cls.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"{path} is not a transformers {what} directory ({error})".splitlines()[0]) from None
+        raise CheckpointError(
+            f"{path} is not a transformers {what} directory ({error})".splitlines()[0]
+        ) from None
 
 
 def backbone_configs(clip: CLIPModel, guidance: nn.Module | None) -> dict[str, Any]:
@@ -116,7 +126,9 @@ def backbone_configs(clip: CLIPModel, guidance: nn.Module | None) -> dict[str, A
     }
 
 
-def backbones_from_configs(kind: str, configs: dict[str, Any]) -> tuple[CLIPModel, CLIPTokenizer, nn.Module | None]:
+def backbones_from_configs(
+    kind: str, configs: dict[str, Any]
+) -> tuple[CLIPModel, CLIPTokenizer, nn.Module | None]:
     """Random-weight backbones with the stored architectures (weights are loaded afterwards)."""
     clip = CLIPModel(CLIPConfig.from_dict(configs["clip_config"]))
     guidance = None

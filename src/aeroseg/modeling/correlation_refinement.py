@@ -54,7 +54,14 @@ class SwinBlock(nn.Module):
     """Pre-norm Swin block with guidance in query and key; ``shifted`` rolls the grid by half a window."""
 
     def __init__(
-        self, *, dim: int, guidance_dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float
+        self,
+        *,
+        dim: int,
+        guidance_dim: int,
+        num_heads: int,
+        window_size: int,
+        shifted: bool,
+        mlp_ratio: float,
     ) -> None:
         super().__init__()
         self.window_size = window_size
@@ -122,7 +129,9 @@ def _window_mask(h: int, w: int, H: int, W: int, ws: int, shift: int, device: to
 class SpatialRefinement(nn.Module):
     """Spatial refinement block (Eq. 5): W-MSA then SW-MSA, per class with shared weights."""
 
-    def __init__(self, *, dim: int, guidance_dim: int, num_heads: int, window_size: int, mlp_ratio: float) -> None:
+    def __init__(
+        self, *, dim: int, guidance_dim: int, num_heads: int, window_size: int, mlp_ratio: float
+    ) -> None:
         super().__init__()
         kwargs = dict(dim=dim, guidance_dim=guidance_dim, num_heads=num_heads, window_size=window_size)
         self.blocks = nn.ModuleList(
@@ -217,12 +226,18 @@ class CorrelationRefinement(nn.Module):
         self.text_proj = nn.Sequential(nn.Linear(text_in_dim, text_dim), nn.ReLU())
         self.spatial = nn.ModuleList(
             SpatialRefinement(
-                dim=dim, guidance_dim=guidance_dim, num_heads=spatial_heads, window_size=window_size, mlp_ratio=mlp_ratio
+                dim=dim,
+                guidance_dim=guidance_dim,
+                num_heads=spatial_heads,
+                window_size=window_size,
+                mlp_ratio=mlp_ratio,
             )
             for _ in range(num_layers)
         )
         self.classes = nn.ModuleList(
-            ClassRefinement(dim=dim, guidance_dim=text_dim, num_heads=class_heads, mlp_ratio=mlp_ratio, pool=class_pool)
+            ClassRefinement(
+                dim=dim, guidance_dim=text_dim, num_heads=class_heads, mlp_ratio=mlp_ratio, pool=class_pool
+            )
             for _ in range(num_layers)
         )
 
@@ -230,6 +245,6 @@ class CorrelationRefinement(nn.Module):
         """x: B×d×T×h×w, guidance: B×C_g×h×w, text: T×P×C → B×d×T×h×w."""
         g = self.guidance_proj(guidance)
         t = self.text_proj(F.normalize(text.mean(dim=1), dim=-1))  # template-averaged, re-normalised
-        for spatial, classes in zip(self.spatial, self.classes):
+        for spatial, classes in zip(self.spatial, self.classes, strict=True):
             x = classes(spatial(x, g), t)
         return x

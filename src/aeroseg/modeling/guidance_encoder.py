@@ -33,7 +33,9 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _to_grids(final: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor, grid: int) -> GuidanceFeatures:
-    return GuidanceFeatures(final=_resize(final, grid), decoder=[_resize(coarse, grid), _resize(fine, 2 * grid)])
+    return GuidanceFeatures(
+        final=_resize(final, grid), decoder=[_resize(coarse, grid), _resize(fine, 2 * grid)]
+    )
 
 
 class _FrozenImageEncoder(nn.Module):
@@ -85,7 +87,9 @@ class SamGuidanceEncoder(_FrozenImageEncoder):
         super().__init__(encoder, image_size=image_size, trainable=trainable)
         config = encoder.config
         if any(not 1 <= i <= config.num_hidden_layers for i in layers):
-            raise ValueError(f"guidance_layers {tuple(layers)} outside the SAM encoder's 1..{config.num_hidden_layers}")
+            raise ValueError(
+                f"guidance_layers {tuple(layers)} outside the SAM encoder's 1..{config.num_hidden_layers}"
+            )
         self.layers = tuple(layers)
         self.final = final
         self.final_dim = config.output_channels if final == "neck" else config.hidden_size

@@ -56,7 +56,9 @@ class AttentionAwareUpsampling(nn.Module):
         B, c, T, h, w = x.shape
         y = self.up(x.transpose(1, 2).reshape(B * T, c, h, w))  # (B*T, c_in-g, 2h, 2w), Eq. 8
         y = y.view(B, T, -1, 2 * h, 2 * w)
-        G = F.interpolate(self.guidance_proj(guidance), scale_factor=2.0, mode="nearest")  # (B, g, 2h, 2w), Eq. 10
+        G = F.interpolate(
+            self.guidance_proj(guidance), scale_factor=2.0, mode="nearest"
+        )  # (B, g, 2h, 2w), Eq. 10
         if self.attention:
             A = y.mean(dim=1)  # class average, (B, c_in-g, 2h, 2w)
             ca = self.gate(self.channel_attention(A.mean(dim=(2, 3), keepdim=True)))  # (B, g, 1, 1), Eq. 9
@@ -97,7 +99,7 @@ class UpsamplingDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor, guidance: Sequence[torch.Tensor]) -> torch.Tensor:
         """x: B×d×T×h×w, guidance: one map per stage (stage i at 2^i·h) → logits B×T×4h×4w."""
-        for stage, g in zip(self.stages, guidance):
+        for stage, g in zip(self.stages, guidance, strict=True):
             x = stage(x, g)
         B, c, T, H, W = x.shape
         return self.head(x.transpose(1, 2).reshape(B * T, c, H, W)).view(B, T, H, W)

@@ -50,9 +50,13 @@ class VisionLanguageBackbone(nn.Module):
         self.guidance_layers = tuple(guidance_layers)
         vision = clip.config.vision_config
         if image_size % vision.patch_size:
-            raise ValueError(f"clip_image_size {image_size} is not a multiple of the patch size {vision.patch_size}")
+            raise ValueError(
+                f"clip_image_size {image_size} is not a multiple of the patch size {vision.patch_size}"
+            )
         if any(not 1 <= i <= vision.num_hidden_layers for i in self.guidance_layers):
-            raise ValueError(f"CLIP guidance layers {self.guidance_layers} outside 1..{vision.num_hidden_layers}")
+            raise ValueError(
+                f"CLIP guidance layers {self.guidance_layers} outside 1..{vision.num_hidden_layers}"
+            )
         self.grid_size = image_size // vision.patch_size
         self.embed_dim = clip.config.projection_dim
         self.hidden_size = vision.hidden_size
@@ -76,7 +80,9 @@ class VisionLanguageBackbone(nn.Module):
         tokens, intermediate = self._dense_tokens(x)  # (R*B, 1+h*w, C), [(R*B, 1+h*w, D)]
         h = w = self.grid_size
         emb = tokens[:, 1:].transpose(1, 2).reshape(R, B, -1, h, w)  # (R, B, C, h, w)
-        emb = torch.stack([torch.rot90(emb[i], k=-(r // 90), dims=(2, 3)) for i, r in enumerate(self.rotations)], 1)
+        emb = torch.stack(
+            [torch.rot90(emb[i], k=-(r // 90), dims=(2, 3)) for i, r in enumerate(self.rotations)], 1
+        )
         emb = F.normalize(emb, dim=2)  # (B, R, C, h, w)
         grids = []
         unrotated = self.rotations.index(0) if 0 in self.rotations else None
@@ -122,8 +128,12 @@ class VisionLanguageBackbone(nn.Module):
         """
         prompts = [template.format(name) for name in classes for template in self.templates]
         max_length = self.clip.config.text_config.max_position_embeddings
-        batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        batch = self.tokenizer(
+            prompts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
         device = self.clip.text_projection.weight.device
-        out = self.clip.text_model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+        out = self.clip.text_model(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        )
         text = self.clip.text_projection(out.pooler_output)  # (T*P, C)
         return F.normalize(text.view(len(classes), len(self.templates), -1), dim=-1)

@@ -1,0 +1,175 @@
+"""Sliding-window inference: per-class probabilities of an image of any size.
+
+Windows of ``window``×``window`` pixels overlap by at least ``overlap``·``window``; the first window of each
+axis starts at 0 and the last ends flush with the image, the others are spread evenly between them. The
+sigmoid probabilities of the windows are averaged with a tent weight (1 at the window centre, falling
+linearly towards its border), so neighbouring windows fade into each other and leave no seam. An image
+smaller than a window is padded (reflect, or replicate when it is too small to reflect) and the result is
+cropped back.
+
+Any model with ``encode_image(images) -> feats`` and ``segment(feats, classes) -> logits`` works: AerOSeg,
+the training-free model and the stand-ins of the tests. :class:`FeatureCache` keeps the image features of
+recent windows so that a second class list on the same image skips the image encoders (as SAM's predictor
+keeps the image embedding between prompts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Reduce = Callable[[Tensor], Tensor]
+
+
+def window_starts(length: int, window: int, overlap: float) -> list[int]:
+    """Start offsets of the windows along one axis of ``length`` pixels.
+
+    The first start is 0 and the last is ``length - window``; the windows overlap by at least
+    ``overlap * window`` pixels. A length not above ``window`` gives one window at 0 (padded by the caller).
+    """
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if length <= window:
+        return [0]
+    stride = max(1, math.floor(window * (1 - overlap)))
+    n = math.ceil((length - window) / stride) + 1
+    return [round(i * (length - window) / (n - 1)) for i in range(n)]
+
+
+def blend_weight(window: int, device: torch.device | str = "cpu") -> Tensor:
+    """Tent weight of one window, window×window, 1 at the centre and 1/window at the border (never 0)."""
+    centre = torch.arange(window, dtype=torch.float32, device=device) + 0.5
+    tent = torch.minimum(centre, window - centre) / (window / 2)
+    return tent[:, None] * tent[None, :]
+
+
+def pad_to(image: Tensor, height: int, width: int) -> Tensor:
+    """Pad ``image`` (C×H×W) at the bottom and right to at least height×width (reflect, else replicate)."""
+    pad_h, pad_w = max(0, height - image.shape[-2]), max(0, width - image.shape[-1])
+    if not pad_h and not pad_w:
+        return image
+    reflect = pad_h < image.shape[-2] and pad_w < image.shape[-1]
+    return F.pad(image[None], (0, pad_w, 0, pad_h), mode="reflect" if reflect else "replicate")[0]
+
+
+class FeatureCache:
+    """Least-recently-used image features, keyed by the content of a batch of windows.
+
+    The key also holds the model's identity, the version counters of its parameters (so features computed
+    before a weight update are never reused), the device and the autocast dtype. At most ``max_windows``
+    windows are kept; each batch of windows is one entry.
+    """
+
+    def __init__(self, max_windows: int = 16) -> None:
+        self.max_windows = max_windows
+        self._entries: OrderedDict[tuple, tuple[int, Any]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def features(self, model: Any, images: Tensor) -> Any:
+        """``model.encode_image(images)`` (images B×3×h×w), from the cache when these windows were seen."""
+        key = self._key(model, images)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return self._entries[key][1]
+        self.misses += 1
+        feats = model.encode_image(images)
+        if len(images) <= self.max_windows:
+            self._entries[key] = (len(images), feats)
+            while sum(n for n, _ in self._entries.values()) > self.max_windows:
+                self._entries.popitem(last=False)
+        return feats
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    @staticmethod
+    def _key(model: Any, images: Tensor) -> tuple:
+        params = model.parameters() if hasattr(model, "parameters") else ()
+        version = sum(p._version for p in params)
+        device_type = images.device.type
+        autocast = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        digest = hashlib.blake2b(images.detach().contiguous().cpu().numpy().tobytes(), digest_size=16)
+        return (id(model), version, str(images.device), str(autocast), tuple(images.shape), digest.digest())
+
+
+def window_probabilities(
+    model: Any, images: Tensor, classes: Sequence[str], *, cache: FeatureCache | None = None
+) -> Tensor:
+    """Sigmoid probabilities B×T×h×w (float32) of a batch of windows B×3×h×w."""
+    feats = cache.features(model, images) if cache is not None else model.encode_image(images)
+    return torch.sigmoid(model.segment(feats, list(classes)).float())
+
+
+def blend_windows(
+    model: Any,
+    image: Tensor,
+    origins: Sequence[tuple[int, int]],
+    classes: Sequence[str],
+    *,
+    window: int,
+    batch_size: int,
+    reduce: Reduce | None = None,
+    cache: FeatureCache | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Weighted sums of the window probabilities of ``image`` (3×H×W, H and W at least ``window``).
+
+    ``origins`` are the (row, column) corners of the windows. ``reduce`` maps the probabilities of a batch,
+    B×T×w×w, to B×K×w×w before they are summed (the class synonyms of ``aeroseg predict``). Returns the sum
+    K×H×W of weight·probability and the sum H×W of the weights; their ratio is the blended probability.
+    """
+    weight = blend_weight(window, image.device)
+    sums: Tensor | None = None
+    weights = torch.zeros(image.shape[-2:], device=image.device)
+    for start in range(0, len(origins), batch_size):
+        chunk = origins[start : start + batch_size]
+        crops = torch.stack([image[:, y : y + window, x : x + window] for y, x in chunk])  # (B, 3, w, w)
+        probs = window_probabilities(model, crops, classes, cache=cache)  # (B, T, w, w)
+        if reduce is not None:
+            probs = reduce(probs)  # (B, K, w, w)
+        if sums is None:
+            sums = torch.zeros((probs.shape[1], *image.shape[-2:]), device=image.device)
+        for (y, x), p in zip(chunk, probs, strict=True):
+            sums[:, y : y + window, x : x + window] += p * weight
+            weights[y : y + window, x : x + window] += weight
+        if on_batch is not None:
+            on_batch(len(chunk))
+    if sums is None:
+        raise ValueError("blend_windows needs at least one window origin")
+    return sums, weights
+
+
+@torch.inference_mode()
+def sliding_window_scores(
+    model: Any,
+    image: Tensor,
+    classes: Sequence[str],
+    *,
+    window: int = 512,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    cache: FeatureCache | None = None,
+) -> Tensor:
+    """Per-class sigmoid probabilities T×H×W (float32) of ``image``, a float 3×H×W tensor in [0, 1].
+
+    Windows of ``window`` pixels overlapping by ``overlap`` (a fraction of the window) run through the
+    model ``batch_size`` at a time and are blended without seams. The result is on ``image``'s device.
+    """
+    height, width = image.shape[-2:]
+    padded = pad_to(image, window, window)
+    origins = [
+        (y, x) for y in window_starts(height, window, overlap) for x in window_starts(width, window, overlap)
+    ]
+    sums, weights = blend_windows(
+        model, padded, origins, classes, window=window, batch_size=batch_size, cache=cache
+    )
+    return (sums / weights)[:, :height, :width]
