@@ -1,0 +1,8 @@
+"""Backbone architectures shipped with the package, the CLIP tokenizer, and loaders of original checkpoints.
+
+- ``aeroseg.convert.arch``: ``load_arch_config(name)``, ``ARCHITECTURES``
+- ``aeroseg.convert.tokenizer``: ``clip_tokenizer()``
+- ``aeroseg.convert.clip``: ``load_original_clip(path)`` (OpenAI / open_clip files -> ``CLIPModel``)
+- ``aeroseg.convert.sam``: ``load_original_sam(path)`` (segment-anything files -> ``SamModel``)
+- ``aeroseg.convert.sam2``: ``load_original_sam2(path)`` (SAM2 / SAM2.1 files -> ``Sam2Model``)
+"""
