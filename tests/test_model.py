@@ -193,3 +193,23 @@ def test_unreachable_hub_id_is_one_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CheckpointError, match="--clip DIR"):
         aeroseg.build("aeroseg", clip="someone/not-downloaded-clip")
+
+
+def test_build_from_original_checkpoint_files(tmp_path):
+    """Backbones named by the files users already have: an open_clip .pt and a segment-anything .pth."""
+    from tests.helpers import original_formats as orig
+    from tests.helpers.tiny import TINY_MODEL
+
+    orig.save_open_clip_training(orig.openai_clip_state_dict(vocab=49408, context=77), tmp_path / "clip.pt")
+    torch.save(orig.segment_anything_state_dict(image=64, patch=8), tmp_path / "sam_vit_b_tiny.pth")
+    model = aeroseg.build(
+        "aeroseg",
+        clip=str(tmp_path / "clip.pt"),
+        guidance=str(tmp_path / "sam_vit_b_tiny.pth"),
+        **{**TINY_MODEL, "guidance_layers": (1, 2)},
+    ).eval()
+    with torch.no_grad():
+        assert model(batch()[0], ["road", "tree"]).shape == (2, 2, 64, 64)
+    model.save_pretrained(tmp_path / "ckpt")  # self-contained: reloads without the original files
+    (tmp_path / "clip.pt").unlink()
+    assert aeroseg.AerOSeg.from_pretrained(tmp_path / "ckpt").config.clip == str(tmp_path / "clip.pt")
