@@ -1,0 +1,108 @@
+"""Checkpoints that a run resumes from exactly, written atomically.
+
+``RUN/checkpoints/step_000500/`` holds the model as :meth:`AerOSeg.save_pretrained` writes it (``config.json``
++ ``model.safetensors``: the folder is itself a loadable model) and ``training_state.pt``: optimizer,
+scheduler and grad-scaler state dicts, every rank's RNG states as uint8 tensors, the step and the data
+position. The state holds only tensors, numbers, strings, lists and dicts, so ``torch.load(...,
+weights_only=True)`` reads it. A checkpoint is written into a hidden temporary folder and renamed into place,
+so a killed run never leaves a partial one under a ``step_*`` name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aeroseg.errors import CheckpointError
+
+STATE_FILE = "training_state.pt"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished folder ``tmp`` to ``final`` (flushed to disk first), replacing an older ``final``."""
+    _fsync_tree(tmp)
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    old = final.with_name(f".{final.name}.old")  # a folder cannot be renamed over a non-empty one
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old)
+
+
+def save_checkpoint(model: Any, state: dict[str, Any], run_dir: Path, step: int, keep: int) -> Path:
+    """Write ``RUN/checkpoints/step_XXXXXX`` (model + ``state``) atomically; keep the ``keep`` newest (0: all)."""
+    root = run_dir / "checkpoints"
+    final = root / f"step_{step:06d}"
+    tmp = root / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    torch.save(state, tmp / STATE_FILE)
+    replace_dir(tmp, final)
+    if keep:
+        for stale in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(stale)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
+
+
+def find_checkpoint(run_dir: Path, resume: str) -> Path:
+    """The checkpoint ``--resume`` names: ``latest`` (newest in ``RUN/checkpoints``) or a checkpoint folder."""
+    if resume == "latest":
+        found = list_checkpoints(run_dir)
+        if not found:
+            raise CheckpointError(f"nothing to resume: no checkpoint in {run_dir / 'checkpoints'}")
+        return found[-1]
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise CheckpointError(
+            f"{path} is not a training checkpoint (no {STATE_FILE}); pass RUN/checkpoints/step_*"
+        )
+    return path
+
+
+def load_training_state(checkpoint: Path) -> dict[str, Any]:
+    """The training state of a checkpoint, read without unpickling arbitrary objects."""
+    try:
+        return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt file or one holding pickled objects
+        raise CheckpointError(
+            f"cannot read {checkpoint / STATE_FILE}: {str(error).splitlines()[0]}"
+        ) from error
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """This process's torch RNG states (CPU, and the CUDA device in use) as uint8 tensors."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
