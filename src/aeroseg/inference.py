@@ -88,9 +88,6 @@ class FeatureCache:
                 self._entries.popitem(last=False)
         return feats
 
-    def clear(self) -> None:
-        self._entries.clear()
-
     @staticmethod
     def _key(model: Any, images: Tensor) -> tuple:
         params = model.parameters() if hasattr(model, "parameters") else ()
@@ -109,43 +106,39 @@ def window_probabilities(
     return torch.sigmoid(model.segment(feats, list(classes)).float())
 
 
-def blend_windows(
+def accumulate_windows(
     model: Any,
     image: Tensor,
     origins: Sequence[tuple[int, int]],
     classes: Sequence[str],
+    sums: Tensor,
+    weights: Tensor,
     *,
     window: int,
     batch_size: int,
     reduce: Reduce | None = None,
     cache: FeatureCache | None = None,
     on_batch: Callable[[int], None] | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Weighted sums of the window probabilities of ``image`` (3×H×W, H and W at least ``window``).
+) -> None:
+    """Add the weighted window probabilities of ``image`` (3×H×W, H and W at least ``window``) in place.
 
-    ``origins`` are the (row, column) corners of the windows. ``reduce`` maps the probabilities of a batch,
-    B×T×w×w, to B×K×w×w before they are summed (the class synonyms of ``aeroseg predict``). Returns the sum
-    K×H×W of weight·probability and the sum H×W of the weights; their ratio is the blended probability.
+    ``origins`` are the (row, column) corners of the windows. ``sums`` (K×H×W) receives weight·probability
+    and ``weights`` (H×W) the weights; their ratio is the blended probability. ``reduce`` maps the
+    probabilities of a batch, B×T×w×w, to the K channels of ``sums`` (the class synonyms of ``aeroseg
+    predict``); without it K = T.
     """
     weight = blend_weight(window, image.device)
-    sums: Tensor | None = None
-    weights = torch.zeros(image.shape[-2:], device=image.device)
     for start in range(0, len(origins), batch_size):
         chunk = origins[start : start + batch_size]
         crops = torch.stack([image[:, y : y + window, x : x + window] for y, x in chunk])  # (B, 3, w, w)
         probs = window_probabilities(model, crops, classes, cache=cache)  # (B, T, w, w)
         if reduce is not None:
             probs = reduce(probs)  # (B, K, w, w)
-        if sums is None:
-            sums = torch.zeros((probs.shape[1], *image.shape[-2:]), device=image.device)
         for (y, x), p in zip(chunk, probs, strict=True):
-            sums[:, y : y + window, x : x + window] += p * weight
+            sums[:, y : y + window, x : x + window].addcmul_(p, weight)
             weights[y : y + window, x : x + window] += weight
         if on_batch is not None:
             on_batch(len(chunk))
-    if sums is None:
-        raise ValueError("blend_windows needs at least one window origin")
-    return sums, weights
 
 
 @torch.inference_mode()
@@ -169,7 +162,9 @@ def sliding_window_scores(
     origins = [
         (y, x) for y in window_starts(height, window, overlap) for x in window_starts(width, window, overlap)
     ]
-    sums, weights = blend_windows(
-        model, padded, origins, classes, window=window, batch_size=batch_size, cache=cache
+    sums = torch.zeros((len(classes), *padded.shape[-2:]), device=image.device)
+    weights = torch.zeros(padded.shape[-2:], device=image.device)
+    accumulate_windows(
+        model, padded, origins, classes, sums, weights, window=window, batch_size=batch_size, cache=cache
     )
     return (sums / weights)[:, :height, :width]

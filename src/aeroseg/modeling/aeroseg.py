@@ -294,7 +294,10 @@ class AerOSeg(nn.Module):
     def from_pretrained(cls, source: str | os.PathLike[str], *, map_location: str = "cpu") -> AerOSeg:
         """Load a model saved by :meth:`save_pretrained` from a directory or a hub id, with no other file."""
         directory = _checkpoint_directory(source)
-        meta = json.loads((directory / CONFIG_NAME).read_text())
+        try:
+            meta = json.loads((directory / CONFIG_NAME).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            meta = None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise CheckpointError(
                 f"{directory} is not an AerOSeg checkpoint (its config.json has no AerOSeg config)"

@@ -1,0 +1,269 @@
+"""Python API of ``aeroseg predict``: segment an image file or array with a model and a class list.
+
+>>> result = predict(model, "scene.tif", ["building", "road", "tree|forest", "water"], "scene_classes.tif")
+>>> result.class_map, result.scores, result.class_names
+
+The image features of recent windows are cached per model (:class:`aeroseg.inference.FeatureCache`), so
+predicting the same image again with another class list runs only the class-dependent part of the model.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+from tqdm.auto import tqdm
+
+import aeroseg
+from aeroseg.errors import CheckpointError, UserError
+from aeroseg.inference import FeatureCache
+from aeroseg.predict.classes import ClassList, make_class_list, parse_classes
+from aeroseg.predict.io import ArraySource, RasterSource, ReadOptions, one_line
+from aeroseg.predict.outputs import (
+    OVERLAY_SIDE,
+    ArrayWriter,
+    GeoTiffWriter,
+    write_class_png,
+    write_overlay,
+    write_scores_png,
+)
+from aeroseg.predict.streaming import PRECISIONS, WindowOptions, count_windows, segment_source
+
+_CACHES: weakref.WeakKeyDictionary[Any, FeatureCache] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class PredictionResult:
+    """The prediction of one image."""
+
+    class_map: np.ndarray  # uint8 H×W class ids (``class_names`` order; 255 = nodata)
+    scores: np.ndarray  # float32 H×W best class probability (NaN = nodata)
+    class_names: list[str]  # name of every class id
+    outputs: dict[str, Path] = field(default_factory=dict)  # files written: classes, scores, overlay, vector
+
+
+def load_segmenter(checkpoint: str | None, device: torch.device | str) -> Any:
+    """The model that ``aeroseg predict`` runs, in eval mode on ``device``.
+
+    ``checkpoint`` is a directory written by ``AerOSeg.save_pretrained`` (or ``aeroseg train``); anything
+    else raises :class:`CheckpointError`.
+    """
+    if checkpoint is None:
+        raise UserError("no model given; pass --checkpoint DIR, a directory written by aeroseg train")
+    try:
+        model = aeroseg.AerOSeg.from_pretrained(checkpoint)
+    except (ValueError, OSError) as error:  # a malformed config.json or weights file
+        raise CheckpointError(
+            f"{checkpoint} is not a readable AerOSeg checkpoint: {one_line(error)}"
+        ) from None
+    return model.to(device).eval()
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``torch.device`` of ``name``; "auto" or None is the first GPU when there is one, else the CPU."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name} asked for but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def vector_writer(path: str | Path, *, min_area: float = 0.0, simplify: float = 0.0) -> Any:
+    """A :class:`aeroseg.predict.vector.VectorWriter` (needs the ``pyogrio`` and ``shapely`` packages)."""
+    try:
+        from aeroseg.predict.vector import VectorWriter
+    except ImportError as error:
+        raise UserError(
+            f"vector output needs the {error.name} package: pip install pyogrio shapely"
+        ) from None
+    return VectorWriter(path, min_area=min_area, simplify=simplify)
+
+
+def output_paths(class_path: Path, *, scores: bool, overlay: bool) -> dict[str, Path]:
+    """Paths of the files of one prediction: ``classes`` and, when asked for, ``scores`` and ``overlay``."""
+    paths = {"classes": class_path}
+    if scores:
+        paths["scores"] = class_path.with_name(f"{class_path.stem}_scores{class_path.suffix}")
+    if overlay:
+        paths["overlay"] = class_path.with_name(f"{class_path.stem}_overlay.png")
+    return paths
+
+
+def run_prediction(
+    model: Any,
+    source: RasterSource,
+    classes: ClassList,
+    paths: dict[str, Path] | None,
+    *,
+    collect: bool,
+    options: WindowOptions,
+    device: torch.device,
+    precision: str = "fp32",
+    cache: FeatureCache | None = None,
+    on_windows: Callable[[int], None] | None = None,
+) -> tuple[PredictionResult | None, np.ndarray]:
+    """Predict ``source`` and write the files of ``paths`` (see :func:`output_paths`).
+
+    A class path ending in .png writes PNGs (the prediction is then held in memory), any other a GeoTIFF
+    written window by window. Returns the arrays when ``collect`` (else None) and the pixel count per id.
+    """
+    paths = paths or {}
+    class_path = paths.get("classes")
+    as_png = class_path is not None and class_path.suffix.lower() == ".png"
+    arrays = ArrayWriter(source.height, source.width) if collect or as_png else None
+    geotiff = None
+    if class_path is not None and not as_png:
+        profile = dict(height=source.height, width=source.width, crs=source.crs, transform=source.transform)
+        geotiff = GeoTiffWriter(
+            class_path, profile, classes, source=source.path, scores_path=paths.get("scores")
+        )
+    sinks = [s for s in (arrays, geotiff) if s is not None]
+    try:
+        counts = segment_source(
+            model,
+            source,
+            classes,
+            _Tee(sinks),
+            options=options,
+            device=device,
+            precision=precision,
+            cache=cache,
+            on_windows=on_windows,
+        )
+    except BaseException:
+        if geotiff is not None:
+            geotiff.abort()
+        raise
+    if geotiff is not None:
+        geotiff.finish()
+    elif class_path is not None and arrays is not None:
+        write_class_png(class_path, arrays.ids, classes, source=source.path)
+        if "scores" in paths:
+            write_scores_png(paths["scores"], arrays.confidence)
+    if "overlay" in paths and class_path is not None:
+        _write_overlay(source, class_path, paths["overlay"], classes.ids_to_names)
+    result = None
+    if collect and arrays is not None:
+        result = PredictionResult(arrays.ids, arrays.confidence, classes.ids_to_names, dict(paths))
+    return result, counts
+
+
+def predict(
+    model: Any,
+    image: str | Path | np.ndarray | torch.Tensor,
+    classes: Sequence[str | Sequence[str]] | str | ClassList,
+    output: str | Path | None = None,
+    *,
+    bands: Sequence[int] | None = None,
+    scale: tuple[float, float] | None = None,
+    percentiles: tuple[float, float] | None = None,
+    nodata: float | None = None,
+    background_threshold: float | None = None,
+    window: int = 512,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
+    scores: bool = False,
+    overlay: bool = False,
+    vector: str | Path | None = None,
+    min_area: float = 0.0,
+    simplify: float = 0.0,
+    progress: bool = False,
+) -> PredictionResult:
+    """Segment ``image`` into ``classes`` and return the class map, the scores and the class names.
+
+    ``image``: a file path or URL, a numpy array H×W or H×W×C (uint8 /255, floats taken as [0, 1], other
+    types scaled by percentiles), or a float tensor 3×H×W in [0, 1]. ``classes``: names, ``"tree|forest"``
+    synonym strings or lists of synonyms, a comma-separated string, or a :class:`ClassList`. With
+    ``output`` (a .tif/.tiff or .png path) the class raster is written there, and ``scores``, ``overlay``
+    (``<stem>_scores``, ``<stem>_overlay.png``) and ``vector`` (.gpkg/.geojson) beside it; the other
+    options are those of ``aeroseg predict``. The model runs as it is (put it in eval mode).
+    """
+    if not isinstance(classes, ClassList):
+        classes = (
+            parse_classes(classes, background_threshold=background_threshold)
+            if isinstance(classes, str)
+            else make_class_list(list(classes), background_threshold)
+        )
+    if output is None and (scores or overlay or vector is not None):
+        raise UserError("scores, overlay and vector files need output=PATH for the class raster")
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    paths = output_paths(Path(output), scores=scores, overlay=overlay) if output is not None else None
+    if paths is not None and paths["classes"].suffix.lower() not in (".tif", ".tiff", ".png"):
+        raise UserError(f"output {output} must end in .tif, .tiff or .png")
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = torch.device(device)
+    options = WindowOptions(window=window, overlap=overlap, batch_size=batch_size)
+    read = ReadOptions(tuple(bands) if bands else None, scale, percentiles, nodata)
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().permute(1, 2, 0).numpy()  # (H, W, C)
+    source = ArraySource(image, read) if isinstance(image, np.ndarray) else RasterSource(str(image), read)
+    cache = _CACHES.setdefault(model, FeatureCache())
+    with (
+        source,
+        tqdm(
+            total=count_windows(source.height, source.width, options),
+            disable=None if progress else True,
+            unit="window",
+        ) as bar,
+    ):
+        result, _ = run_prediction(
+            model,
+            source,
+            classes,
+            paths,
+            collect=True,
+            options=options,
+            device=device,
+            precision=precision,
+            cache=cache,
+            on_windows=bar.update,
+        )
+    assert result is not None
+    if vector is not None and paths is not None:
+        writer = vector_writer(vector, min_area=min_area, simplify=simplify)
+        try:
+            writer.add(paths["classes"], source=source.path)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.finish()
+        result.outputs["vector"] = Path(vector)
+    return result
+
+
+class _Tee:
+    """Writes every window to several sinks."""
+
+    def __init__(self, sinks: list) -> None:
+        self.sinks = sinks
+
+    def write(self, window: Window, ids: np.ndarray, confidence: np.ndarray) -> None:
+        for sink in self.sinks:
+            sink.write(window, ids, confidence)
+
+
+def _write_overlay(source: RasterSource, class_path: Path, overlay_path: Path, names: list[str]) -> None:
+    rgb = source.read_overview(OVERLAY_SIDE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(class_path) as ds:
+            ids = ds.read(1, out_shape=rgb.shape[:2], resampling=Resampling.nearest)
+    write_overlay(overlay_path, rgb, ids, names)

@@ -1,0 +1,252 @@
+"""Reading the images of ``aeroseg predict`` window by window, whatever their size, bands and bit depth.
+
+Every input goes through rasterio (PNG, JPEG, TIFF, GeoTIFF, and http(s) URLs, which GDAL reads by range
+requests), so a window of a 20,000² scene is read without the rest. Pixel values are mapped to [0, 1] per
+band: uint8 by /255 unless a range or percentiles are asked for; every other type by its 2nd–98th
+percentiles (``percentiles``) or a fixed range (``scale``). Percentiles come from a decimated read of at
+most :data:`OVERVIEW_SIDE` pixels a side (GDAL uses the file's overviews where it has them).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
+
+from aeroseg.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+OVERVIEW_SIDE = 1024
+DEFAULT_PERCENTILES = (2.0, 98.0)
+
+
+def is_url(path: str) -> bool:
+    return path.startswith(("http://", "https://"))
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[str]:
+    """Image paths and URLs from files, folders (their images, sorted) and glob patterns, in order.
+
+    Raises :class:`UserError` for a path that does not exist, a pattern that matches nothing and a folder
+    without images.
+    """
+    found: list[str] = []
+    for item in inputs:
+        if is_url(item):
+            found.append(item)
+        elif os.path.isdir(item):
+            images = sorted(
+                str(p)
+                for p in Path(item).iterdir()
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.name[0] != "."
+            )
+            if not images:
+                raise UserError(f"folder {item} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+            found.extend(images)
+        elif os.path.exists(item):
+            found.append(item)
+        elif glob.has_magic(item):
+            matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not matches:
+                raise UserError(f"no file matches {item}")
+            found.extend(matches)
+        else:
+            raise UserError(f"input {item} does not exist")
+    return list(dict.fromkeys(found))
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How bands are chosen and scaled to [0, 1]."""
+
+    bands: tuple[int, ...] | None = None  # 1-based bands for R, G, B (one band = grey); None: automatic
+    scale: tuple[float, float] | None = None  # fixed value range for every band
+    percentiles: tuple[float, float] | None = None  # per-band percentiles; None: /255 for uint8, else 2-98
+    nodata: float | None = None  # overrides the file's nodata value
+
+    def __post_init__(self) -> None:
+        if self.bands is not None and (len(self.bands) not in (1, 3) or min(self.bands) < 1):
+            raise UserError(f"--bands takes one or three 1-based band numbers, got {_join(self.bands)}")
+        if self.scale is not None and not self.scale[0] < self.scale[1]:
+            raise UserError(f"--scale MIN,MAX needs MIN < MAX, got {self.scale[0]:g},{self.scale[1]:g}")
+        if self.percentiles is not None and not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
+            raise UserError("--percentiles LOW,HIGH needs 0 <= LOW < HIGH <= 100")
+
+
+class RasterSource:
+    """An image opened for reading by window: ``read(window) -> (image 3×h×w float32 in [0, 1], valid h×w)``.
+
+    Use as a context manager. ``profile`` holds the CRS and transform for the outputs.
+    """
+
+    def __init__(self, path: str, options: ReadOptions = ReadOptions()) -> None:
+        self.path = path
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._dataset = rasterio.open(path)
+        except (RasterioError, OSError) as error:
+            raise UserError(f"cannot read {path}: {one_line(error)}") from None
+        try:
+            self._setup(options)
+        except BaseException:
+            self._dataset.close()
+            raise
+
+    def _setup(self, options: ReadOptions) -> None:
+        ds = self._dataset
+        self.height, self.width = ds.height, ds.width
+        self.crs, self.transform = ds.crs, ds.transform
+        self.georeferenced = ds.crs is not None or not ds.transform.is_identity
+        self.driver = ds.driver
+        self._palette = None
+        if options.bands is not None:
+            bands = options.bands
+            if max(bands) > ds.count:
+                raise UserError(
+                    f"{self.path} has {ds.count} band(s); --bands {_join(bands)} asks for band {max(bands)}"
+                )
+        else:
+            colour = [i + 1 for i, c in enumerate(ds.colorinterp) if c != ColorInterp.alpha]
+            if ds.colorinterp[0] == ColorInterp.palette:
+                self._palette = _palette_table(ds.colormap(1))
+                colour = [1]
+            if len(colour) == 2:
+                raise UserError(
+                    f"{self.path} has 2 colour bands, too few for RGB; choose three with --bands, e.g. 1,2,1"
+                )
+            bands = tuple(colour[:3])
+        self.bands = bands
+        self._nodata = options.nodata if options.nodata is not None else ds.nodata
+        self._ranges = self._value_ranges(options)
+
+    def _value_ranges(self, options: ReadOptions) -> np.ndarray:
+        """Per-band (low, high) of the mapping to [0, 1]: bands×2."""
+        if options.scale is not None:
+            return np.array([options.scale] * len(self.bands), dtype=np.float64)
+        if self._palette is not None or (options.percentiles is None and self._dataset.dtypes[0] == "uint8"):
+            return np.array([(0.0, 255.0)] * len(self.bands))
+        low, high = options.percentiles or DEFAULT_PERCENTILES
+        factor = max(1, max(self.height, self.width) / OVERVIEW_SIDE)
+        shape = (max(1, round(self.height / factor)), max(1, round(self.width / factor)))
+        ranges = []
+        for band in dict.fromkeys(self.bands):
+            values = self._dataset.read(band, out_shape=shape, masked=True, resampling=Resampling.nearest)
+            values = self._mask_nodata(values)
+            valid = values.compressed().astype(np.float64)
+            ranges.append(tuple(np.percentile(valid, (low, high))) if valid.size else (0.0, 1.0))
+        by_band = dict(zip(dict.fromkeys(self.bands), ranges, strict=True))
+        return np.array([by_band[b] for b in self.bands], dtype=np.float64)
+
+    def _mask_nodata(self, values: np.ma.MaskedArray) -> np.ma.MaskedArray:
+        if self._nodata is not None and not np.isnan(self._nodata):
+            return np.ma.masked_where(values.filled(self._nodata) == self._nodata, values)
+        return values
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """The pixels of ``window`` as float32 3×h×w in [0, 1] and their validity (bool h×w)."""
+        bands = list(dict.fromkeys(self.bands))
+        data = self._dataset.read(bands, window=window, masked=True)  # (b, h, w)
+        data = self._mask_nodata(data)
+        index = [bands.index(b) for b in self.bands]
+        invalid = np.ma.getmaskarray(data)[index].all(axis=0)
+        if self._nodata is not None and np.isnan(self._nodata):
+            invalid |= np.isnan(data.data[index]).all(axis=0)
+        values = data.data[index]
+        if self._palette is not None:
+            values = self._palette[values[0]].transpose(2, 0, 1)  # (3, h, w)
+        image = self._scale(values)
+        if image.shape[0] == 1:
+            image = np.repeat(image, 3, axis=0)
+        return image, ~invalid
+
+    def _scale(self, values: np.ndarray) -> np.ndarray:
+        """Band values (b×h×w) mapped to float32 [0, 1] by the per-band ranges, in place where possible."""
+        low = self._ranges[:, 0, None, None].astype(np.float32)
+        high = self._ranges[:, 1, None, None].astype(np.float32)
+        image = values.astype(np.float32)
+        image -= low
+        image *= 1 / np.maximum(high - low, 1e-12)
+        np.clip(image, 0, 1, out=image)
+        return np.nan_to_num(image, copy=False, nan=0.0)
+
+    def read_overview(self, max_side: int) -> np.ndarray:
+        """The whole image decimated to at most ``max_side`` pixels a side, uint8 h×w×3 (for overlays)."""
+        factor = max(1, max(self.height, self.width) / max_side)
+        shape = (max(1, round(self.height / factor)), max(1, round(self.width / factor)))
+        bands = list(dict.fromkeys(self.bands))
+        data = self._dataset.read(bands, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
+        values = data[[bands.index(b) for b in self.bands]]
+        if self._palette is not None:
+            values = self._palette[values[0]].transpose(2, 0, 1)
+        image = self._scale(values)
+        image = np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image
+        return (image * 255).round().astype(np.uint8).transpose(1, 2, 0)
+
+    def close(self) -> None:
+        self._dataset.close()
+
+    def __enter__(self) -> RasterSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ArraySource(RasterSource):
+    """A numpy image (H×W or H×W×C, any dtype) read like a raster, with the same band and scaling rules."""
+
+    def __init__(self, array: np.ndarray, options: ReadOptions = ReadOptions()) -> None:
+        if array.ndim == 2:
+            array = array[:, :, None]
+        if array.ndim != 3 or min(array.shape) == 0:
+            raise UserError(f"an image array must be H×W or H×W×C, got shape {tuple(array.shape)}")
+        if array.dtype == np.float64 or array.dtype == np.float16:
+            array = array.astype(np.float32)
+        if array.dtype.kind == "f" and options.scale is None and options.percentiles is None:
+            options = ReadOptions(options.bands, (0.0, 1.0), None, options.nodata)
+        self.path = "<array>"
+        height, width, count = array.shape
+        profile = dict(driver="GTiff", height=height, width=width, count=count, dtype=array.dtype)
+        self._memfile = rasterio.MemoryFile()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._dataset = self._memfile.open(**profile)
+            self._dataset.write(np.moveaxis(array, -1, 0))
+        try:
+            self._setup(options)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._dataset.close()
+        self._memfile.close()
+
+
+def _palette_table(colormap: dict[int, tuple[int, ...]]) -> np.ndarray:
+    table = np.zeros((256, 3), dtype=np.uint8)
+    for index, rgba in colormap.items():
+        table[index] = rgba[:3]
+    return table
+
+
+def _join(values: Sequence[int]) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message (GDAL's can span several, or sit in the cause)."""
+    while "previous exception" in str(error) and error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]

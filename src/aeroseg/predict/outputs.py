@@ -1,0 +1,198 @@
+"""The files ``aeroseg predict`` writes: class rasters, confidence rasters and overlays.
+
+Every file is written under a hidden temporary name beside its final name and renamed when complete, so
+an interrupted run never leaves a truncated output that a later run would skip.
+
+- Class raster: uint8 class ids (see :mod:`aeroseg.predict.classes` for the id scheme; 255 = nodata). A
+  GeoTIFF keeps the input's CRS and transform, is tiled 256×256 and deflate-compressed, and carries a
+  colour map, the class names as tags (``AEROSEG_CLASSES``: JSON list by id; ``CLASS_<id>``: name) and a
+  band description. A PNG (for a plain PNG or JPEG input) is a palette image with the same JSON in a text
+  chunk and id 255 transparent.
+- Confidence (``--scores``): a second file ``<stem>_scores``: float32 GeoTIFF of the best class probability
+  (nodata NaN), or an 8-bit PNG of round(255·probability) (nodata 0).
+- Overlay (``--overlay``): ``<stem>_overlay.png``, the image with the classes blended in and a legend, at
+  most :data:`OVERLAY_SIDE` pixels a side.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+
+from aeroseg.predict.classes import BACKGROUND, NODATA, ClassList
+
+OVERLAY_SIDE = 2048
+CLASSES_TAG = "AEROSEG_CLASSES"
+# 20 distinct colours (after Sasha Trubetskoy's "List of 20 simple, distinct colors").
+_DISTINCT = [
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
+    (0, 0, 128), (128, 128, 128),
+]  # fmt: skip
+
+
+def class_colours(names: list[str]) -> list[tuple[int, int, int]]:
+    """One RGB colour per class id: black for background, distinct colours for the others."""
+    colours, k = [], 0
+    for name in names:
+        if name == BACKGROUND and not colours:
+            colours.append((0, 0, 0))
+            continue
+        if k < len(_DISTINCT):
+            colours.append(_DISTINCT[k])
+        else:  # golden-ratio hues beyond the table
+            r, g, b = colorsys.hsv_to_rgb((k * 0.618034) % 1, 0.65, 0.95)
+            colours.append((round(r * 255), round(g * 255), round(b * 255)))
+        k += 1
+    return colours
+
+
+def class_tags(classes: ClassList, source: str) -> dict[str, str]:
+    names = classes.ids_to_names
+    tags = {CLASSES_TAG: json.dumps(names), "AEROSEG_NODATA_CLASS": str(NODATA), "AEROSEG_SOURCE": source}
+    if classes.background_threshold is not None:
+        tags["AEROSEG_BACKGROUND_THRESHOLD"] = str(classes.background_threshold)
+    tags.update({f"CLASS_{i}": name for i, name in enumerate(names)})
+    return tags
+
+
+def temporary_path(path: Path) -> Path:
+    """The hidden name beside ``path`` that a file is written under before it is renamed to ``path``."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+@contextmanager
+def atomic(path: Path) -> Iterator[Path]:
+    """Yield the temporary name of ``path``; rename it to ``path`` on success, delete it on failure."""
+    tmp = temporary_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class GeoTiffWriter:
+    """Class raster (and optional confidence raster) written window by window: the sink of a prediction."""
+
+    def __init__(
+        self, path: Path, profile: dict, classes: ClassList, *, source: str, scores_path: Path | None = None
+    ) -> None:
+        self.paths = [path] + ([scores_path] if scores_path else [])
+        base = dict(profile, driver="GTiff", count=1, tiled=True, blockxsize=256, blockysize=256)
+        base.update(compress="deflate", BIGTIFF="IF_SAFER")
+        self._files: list = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            try:
+                self._open_classes(temporary_path(path), base, classes, source)
+                if scores_path is not None:
+                    scores = dict(base, dtype="float32", nodata=float("nan"), predictor=3)
+                    self._files.append(rasterio.open(temporary_path(scores_path), "w", **scores))
+                    self._files[1].update_tags(AEROSEG_SOURCE=source, AEROSEG_SCORE="best class probability")
+                    self._files[1].set_band_description(1, "confidence: best class probability")
+            except BaseException:
+                self.abort()
+                raise
+
+    def _open_classes(self, path: Path, profile: dict, classes: ClassList, source: str) -> None:
+        # The colour map goes in before any pixel: GDAL cannot change a TIFF's photometric tag afterwards.
+        file = rasterio.open(path, "w", **profile, dtype="uint8", nodata=NODATA, photometric="palette")
+        self._files.append(file)
+        names = classes.ids_to_names
+        colours = class_colours(names)
+        file.write_colormap(
+            1, {i: (*colours[i], 255) if i < len(names) else (0, 0, 0, 0) for i in range(256)}
+        )
+        file.update_tags(**class_tags(classes, source))
+        description = ", ".join(f"{i}={n}" for i, n in enumerate(names))
+        file.set_band_description(1, f"class id: {description}, {NODATA}=nodata")
+
+    def write(self, window: Window, ids: np.ndarray, confidence: np.ndarray) -> None:
+        self._files[0].write(ids, 1, window=window)
+        if len(self._files) > 1:
+            self._files[1].write(confidence, 1, window=window)
+
+    def finish(self) -> None:
+        for file in self._files:
+            file.close()
+        for path in self.paths:
+            os.replace(temporary_path(path), path)
+
+    def abort(self) -> None:
+        for file in self._files:
+            file.close()
+        for path in self.paths:
+            temporary_path(path).unlink(missing_ok=True)
+
+
+class ArrayWriter:
+    """Collects the whole prediction in memory (the Python API and PNG outputs)."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.ids = np.full((height, width), NODATA, dtype=np.uint8)
+        self.confidence = np.full((height, width), np.nan, dtype=np.float32)
+
+    def write(self, window: Window, ids: np.ndarray, confidence: np.ndarray) -> None:
+        rows, cols = window.toslices()
+        self.ids[rows, cols] = ids
+        self.confidence[rows, cols] = confidence
+
+
+def write_class_png(path: Path, ids: np.ndarray, classes: ClassList, *, source: str) -> None:
+    """A palette PNG of class ids with the class names in a text chunk; id 255 is transparent."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    colours = class_colours(classes.ids_to_names)
+    palette[: len(colours)] = colours
+    image = Image.fromarray(ids, mode="P")
+    image.putpalette(palette.ravel().tolist())
+    info = PngImagePlugin.PngInfo()
+    for key, value in class_tags(classes, source).items():
+        info.add_text(key, value)
+    with atomic(path) as tmp:
+        image.save(tmp, format="PNG", pnginfo=info, transparency=NODATA)
+
+
+def write_scores_png(path: Path, confidence: np.ndarray) -> None:
+    """An 8-bit PNG of round(255 · confidence); nodata is 0."""
+    values = np.nan_to_num(confidence, nan=0.0)
+    with atomic(path) as tmp:
+        Image.fromarray((values * 255).round().astype(np.uint8), mode="L").save(tmp, format="PNG")
+
+
+def write_overlay(path: Path, rgb: np.ndarray, ids: np.ndarray, names: list[str], alpha: float = 0.5) -> None:
+    """``rgb`` (h×w×3 uint8) with the class colours of ``ids`` (h×w) blended in and a legend on the right."""
+    colours = np.zeros((256, 3), dtype=np.float32)
+    colours[: len(names)] = class_colours(names)
+    labelled = (ids != NODATA)[..., None]
+    blended = np.where(labelled, (1 - alpha) * rgb + alpha * colours[ids], rgb).round().astype(np.uint8)
+    font = ImageFont.load_default()
+    swatch, pad = 14, 6
+    text_width = max(int(font.getlength(name)) for name in names)
+    legend_h = pad + len(names) * (swatch + pad)
+    canvas = Image.new(
+        "RGB", (rgb.shape[1] + 3 * pad + swatch + text_width, max(rgb.shape[0], legend_h)), "white"
+    )
+    canvas.paste(Image.fromarray(blended), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    x = rgb.shape[1] + pad
+    for i, name in enumerate(names):
+        y = pad + i * (swatch + pad)
+        draw.rectangle(
+            (x, y, x + swatch, y + swatch), fill=tuple(int(c) for c in colours[i]), outline="black"
+        )
+        draw.text((x + swatch + pad, y), name, fill="black", font=font)
+    with atomic(path) as tmp:
+        canvas.save(tmp, format="PNG")
