@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 REMOTE_SENSING_TEMPLATES: tuple[str, ...] = (
     "A satellite image of a {}",
@@ -23,10 +23,41 @@ GENERIC_TEMPLATES: tuple[str, ...] = ("A photo of a {} in a scene",)
 """The generic prompt of CAT-Seg and OVRS (Baseline, Config-A, Config-B)."""
 
 GuidanceType = Literal["sam", "sam2", "clip"]
+C = TypeVar("C", bound="ConfigBase")
+
+
+class ConfigBase:
+    """Dict round-trip, validated copies and list→tuple coercion shared by the dataclass configs."""
+
+    def __post_init__(self) -> None:
+        # JSON and YAML give lists; the config keeps tuples so that it stays hashable and comparable.
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                setattr(self, f.name, tuple(value))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with a one-line message for an inconsistent config."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self: C, **overrides: Any) -> C:
+        """A copy with ``overrides`` applied; unknown names raise ``ValueError``."""
+        return type(self).from_dict({**self.to_dict(), **overrides})
 
 
 @dataclass
-class AerOSegConfig:
+class AerOSegConfig(ConfigBase):
     """Configuration of :class:`aeroseg.AerOSeg`. Field names are used unchanged from here to the modules."""
 
     preset: str = "aeroseg"  # name of the preset this config was built from (informational)
@@ -83,14 +114,6 @@ class AerOSegConfig:
     lr: float = 2e-4  # lr of the new modules
     ignore_as_negative: bool = False  # **choice**: ignore pixels are excluded (CAT-Seg: negatives)
 
-    def __post_init__(self) -> None:
-        # JSON and YAML give lists; the config keeps tuples so that it stays hashable and comparable.
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, list):
-                setattr(self, f.name, tuple(value))
-        self.validate()
-
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for an inconsistent config."""
         if not self.rotations or any(r % 90 for r in self.rotations):
@@ -111,20 +134,5 @@ class AerOSegConfig:
         """R * P, the channels of the correlation volume (Eq. 4)."""
         return len(self.rotations) * len(self.prompt_templates)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AerOSegConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown AerOSeg config field(s): {', '.join(unknown)}")
-        return cls(**data)
-
-    def replace(self, **overrides: Any) -> AerOSegConfig:
-        """A copy with ``overrides`` applied; unknown names raise ``ValueError``."""
-        return AerOSegConfig.from_dict({**self.to_dict(), **overrides})
-
-
-__all__ = ["AerOSegConfig", "REMOTE_SENSING_TEMPLATES", "GENERIC_TEMPLATES"]
+__all__ = ["AerOSegConfig", "ConfigBase", "REMOTE_SENSING_TEMPLATES", "GENERIC_TEMPLATES"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from aeroseg.config import GENERIC_TEMPLATES, AerOSegConfig
 from aeroseg.errors import UserError
+from aeroseg.training_free.config import TrainingFreeConfig, training_free
 
 _CLIP_GUIDANCE = dict(guidance_type="clip", guidance=None, guidance_arch=None, guidance_layers=(4, 8))
 
@@ -109,7 +110,7 @@ def ovrs() -> AerOSegConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], AerOSegConfig]] = {
+PRESETS: dict[str, Callable[[], AerOSegConfig | TrainingFreeConfig]] = {
     "aeroseg": aeroseg,
     "baseline": baseline,
     "config-a": config_a,
@@ -122,6 +123,7 @@ PRESETS: dict[str, Callable[[], AerOSegConfig]] = {
     "aeroseg-skyclip": aeroseg_skyclip,
     "cat-seg": cat_seg,
     "ovrs": ovrs,
+    "training-free": training_free,
 }
 
 
@@ -130,8 +132,8 @@ def presets() -> list[str]:
     return list(PRESETS)
 
 
-def preset_config(name: str, **overrides: Any) -> AerOSegConfig:
-    """The config of preset ``name`` with ``overrides`` (any :class:`AerOSegConfig` field) applied."""
+def preset_config(name: str, **overrides: Any) -> AerOSegConfig | TrainingFreeConfig:
+    """The config of preset ``name`` with ``overrides`` (any field of its config class) applied."""
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     try:
@@ -155,7 +157,8 @@ def build(
         clip, guidance: hub id, local directory or original checkpoint file of the backbones (default: the
             preset's public weights).
         pretrained: ``False`` builds the paper-size architecture with random weights, offline.
-        overrides: any :class:`aeroseg.config.AerOSegConfig` field.
+        overrides: any field of the preset's config (:class:`aeroseg.config.AerOSegConfig`, or
+            :class:`aeroseg.training_free.TrainingFreeConfig` for ``training-free``).
     """
     from aeroseg.modeling.aeroseg import AerOSeg
 
@@ -166,4 +169,8 @@ def build(
     config = preset_config(preset, **overrides)
     if pretrained and not config.clip:
         raise UserError(f"preset {preset!r} has no public CLIP weights: pass clip=FILE (or --clip FILE)")
+    if isinstance(config, TrainingFreeConfig):
+        from aeroseg.training_free.model import TrainingFreeSegmenter
+
+        return TrainingFreeSegmenter.from_config(config, pretrained=pretrained)
     return AerOSeg.from_config(config, pretrained=pretrained)

@@ -1,9 +1,10 @@
 """``aeroseg evaluate``: s-mIoU, u-mIoU, h-mIoU and mIoU of a model or of a folder of predictions.
 
-Either ``--checkpoint DIR`` (an AerOSeg checkpoint, or a training run whose ``final/`` holds one) runs the
-model on every image of the split, or ``--predictions DIR`` scores ``DIR/<stem>.png`` class-id maps made
-by any other model (SAN, SED, CAT-Seg, ...) under the same protocol. Prints a table and, with ``--json``,
-writes the scores and the metadata ``aeroseg report`` reads.
+Either ``--checkpoint DIR`` (an AerOSeg checkpoint, or a training run whose ``final/`` holds one) or
+``--preset training-free`` (public CLIP / SAM weights, no training; ``--clip`` and ``--guidance`` choose
+them) runs the model on every image of the split, or ``--predictions DIR`` scores ``DIR/<stem>.png``
+class-id maps made by any other model (SAN, SED, CAT-Seg, ...) under the same protocol. Prints a table
+and, with ``--json``, writes the scores and the metadata ``aeroseg report`` reads.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from aeroseg.data import DatasetInfo, SegmentationDataset
 from aeroseg.errors import UserError
 from aeroseg.evaluation.scoring import score_model, score_predictions
 from aeroseg.metrics import ConfusionMatrix, SegmentationScores
+from aeroseg.training_free import build_training_free
+from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
+
+TRAINING_FREE = "training-free"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +40,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument(
         "--predictions", type=Path, metavar="DIR", help="folder of <stem>.png class-id maps to score instead"
+    )
+    source.add_argument(
+        "--preset", choices=[TRAINING_FREE], help="a model that needs no checkpoint: the training-free one"
+    )
+    parser.add_argument(
+        "--clip",
+        metavar="ID|DIR|FILE",
+        help=f"--preset {TRAINING_FREE}: CLIP weights (default {DEFAULT_CLIP})",
+    )
+    parser.add_argument(
+        "--guidance",
+        metavar="ID|DIR|FILE|none",
+        help=f"--preset {TRAINING_FREE}: SAM weights, or none (default {DEFAULT_GUIDANCE})",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write scores and metadata to this JSON")
     parser.add_argument(
@@ -83,8 +101,13 @@ def _checkpoint_dir(path: Path) -> Path:
 
 def load_model(args: argparse.Namespace) -> Any:
     """The model to evaluate, built from the command-line arguments (on the CPU, not yet in eval mode)."""
+    if getattr(args, "preset", None) == TRAINING_FREE:
+        return build_training_free(clip=args.clip or DEFAULT_CLIP, guidance=args.guidance or DEFAULT_GUIDANCE)
     if args.checkpoint is None:
-        raise UserError("nothing to evaluate: give --checkpoint DIR (a trained model) or --predictions DIR")
+        raise UserError(
+            f"nothing to evaluate: give --checkpoint DIR (a trained model), --preset {TRAINING_FREE} or "
+            "--predictions DIR"
+        )
     return AerOSeg.from_pretrained(_checkpoint_dir(args.checkpoint))
 
 
@@ -97,6 +120,10 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserError("--batch-size must be >= 1 and --workers >= 0")
     if args.window < 1 or not 0 <= args.overlap < 1:
         raise UserError("--window must be >= 1 and --overlap in [0, 1)")
+    if (getattr(args, "clip", None) or getattr(args, "guidance", None)) and getattr(
+        args, "preset", None
+    ) is None:
+        raise UserError(f"--clip and --guidance choose the weights of --preset {TRAINING_FREE}; add it")
 
 
 def format_table(scores: SegmentationScores, title: str) -> str:
@@ -133,7 +160,9 @@ def metadata(
     args: argparse.Namespace, info: DatasetInfo, num_images: int, model: Any = None
 ) -> dict[str, Any]:
     """The JSON keys that describe what was scored (written before the scores)."""
-    preset = getattr(getattr(model, "config", None), "preset", None)
+    config = getattr(model, "config", None)
+    preset = getattr(config, "preset", None)
+    no_checkpoint = getattr(args, "preset", None) is not None
     method = args.method or preset or (args.predictions.name if args.predictions else None)
     mode = "predictions" if args.predictions is not None else args.mode
     return {
@@ -143,6 +172,8 @@ def metadata(
         "data": str(args.data),
         "split": args.split,
         "checkpoint": str(args.checkpoint) if args.checkpoint is not None else None,
+        "clip": getattr(config, "clip", None) if no_checkpoint else None,  # the preset's backbones
+        "guidance": getattr(config, "guidance", None) if no_checkpoint else None,
         "predictions": str(args.predictions) if args.predictions is not None else None,
         "mode": mode,
         "window": args.window if mode == "slide" else None,
@@ -176,7 +207,11 @@ def run(args: argparse.Namespace) -> int:
         )
     scores = cm.compute(info.classes, info.unseen)
     meta = metadata(args, info, len(dataset), model)
-    source = meta["checkpoint"] or meta["predictions"]
+    source = (
+        meta["checkpoint"]
+        or meta["predictions"]
+        or f"{args.preset} (clip {meta['clip']}, guidance {meta['guidance']})"
+    )
     print(format_table(scores, f"{info.name} {args.split}: {len(dataset)} images, {meta['mode']}, {source}"))
     if args.json is not None:
         document = {**meta, **scores.to_dict(), "confusion_matrix": cm.matrix.cpu().tolist()}

@@ -52,14 +52,31 @@ class PredictionResult:
     outputs: dict[str, Path] = field(default_factory=dict)  # files written: classes, scores, overlay, vector
 
 
-def load_segmenter(checkpoint: str | None, device: torch.device | str) -> Any:
+def load_segmenter(
+    checkpoint: str | None,
+    device: torch.device | str,
+    *,
+    clip: str | None = None,
+    guidance: str | None = None,
+) -> Any:
     """The model that ``aeroseg predict`` runs, in eval mode on ``device``.
 
     ``checkpoint`` is a directory written by ``AerOSeg.save_pretrained`` (or ``aeroseg train``); anything
-    else raises :class:`CheckpointError`.
+    else raises :class:`CheckpointError`. Without one, the training-free model
+    (:func:`aeroseg.training_free.build_training_free`) runs on the public weights, or on ``clip`` and
+    ``guidance`` (hub id, directory or file; ``guidance="none"`` runs without SAM).
     """
     if checkpoint is None:
-        raise UserError("no model given; pass --checkpoint DIR, a directory written by aeroseg train")
+        from aeroseg.training_free import build_training_free
+        from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
+
+        model = build_training_free(clip=clip or DEFAULT_CLIP, guidance=guidance or DEFAULT_GUIDANCE)
+        return model.to(device).eval()
+    if clip is not None or guidance is not None:
+        raise UserError(
+            "--clip and --guidance choose the weights of the training-free model (no --checkpoint); "
+            "a checkpoint carries its own"
+        )
     try:
         model = aeroseg.AerOSeg.from_pretrained(checkpoint)
     except (ValueError, OSError) as error:  # a malformed config.json or weights file

@@ -1,6 +1,11 @@
-"""``aeroseg predict``: segment images and GeoTIFFs of any size with a trained model.
+"""``aeroseg predict``: segment images and GeoTIFFs of any size with a trained model, or without one.
 
     aeroseg predict INPUT... --checkpoint CKPT --classes "building,road,tree|forest,water" -o OUT
+    aeroseg predict INPUT... --classes "building,road,tree|forest,water" -o OUT    # training-free model
+
+Without ``--checkpoint`` the training-free model (:mod:`aeroseg.training_free`) runs on the public CLIP
+ViT-B/16 and SAM ViT-B weights, downloaded into the Hugging Face cache on first use; ``--clip`` and
+``--guidance`` choose other weights (hub id, directory or original file; ``--guidance none``: no SAM).
 
 For every input, OUT/<stem>.tif (a GeoTIFF input or any other raster) or OUT/<stem>.png (a plain PNG or
 JPEG) holds the class ids; see :mod:`aeroseg.predict.classes` for the id scheme and
@@ -28,6 +33,7 @@ from aeroseg.predict.classes import ClassList, parse_classes
 from aeroseg.predict.io import RasterSource, ReadOptions, expand_inputs, is_url, one_line
 from aeroseg.predict.outputs import atomic
 from aeroseg.predict.streaming import PRECISIONS, WindowOptions, count_windows
+from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
 
 PNG_DRIVERS = ("PNG", "JPEG")
 
@@ -41,7 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns or URLs"
     )
-    parser.add_argument("--checkpoint", required=True, help="model directory written by aeroseg train")
+    parser.add_argument(
+        "--checkpoint",
+        help="model directory written by aeroseg train (default: the training-free model, public weights)",
+    )
+    parser.add_argument(
+        "--clip",
+        metavar="ID|DIR|FILE",
+        help=f"without --checkpoint: CLIP weights of the training-free model (default {DEFAULT_CLIP})",
+    )
+    parser.add_argument(
+        "--guidance",
+        metavar="ID|DIR|FILE|none",
+        help=f"without --checkpoint: its SAM weights, or none (default {DEFAULT_GUIDANCE})",
+    )
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--classes", help='comma-separated class names; "tree|forest" gives synonyms')
     group.add_argument(
@@ -103,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = expand_inputs(args.inputs)
     _check_stems(inputs)
     device = api.resolve_device(args.device)
-    model = api.load_segmenter(args.checkpoint, device)
+    weights = {k: v for k, v in (("clip", args.clip), ("guidance", args.guidance)) if v is not None}
+    model = api.load_segmenter(args.checkpoint, device, **weights)
     out_dir = Path(args.output)
     single = len(inputs) == 1
     records: list[dict[str, Any]] = []
