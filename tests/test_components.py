@@ -52,6 +52,7 @@ def test_dense_last_block_has_no_token_mixing(clip):
         last = clip.vision_model.encoder.layers[-1]
         y = x.clone()
         y[:, 5] += 1.0  # change one patch token
+
         # the last block alone: only that token's output changes
         def run(t):
             v = last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(t))) + t[:, :1]
@@ -129,7 +130,9 @@ def test_class_refinement_is_permutation_equivariant():
     x, text = torch.randn(2, 8, 5, 6, 6), torch.randn(5, 4)
     perm = torch.tensor([4, 2, 0, 1, 3])
     with torch.no_grad():
-        torch.testing.assert_close(block(x[:, :, perm], text[perm]), block(x, text)[:, :, perm], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            block(x[:, :, perm], text[perm]), block(x, text)[:, :, perm], rtol=1e-5, atol=1e-6
+        )
 
 
 def test_refinement_guidance_enters_query_and_key_only():

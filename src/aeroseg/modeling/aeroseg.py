@@ -123,7 +123,10 @@ class AerOSeg(nn.Module):
             raise ValueError("the class list is empty")
         if self.training or torch.is_grad_enabled():
             return self.backbone.encode_text(classes)
-        key = (tuple(classes), self.backbone.clip.text_projection.weight.device, self.backbone.clip.dtype)
+        device = self.backbone.clip.text_projection.weight.device
+        autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+        # the autocast dtype is part of the key: bf16 text never meets an fp32 pass
+        key = (tuple(classes), device, self.backbone.clip.dtype, autocast)
         if self._text_cache is None or self._text_cache[0] != key:
             self._text_cache = (key, self.backbone.encode_text(classes))
         return self._text_cache[1]

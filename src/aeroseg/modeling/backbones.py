@@ -23,6 +23,8 @@ from aeroseg.convert.tokenizer import clip_tokenizer
 from aeroseg.errors import CheckpointError
 
 _TOKENIZER_FILES = ("vocab.json", "merges.txt")
+# CLIP and SAM attention through F.scaled_dot_product_attention (fused kernels), not "eager"
+ATTENTION = "sdpa"
 
 
 def _offline() -> bool:
@@ -39,7 +41,8 @@ def _from_hub(cls: Any, source: str, what: str, flag: str) -> Any:
             f"{what} checkpoint {source!r} does not exist; pass an existing file or directory"
         )
     try:
-        return cls.from_pretrained(source, local_files_only=_offline())
+        options = {} if cls is CLIPTokenizer else {"attn_implementation": ATTENTION}
+        return cls.from_pretrained(source, local_files_only=_offline(), **options)
     except (OSError, ValueError) as error:
         raise CheckpointError(
             f"cannot load {what} {source!r} from the Hugging Face hub ({type(error).__name__}); download it "
@@ -68,7 +71,7 @@ def _hub_file(source: str, what: str) -> str:
 def load_clip(source: str, *, arch: str, pretrained: bool = True) -> tuple[CLIPModel, CLIPTokenizer]:
     """CLIP model and tokenizer from ``source`` (hub id, directory or original file), or random ``arch``."""
     if not pretrained:
-        return CLIPModel(load_arch_config(arch)), clip_tokenizer()
+        return _random(CLIPModel, load_arch_config(arch)), clip_tokenizer()
     path = Path(_hub_file(source, "CLIP")).expanduser()
     if path.is_dir():
         model = _load_dir(CLIPModel, path, "CLIP")
@@ -92,7 +95,7 @@ def load_guidance_encoder(
             raise CheckpointError(
                 f"no {kind} guidance source or architecture given; set guidance or guidance_arch"
             )
-        model = full_model(load_arch_config(arch))
+        model = _random(full_model, load_arch_config(arch))
     else:
         path = Path(_hub_file(source, kind.upper())).expanduser()
         if path.is_dir():
@@ -109,9 +112,14 @@ def load_guidance_encoder(
     return model.vision_encoder
 
 
+def _random(cls: Any, config: Any) -> Any:
+    """A ``transformers`` model of ``config`` with random weights and the fused attention."""
+    return cls._from_config(config, attn_implementation=ATTENTION)
+
+
 def _load_dir(cls: Any, path: Path, what: str) -> Any:
     try:
-        return cls.from_pretrained(path, local_files_only=True)
+        return cls.from_pretrained(path, local_files_only=True, attn_implementation=ATTENTION)
     except (OSError, ValueError) as error:
         raise CheckpointError(
             f"{path} is not a transformers {what} directory ({error})".splitlines()[0]
@@ -130,10 +138,10 @@ def backbones_from_configs(
     kind: str, configs: dict[str, Any]
 ) -> tuple[CLIPModel, CLIPTokenizer, nn.Module | None]:
     """Random-weight backbones with the stored architectures (weights are loaded afterwards)."""
-    clip = CLIPModel(CLIPConfig.from_dict(configs["clip_config"]))
+    clip = _random(CLIPModel, CLIPConfig.from_dict(configs["clip_config"]))
     guidance = None
     if kind == "sam":
-        guidance = SamVisionEncoder(SamVisionConfig.from_dict(configs["guidance_config"]))
+        guidance = _random(SamVisionEncoder, SamVisionConfig.from_dict(configs["guidance_config"]))
     elif kind == "sam2":
-        guidance = Sam2VisionModel(Sam2VisionConfig.from_dict(configs["guidance_config"]))
+        guidance = _random(Sam2VisionModel, Sam2VisionConfig.from_dict(configs["guidance_config"]))
     return clip, clip_tokenizer(), guidance

@@ -38,16 +38,26 @@ class GuidedWindowAttention(nn.Module):
         return self.relative_position_bias[:, index]
 
     def forward(self, x: torch.Tensor, g: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: N×nW×L×d, g: N×nW×L×g, mask: nW×L×L additive or None → N×nW×L×d."""
-        N, nW, L, d = x.shape
-        xg = torch.cat([x, g], dim=-1)
-        heads = lambda t: t.view(N, nW, L, self.num_heads, -1).transpose(2, 3)  # (N, nW, heads, L, d/heads)
-        q, k, v = heads(self.q(xg)), heads(self.k(xg)), heads(self.v(x))
+        """x: …×nW×L×d, g: broadcastable to …×nW×L×g, mask: nW×L×L additive or None → …×nW×L×d."""
+        *lead, nW, L, d = x.shape
+        heads = self.num_heads
+        # (N, nW*heads, L, d/heads): windows and heads side by side, for one 4-D attention call
+        split = lambda t: t.reshape(-1, nW, L, heads, d // heads).transpose(2, 3).flatten(1, 2)
+        q, k, v = split(_guided_linear(self.q, x, g)), split(_guided_linear(self.k, x, g)), split(self.v(x))
         attn_mask = self.bias(int(L**0.5))  # (heads, L, L)
         if mask is not None:
             attn_mask = attn_mask + mask[:, None]  # (nW, heads, L, L)
+        # a 4-D mask lets the fused CPU kernel run (a 3-D one falls back to the unfused math path)
+        attn_mask = attn_mask.expand(nW, heads, L, L).reshape(1, nW * heads, L, L)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype))
-        return self.proj(out.transpose(2, 3).reshape(N, nW, L, d))
+        return self.proj(out.view(-1, nW, heads, L, d // heads).transpose(2, 3).reshape(*lead, nW, L, d))
+
+
+def _guided_linear(linear: nn.Linear, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``linear(concat(x, g))`` for a guidance ``g`` that broadcasts to ``x`` (…×d and …×g): the guidance half
+    of the product is computed once for all the tensors that share it."""
+    d = x.shape[-1]
+    return F.linear(x, linear.weight[:, :d]) + F.linear(g, linear.weight[:, d:], linear.bias)
 
 
 class SwinBlock(nn.Module):
@@ -75,37 +85,40 @@ class SwinBlock(nn.Module):
         self.mlp = _mlp(dim, mlp_ratio, nn.GELU)
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """x: N×h×w×d and g: N×h×w×g (channels last) → N×h×w×d."""
-        N, h, w, d = x.shape
+        """x: B×…×h×w×d and g: B×h×w×g (channels last) → B×…×h×w×d. The maps in … (the classes) share one
+        guidance, whose normalisation and share of query and key are computed once."""
+        h, w = x.shape[-3:-1]
         ws = min(self.window_size, h, w)  # a grid smaller than the window is one window (Swin)
         shift = ws // 2 if self.shifted and ws < max(h, w) else 0
         ph, pw = -h % ws, -w % ws
-        y = F.pad(self.norm1(x), (0, 0, 0, pw, 0, ph))  # (N, H, W, d) padded to whole windows
-        gy = F.pad(self.norm_guidance(g), (0, 0, 0, pw, 0, ph))
+        y = F.pad(self.norm1(x), (0, 0, 0, pw, 0, ph))  # (B, …, H, W, d) padded to whole windows
+        gy = F.pad(self.norm_guidance(g), (0, 0, 0, pw, 0, ph))  # (B, H, W, g)
         H, W = h + ph, w + pw
         if shift:
-            y, gy = (torch.roll(t, (-shift, -shift), dims=(1, 2)) for t in (y, gy))
+            y, gy = (torch.roll(t, (-shift, -shift), dims=(-3, -2)) for t in (y, gy))
         mask = _window_mask(h, w, H, W, ws, shift, x.device) if (shift or ph or pw) else None
-        y = _unpartition(self.attn(_partition(y, ws), _partition(gy, ws), mask), H, W)
+        xp, gp = _partition(y, ws), _partition(gy, ws)  # (B, …, nW, L, d), (B, nW, L, g)
+        gp = gp.view(gp.shape[0], *[1] * (xp.dim() - gp.dim()), *gp.shape[1:])  # broadcast over …
+        y = _unpartition(self.attn(xp, gp, mask), H, W)
         if shift:
-            y = torch.roll(y, (shift, shift), dims=(1, 2))
-        x = x + y[:, :h, :w]
+            y = torch.roll(y, (shift, shift), dims=(-3, -2))
+        x = x + y[..., :h, :w, :]
         return x + self.mlp(self.norm2(x))
 
 
 def _partition(x: torch.Tensor, ws: int) -> torch.Tensor:
-    """N×H×W×C → N×nW×(ws·ws)×C."""
-    N, H, W, C = x.shape
-    x = x.view(N, H // ws, ws, W // ws, ws, C).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(N, (H // ws) * (W // ws), ws * ws, C)
+    """…×H×W×C → …×nW×(ws·ws)×C."""
+    *lead, H, W, C = x.shape
+    x = x.view(*lead, H // ws, ws, W // ws, ws, C).transpose(-4, -3)  # (…, H/ws, W/ws, ws, ws, C)
+    return x.reshape(*lead, (H // ws) * (W // ws), ws * ws, C)
 
 
 def _unpartition(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    """N×nW×(ws·ws)×C → N×H×W×C."""
-    N, _, L, C = x.shape
+    """…×nW×(ws·ws)×C → …×H×W×C."""
+    *lead, _, L, C = x.shape
     ws = int(L**0.5)
-    x = x.view(N, H // ws, W // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(N, H, W, C)
+    x = x.view(*lead, H // ws, W // ws, ws, ws, C).transpose(-4, -3)  # (…, H/ws, ws, W/ws, ws, C)
+    return x.reshape(*lead, H, W, C)
 
 
 def _window_mask(h: int, w: int, H: int, W: int, ws: int, shift: int, device: torch.device) -> torch.Tensor:
@@ -140,12 +153,11 @@ class SpatialRefinement(nn.Module):
 
     def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
         """x: B×d×T×h×w, guidance: B×g×h×w (projected) → B×d×T×h×w."""
-        B, d, T, h, w = x.shape
-        y = x.permute(0, 2, 3, 4, 1).reshape(B * T, h, w, d)
-        g = guidance.permute(0, 2, 3, 1)[:, None].expand(B, T, h, w, -1).reshape(B * T, h, w, -1)
+        y = x.permute(0, 2, 3, 4, 1)  # (B, T, h, w, d)
+        g = guidance.permute(0, 2, 3, 1)  # (B, h, w, g), shared by the T classes
         for block in self.blocks:
             y = block(y, g)
-        return y.view(B, T, h, w, d).permute(0, 4, 1, 2, 3)
+        return y.permute(0, 4, 1, 2, 3)
 
 
 class LinearAttention(nn.Module):
@@ -161,14 +173,16 @@ class LinearAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """x: N×T×d, g: N×T×g → N×T×d. No positional embedding: equivariant to permutations of T."""
+        """x: N×T×d, g: T×g (the same for all N sets) → N×T×d. No positional embedding: equivariant to
+        permutations of T."""
         N, T, d = x.shape
-        xg = torch.cat([x, g], dim=-1)
         heads = lambda t: t.view(N, T, self.num_heads, -1)  # (N, T, heads, d/heads)
-        q, k, v = F.elu(heads(self.q(xg))) + 1, F.elu(heads(self.k(xg))) + 1, heads(self.v(x))
+        q = F.elu(heads(_guided_linear(self.q, x, g))) + 1
+        k = F.elu(heads(_guided_linear(self.k, x, g))) + 1
+        v = heads(self.v(x))
         kv = torch.einsum("nthd,nthe->nhde", k, v)
         norm = 1.0 / (torch.einsum("nthd,nhd->nth", q, k.sum(dim=1)) + self.eps)
-        out = torch.einsum("nthd,nhde,nth->nthe", q, kv, norm)
+        out = torch.einsum("nthd,nhde->nthe", q, kv) * norm[..., None]
         return self.proj(out.reshape(N, T, d))
 
 
@@ -193,8 +207,7 @@ class ClassRefinement(nn.Module):
             y = F.avg_pool2d(y, self.pool, ceil_mode=True, count_include_pad=False)
         hp, wp = y.shape[-2:]
         y = y.view(B, T, d, hp, wp).permute(0, 3, 4, 1, 2).reshape(B * hp * wp, T, d)  # (B*h'*w', T, d)
-        g = text[None].expand(y.shape[0], -1, -1)
-        update = self.attn(self.norm1(y), g)
+        update = self.attn(self.norm1(y), text)
         update = update + self.mlp(self.norm2(y + update))
         update = update.view(B, hp, wp, T, d).permute(0, 3, 4, 1, 2).reshape(B * T, d, hp, wp)
         if self.pool > 1:
