@@ -146,7 +146,12 @@ class _Record:
 
 
 def _targets(model: nn.Module) -> list[tuple[str, Any, str]]:
-    """(component, object, method): the calls the model's forward makes, one per component."""
+    """(component, object, method): the calls AerOSeg's forward makes, one per component. Other models (the
+    training-free one) are measured as a whole."""
+    from aeroseg.modeling.aeroseg import AerOSeg
+
+    if not isinstance(model, AerOSeg):
+        return []
     return [
         ("clip", model.backbone, "encode_image"),
         ("text", model.backbone, "encode_text"),
@@ -163,7 +168,8 @@ def probe(model: nn.Module, device: torch.device, counting: bool) -> Iterator[di
 
     Yields ``{"components": {name: _Record}, "flops": FlopCounterMode|None, "memory": MemoryTracker|None}``.
     """
-    records = {name: _Record() for name in COMPONENTS}
+    targets = _targets(model)
+    records = {name: _Record() for name, _, _ in targets}
     flops = FlopCounterMode(display=False, custom_mapping=FLOP_MAPPING) if counting else None
     memory = MemoryTracker() if counting else None
 
@@ -188,7 +194,6 @@ def probe(model: nn.Module, device: torch.device, counting: bool) -> Iterator[di
 
         return measured
 
-    targets = _targets(model)
     for name, owner, method in targets:
         setattr(owner, method, wrap(name, getattr(owner, method)))
     try:
@@ -264,7 +269,7 @@ def time_forward(
     totals = [seconds for _, seconds, _ in runs]
     components = {
         name: {"seconds": statistics.median(p["components"][name].seconds for _, _, p in runs)}
-        for name in COMPONENTS
+        for name in runs[0][2]["components"]
     }
     median = statistics.median(totals)
     components["other"] = {"seconds": max(0.0, median - sum(c["seconds"] for c in components.values()))}
@@ -472,7 +477,7 @@ def run(args: argparse.Namespace) -> int:
             model, raster=raster, window=size, classes=classes, batch_size=args.batch_size, device=device
         )
         step("predict")
-    if "train" not in skip:
+    if "train" not in skip and hasattr(model, "forward_train"):
         report["train_step"] = measure_train_step(
             model,
             image_size=size,

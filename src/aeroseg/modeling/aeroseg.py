@@ -20,6 +20,7 @@ from aeroseg.modeling.back_projection import SemanticBackProjection
 from aeroseg.modeling.backbones import (
     backbone_configs,
     backbones_from_configs,
+    hub_offline,
     load_clip,
     load_guidance_encoder,
 )
@@ -335,7 +336,11 @@ def _checkpoint_directory(source: str | os.PathLike[str]) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(str(source), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
+        return Path(
+            snapshot_download(
+                str(source), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME], local_files_only=hub_offline()
+            )
+        )
     except Exception as error:  # noqa: BLE001 - any hub failure becomes one line for the user
         raise CheckpointError(
             f"cannot download AerOSeg checkpoint {str(source)!r} from the Hugging Face hub ({type(error).__name__}); "

@@ -7,9 +7,12 @@ Hugging Face hub id. ``pretrained=False`` builds the shipped architecture with r
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, Sam2Model, SamModel
@@ -27,8 +30,23 @@ _TOKENIZER_FILES = ("vocab.json", "merges.txt")
 ATTENTION = "sdpa"
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+def hub_offline() -> bool:
+    """Use only the local cache when ``HF_HUB_OFFLINE`` is set or the hub's host does not resolve: cached
+    weights still load, and missing ones fail at once with one line instead of retrying for half a minute."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return True
+    return not _hub_resolves()
+
+
+@functools.cache
+def _hub_resolves() -> bool:
+    from huggingface_hub import constants
+
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+    except OSError:
+        return False
+    return True
 
 
 def _from_hub(cls: Any, source: str, what: str, flag: str) -> Any:
@@ -42,7 +60,7 @@ def _from_hub(cls: Any, source: str, what: str, flag: str) -> Any:
         )
     try:
         options = {} if cls is CLIPTokenizer else {"attn_implementation": ATTENTION}
-        return cls.from_pretrained(source, local_files_only=_offline(), **options)
+        return cls.from_pretrained(source, local_files_only=hub_offline(), **options)
     except (OSError, ValueError) as error:
         raise CheckpointError(
             f"cannot load {what} {source!r} from the Hugging Face hub ({type(error).__name__}); download it "
@@ -60,7 +78,7 @@ def _hub_file(source: str, what: str) -> str:
     from huggingface_hub import hf_hub_download
 
     try:
-        return hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), local_files_only=_offline())
+        return hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), local_files_only=hub_offline())
     except Exception as error:  # noqa: BLE001 - any hub failure becomes one line for the user
         raise CheckpointError(
             f"cannot download {source!r} ({type(error).__name__}); download the file where the hub is reachable "

@@ -106,18 +106,19 @@ class VisionLanguageBackbone(nn.Module):
             x = layer(x, None)
             if i in self.guidance_layers:
                 intermediate.append(x)
-        last = layers[-1]
-        if self.dense_last_block:
-            y = last.layer_norm1(x)
-            v = last.self_attn.out_proj(last.self_attn.v_proj(y))  # value path only, no token mixing
-            v = v + x[:, :1]  # CLS token of the block input, broadcast to every position
-            x = v + last.mlp(last.layer_norm2(v))
-        else:
-            x = last(x, None)
+        x = self._last_block(layers[-1], x)
         if len(layers) in self.guidance_layers:
             intermediate.append(x)
         x = vision.post_layernorm(x)
         return self.clip.visual_projection(x), intermediate
+
+    def _last_block(self, last: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The last transformer block: CAT-Seg's dense version (value path only, no token mixing) or CLIP's."""
+        if not self.dense_last_block:
+            return last(x, None)
+        v = last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(x)))
+        v = v + x[:, :1]  # CLS token of the block input, broadcast to every position
+        return v + last.mlp(last.layer_norm2(v))
 
     # ----------------------------------------------------------------------------------------------- text
     def encode_text(self, classes: Sequence[str]) -> torch.Tensor:

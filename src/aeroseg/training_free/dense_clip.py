@@ -90,17 +90,6 @@ class TrainingFreeClip(VisionLanguageBackbone):
             [torch.rot90(grid[i], k=-(r // 90), dims=(2, 3)) for i, r in enumerate(self.rotations)]
         ).mean(0)  # (B, C, h, w)
 
-    def _dense_tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """N×3×s×s pixels → (N, 1+n, C) projected tokens, with the training-free last block."""
-        vision = self.clip.vision_model
-        x = vision.embeddings(pixels, interpolate_pos_encoding=True)  # bicubic position embedding resize
-        x = vision.pre_layrnorm(x)
-        layers = vision.encoder.layers
-        for layer in layers[:-1]:
-            x = layer(x, None)
-        x = self._last_block(layers[-1], x)
-        return self.clip.visual_projection(vision.post_layernorm(x)), []
-
     def _last_block(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The last block with self-self attention (mean of the softmaxes of q·qᵀ, k·kᵀ, v·vᵀ as chosen)."""
         attn = layer.self_attn
