@@ -66,9 +66,12 @@ def main() -> int:
     for preset in args.presets:
         command = [sys.executable, __file__, "--one", preset, "--image-size", str(args.image_size)]
         command += ["--classes", str(args.classes), *(["--short"] if args.short else [])]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        rows[preset] = json.loads(done.stdout.strip().splitlines()[-1])
-        r = rows[preset]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            rows[preset] = {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+            print(f"{preset:<24} failed: {rows[preset]['error']}", flush=True)
+            continue
+        rows[preset] = r = json.loads(done.stdout.strip().splitlines()[-1])
         print(
             f"{preset:<24} {r['params'] / 1e6:8.1f}M params {r['trainable'] / 1e6:7.1f}M trainable "
             f"{r['forward_seconds']:8.2f} s {r['gflop']:9.1f} GFLOP {r['peak_rss_mib']:8.0f} MiB RSS",

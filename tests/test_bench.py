@@ -128,6 +128,7 @@ def test_compare_logits():
     assert bench.compare_logits(a, a) == {
         "argmax_agreement": 1.0,
         "median_logit_error": 0.0,
+        "max_relative_error": 0.0,
         "median_margin": 1.0,
     }
     b = a.clone()

@@ -334,12 +334,14 @@ def measure_train_step(
 
 def compare_logits(reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
     """How logits ``other`` (B×T×H×W) depart from ``reference``: the share of pixels with the same argmax over
-    classes, the median absolute logit difference, and the median margin between the reference's two best
-    classes (an argmax flips where the difference exceeds the margin)."""
+    classes, the median and the largest absolute logit difference (the latter relative to the largest
+    reference logit), and the median margin between the reference's two best classes (an argmax flips where
+    the difference exceeds the margin)."""
     reference, other = reference.float(), other.float()
     result = {
         "argmax_agreement": (reference.argmax(dim=1) == other.argmax(dim=1)).float().mean().item(),
         "median_logit_error": (other - reference).abs().median().item(),
+        "max_relative_error": ((other - reference).abs().max() / reference.abs().max()).item(),
     }
     if reference.shape[1] > 1:
         best = reference.topk(2, dim=1).values
@@ -417,14 +419,12 @@ def run(args: argparse.Namespace) -> int:
     peak["bf16"] = gemm_peak(device, torch.bfloat16, max_n=max_n, repeats=1 if args.short else 3)
     step("peak")
     images = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-    counted, _ = count_forward(model, images, classes)  # also warms the eager model up
+    counted, eager_logits = count_forward(model, images, classes)  # also warms the eager model up
     step("count")
     compile_seconds = None
     if args.compile:
         compile_blocks(model)
-        _, compile_seconds, _ = _forward(
-            model, images, classes, "fp32", counting=False
-        )  # compiles, first call
+        _, compile_seconds, _ = _forward(model, images, classes, "fp32", counting=False)  # compiles
     fp32, logits = time_forward(model, images, classes, precision="fp32", repeats=args.repeats, warmup=False)
     step("fp32")
     report: dict[str, Any] = {
@@ -456,6 +456,8 @@ def run(args: argparse.Namespace) -> int:
         "components_called_once": all(c["calls"] == 1 for n, c in components.items() if n != "other"),
         "clip_batch": len(model.config.rotations) * images.shape[0],
     }
+    if args.compile:  # inductor may reorder sums; the results must stay those of the eager model
+        report["compile_logits"] = compare_logits(eager_logits, logits)
     if "bf16" not in skip:
         bf16, logits_bf16 = time_forward(
             model,
@@ -528,6 +530,11 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append(
         f"fraction of the fp32 peak: {r['fraction_of_peak']:.1%} (best run {r['fraction_of_peak_best']:.1%})"
     )
+    if r["compile"]:
+        lines.append(
+            f"torch.compile: {r['compile_seconds']:.1f} s to compile; largest logit difference to eager "
+            f"{r['compile_logits']['max_relative_error']:.1e} (relative)"
+        )
     if "bf16" in r:
         lines.append(
             f"bf16 autocast: {r['bf16_speedup']:.2f}× the fp32 speed, argmax agreement {r['bf16_argmax_agreement']:.2%}"

@@ -91,8 +91,9 @@ class SwinBlock(nn.Module):
         ws = min(self.window_size, h, w)  # a grid smaller than the window is one window (Swin)
         shift = ws // 2 if self.shifted and ws < max(h, w) else 0
         ph, pw = -h % ws, -w % ws
-        y = F.pad(self.norm1(x), (0, 0, 0, pw, 0, ph))  # (B, …, H, W, d) padded to whole windows
-        gy = F.pad(self.norm_guidance(g), (0, 0, 0, pw, 0, ph))  # (B, H, W, g)
+        y, gy = self.norm1(x), self.norm_guidance(g)  # (B, …, h, w, d), (B, h, w, g)
+        if ph or pw:  # pad to whole windows
+            y, gy = (F.pad(t, (0, 0, 0, pw, 0, ph)) for t in (y, gy))
         H, W = h + ph, w + pw
         if shift:
             y, gy = (torch.roll(t, (-shift, -shift), dims=(-3, -2)) for t in (y, gy))

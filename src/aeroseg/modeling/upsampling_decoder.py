@@ -72,7 +72,7 @@ class AttentionAwareUpsampling(nn.Module):
 
 def _classes_as_batch(x: torch.Tensor) -> torch.Tensor:
     """B×c×T×h×w → (B·T)×c×h×w in channels-last memory, in which the convolutions of few channels run faster
-    (oneDNN on CPU: 1.2–3× per convolution here, see benchmarks/README.md)."""
+    (oneDNN on CPU: 1.2–3.1× per convolution here, see benchmarks/README.md)."""
     B, c, T, h, w = x.shape
     return x.transpose(1, 2).reshape(B * T, c, h, w).contiguous(memory_format=torch.channels_last)
 
