@@ -33,6 +33,7 @@ def test_short_report_keys_and_values(report):
     ):
         assert key in report, key
     assert report["gemm_peak_gflops"]["fp32"] > 0 and report["gemm_peak_gflops"]["bf16"] > 0
+    assert report["gemm_peak_gflops"]["fp32"] == max(report["gemm_peak_fp32_samples"])
     assert report["gflop"] > 0 and report["seconds"] > 0
     rate = report["gflop"] / report["seconds"]
     assert report["fraction_of_peak"] == pytest.approx(rate / report["gemm_peak_gflops"]["fp32"])
