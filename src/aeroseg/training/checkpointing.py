@@ -45,7 +45,7 @@ def replace_dir(tmp: Path, final: Path) -> None:
 
 
 def save_checkpoint(model: Any, state: dict[str, Any], run_dir: Path, step: int, keep: int) -> Path:
-    """Write ``RUN/checkpoints/step_XXXXXX`` (model + ``state``) atomically; keep the ``keep`` newest (0: all)."""
+    """Write ``RUN/checkpoints/step_NNNNNN`` (model + ``state``) atomically; keep the ``keep`` newest (0: all)."""
     root = run_dir / "checkpoints"
     final = root / f"step_{step:06d}"
     tmp = root / f".{final.name}.tmp"

@@ -63,7 +63,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults <- RUN/config.yaml (resuming) <- --config <- flags."""
     cfg = TrainConfig()
     out = args.out
-    if args.resume and not out and args.resume != "latest":  # RUN/checkpoints/step_XXXXXX -> RUN
+    if args.resume and not out and args.resume != "latest":  # RUN/checkpoints/step_NNNNNN -> RUN
         out = str(Path(args.resume).resolve().parent.parent)
     if args.resume and out and (Path(out) / "config.yaml").is_file():
         cfg = merge(cfg, load_yaml(Path(out) / "config.yaml"), f"{out}/config.yaml")
