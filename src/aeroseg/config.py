@@ -112,7 +112,8 @@ class AerOSegConfig(ConfigBase):
 
     # --- 7. Training ---------------------------------------------------------------------------------
     lr: float = 2e-4  # lr of the new modules
-    ignore_as_negative: bool = False  # **choice**: ignore pixels are excluded (CAT-Seg: negatives)
+    ignore_as_negative: bool = True  # ignore pixels are all-negative BCE targets (CAT-Seg cat_seg_model.py);
+    # False excludes them from the mean
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for an inconsistent config."""

@@ -23,6 +23,10 @@ def back_projection_loss(reconstruction: torch.Tensor, target: torch.Tensor, kin
 class AerOSegLoss(nn.Module):
     """Binary cross-entropy over all classes (Eq. 12) plus λ·L_bp (Eq. 14).
 
+    By default (``ignore_as_negative``) a pixel labelled ``ignore_index`` (background, an unseen class) is a
+    negative target for every class and counts in the mean, as in CAT-Seg's ``cat_seg/cat_seg_model.py``
+    (``_targets`` zero there); otherwise it leaves the mean.
+
     Args:
         config: the model's config (``ignore_as_negative``, ``back_projection_loss``,
             ``back_projection_weight``).
