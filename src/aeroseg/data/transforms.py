@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from aeroseg.data.photometric import ColorAugSSD
+
 Sample = dict  # {"image": float 3×H×W, "mask": long H×W, "stem": str, ...}
 
 
@@ -38,17 +40,21 @@ class Compose:
 class Resize:
     """Resize image (bilinear, antialiased) and mask (nearest).
 
-    ``size`` int: the shorter side becomes ``size``, keeping the aspect ratio; (h, w): that exact size.
+    ``size`` int: the shorter side becomes ``size`` and the longer at most ``max_size``, keeping the aspect
+    ratio, sides rounded half up (detectron2's ``ResizeShortestEdge``, CAT-Seg's mapper); (h, w): that exact size.
     """
 
-    def __init__(self, size: int | tuple[int, int]) -> None:
+    def __init__(self, size: int | tuple[int, int], max_size: int | None = None) -> None:
         self.size = size
+        self.max_size = max_size
 
     def _target(self, height: int, width: int) -> tuple[int, int]:
         if not isinstance(self.size, int):
             return int(self.size[0]), int(self.size[1])
         scale = self.size / min(height, width)
-        return max(1, round(height * scale)), max(1, round(width * scale))
+        if self.max_size is not None and max(height, width) * scale > self.max_size:
+            scale = self.max_size / max(height, width)
+        return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
     def __call__(self, sample: Sample) -> Sample:
         image, mask = sample["image"], sample["mask"]
@@ -56,29 +62,56 @@ class Resize:
         if size == tuple(image.shape[-2:]):
             return sample
         image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-        mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
+        mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
         return {**sample, "image": image.clamp(0.0, 1.0), "mask": mask}
 
 
 class RandomCrop:
-    """Crop a random ``size``×``size`` window; smaller samples are first padded (image 0, mask ignore)."""
+    """A random ``size``×``size`` window inside the sample, as detectron2's ``RandomCrop_CategoryAreaConstraint``
+    (CAT-Seg's mapper): a side shorter than ``size`` is kept whole and the crop is then padded at the bottom and
+    right to ``size`` (image ``pad_value``, 128/255 as the mapper's ``F.pad(value=128)``; mask ``ignore_index``).
 
-    def __init__(self, size: int, ignore_index: int = 255) -> None:
+    ``max_category_area`` < 1 retries (up to 10 draws, then keeps the last) a window where one class covers at
+    least that fraction of the labelled pixels or where fewer than two classes appear.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        ignore_index: int = 255,
+        *,
+        max_category_area: float = 1.0,
+        pad_value: float = 128 / 255,
+    ) -> None:
         self.size = size
         self.ignore_index = ignore_index
+        self.max_category_area = max_category_area
+        self.pad_value = pad_value
+
+    def _window(self, height: int, width: int) -> tuple[slice, slice]:
+        ch, cw = min(self.size, height), min(self.size, width)
+        top = int(torch.randint(0, height - ch + 1, ()))
+        left = int(torch.randint(0, width - cw + 1, ()))
+        return slice(top, top + ch), slice(left, left + cw)
+
+    def _accept(self, mask: torch.Tensor) -> bool:
+        _, counts = mask[mask != self.ignore_index].unique(return_counts=True)
+        return len(counts) > 1 and int(counts.max()) < int(counts.sum()) * self.max_category_area
 
     def __call__(self, sample: Sample) -> Sample:
         image, mask = sample["image"], sample["mask"]
-        height, width = image.shape[-2:]
-        pad_h, pad_w = max(0, self.size - height), max(0, self.size - width)
+        rows, cols = self._window(*mask.shape)
+        if self.max_category_area < 1.0:
+            for _ in range(9):
+                if self._accept(mask[rows, cols]):
+                    break
+                rows, cols = self._window(*mask.shape)
+        image, mask = image[:, rows, cols], mask[rows, cols]
+        pad_h, pad_w = self.size - mask.shape[0], self.size - mask.shape[1]
         if pad_h or pad_w:
-            image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
+            image = F.pad(image, (0, pad_w, 0, pad_h), value=self.pad_value)
             mask = F.pad(mask, (0, pad_w, 0, pad_h), value=self.ignore_index)
-            height, width = image.shape[-2:]
-        top = int(torch.randint(0, height - self.size + 1, ()))
-        left = int(torch.randint(0, width - self.size + 1, ()))
-        window = (slice(top, top + self.size), slice(left, left + self.size))
-        return {**sample, "image": image[:, window[0], window[1]], "mask": mask[window]}
+        return {**sample, "image": image, "mask": mask}
 
 
 class RandomHorizontalFlip:
@@ -117,16 +150,26 @@ class MaskUnseen:
 
 
 def training_transforms(
-    size: int, unseen_ids: Sequence[int], *, ignore_index: int = 255, rotate: bool = True
+    size: int,
+    unseen_ids: Sequence[int],
+    *,
+    ignore_index: int = 255,
+    max_category_area: float = 1.0,
+    color_jitter: bool = True,
+    rotate: bool = False,
 ) -> Compose:
-    """DESIGN §7 augmentation: resize the shorter side to ``size``, random ``size``² crop, horizontal flip,
-    random 90° rotation (``rotate``), then unseen classes -> ``ignore_index``."""
+    """The steps of CAT-Seg's ``MaskFormerSemanticDatasetMapper`` (DESIGN §7), unseen classes first set to
+    ``ignore_index``: resize the shorter side to ``size`` (longer at most 1333, detectron2's
+    ``MAX_SIZE_TRAIN``), random ``size``² crop, ColorAugSSD (``color_jitter``), horizontal flip; then our
+    random 90° rotation when ``rotate`` (the reference has none)."""
     steps: list[Callable[[Sample], Sample]] = [
-        Resize(size),
-        RandomCrop(size, ignore_index),
-        RandomHorizontalFlip(),
+        MaskUnseen(unseen_ids, ignore_index),
+        Resize(size, max_size=1333),
+        RandomCrop(size, ignore_index, max_category_area=max_category_area),
     ]
+    if color_jitter:
+        steps.append(ColorAugSSD())
+    steps.append(RandomHorizontalFlip())
     if rotate:
         steps.append(RandomRotate90())
-    steps.append(MaskUnseen(unseen_ids, ignore_index))
     return Compose(steps)

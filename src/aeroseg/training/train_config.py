@@ -32,17 +32,28 @@ class TrainConfig:
     pretrained: bool = True  # load the pretrained CLIP and guidance weights (False: random, for smoke tests)
     model: dict[str, Any] = field(default_factory=dict)  # AerOSegConfig overrides (clip, guidance, lr, ...)
 
+    # "reference" below: KU-CVLAB/CAT-Seg, whose configs OVRS uses unchanged (docs/training.md, per setting)
     steps: int = 10_000  # optimizer steps (paper: 10k iSAID, 5k DLRSD, 15k OpenEarthMap)
-    batch_size: int = 4  # GLOBAL batch (paper: 4), split evenly across the DDP processes
-    weight_decay: float = 1e-4  # AdamW weight decay (DESIGN §7)
-    warmup_steps: int = 0  # linear warm-up before the cosine decay (**choice**: none)
-    min_lr_ratio: float = 0.0  # the cosine decays every group's lr to this fraction of its initial value
-    grad_clip: float = 1.0  # max global gradient norm (**choice**); 0 disables clipping
-    crop_size: int | None = None  # training crop side; None = the model's clip_image_size (DESIGN §7)
-    rot90: bool = True  # random 90-degree rotations besides the (always on) horizontal flip
+    batch_size: int = (
+        4  # GLOBAL batch (paper: 4; configs/config.yaml IMS_PER_BATCH), split across DDP processes
+    )
+    weight_decay: float = (
+        1e-4  # AdamW weight decay, none on norm/embedding layers (config.yaml, train_net.py)
+    )
+    warmup_steps: int = 0  # linear warm-up before the cosine decay (config.yaml WARMUP_ITERS: 0)
+    min_lr_ratio: float = (
+        0.0  # the cosine ends at this fraction of each group's lr (detectron2 BASE_LR_END 0)
+    )
+    grad_clip: float = 0.01  # max gradient norm of the whole model (config.yaml CLIP_GRADIENTS); 0 disables
+    crop_size: int | None = None  # crop side; None = the model's clip_image_size (config.yaml CROP.SIZE 384)
+    crop_max_category_area: float = 1.0  # retry crops where one class covers more (SINGLE_CATEGORY_MAX_AREA)
+    color_jitter: bool = True  # ColorAugSSD photometric jitter (config.yaml COLOR_AUG_SSD: True)
+    rot90: bool = False  # random 90-degree rotations (ours; not in the reference mapper)
 
     seed: int = 0  # seeds the model init, the data order (seed + epoch) and every sample's augmentation
-    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + GradScaler)
+    precision: str = (
+        "fp32"  # fp32 (TF32 matmuls on CUDA; reference: no AMP) | bf16 (autocast) | fp16 (+ GradScaler)
+    )
     device: str | None = None  # None: cuda if available, else cpu; DDP uses cuda:LOCAL_RANK
     num_workers: int = 4  # data-loading processes per GPU
     save_every: int = 1000  # checkpoint every N steps (and at the end); 0 = only the final model
@@ -70,6 +81,8 @@ class TrainConfig:
                 raise UserError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.grad_clip < 0 or self.weight_decay < 0 or not 0 <= self.min_lr_ratio <= 1:
             raise UserError("grad_clip and weight_decay must be >= 0 and min_lr_ratio in [0, 1]")
+        if not 0 < self.crop_max_category_area <= 1:
+            raise UserError(f"crop_max_category_area must be in (0, 1], got {self.crop_max_category_area}")
         if self.crop_size is not None and self.crop_size < 8:
             raise UserError(f"crop_size must be >= 8 pixels, got {self.crop_size}")
         if self.precision not in PRECISIONS:

@@ -31,19 +31,12 @@ from aeroseg.evaluation.scoring import score_model
 from aeroseg.losses import AerOSegLoss
 from aeroseg.training import checkpointing, distributed
 from aeroseg.training.distributed import Distributed
+from aeroseg.training.optimizer import cosine_factor, optimizer_groups
 from aeroseg.training.run_log import EVAL_COLUMNS, RunLog
 from aeroseg.training.stream import StepSampler, TrainingStream
 from aeroseg.training.train_config import TrainConfig, dump_yaml
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def cosine_factor(step: int, *, steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
-    """lr multiplier at ``step`` (0-based): linear warm-up, then cosine from 1 to ``min_lr_ratio``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
-    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class _ForwardTrain(nn.Module):
@@ -80,16 +73,17 @@ class Trainer:
             raise UserError(f"{cfg.data}/dataset.yaml names no seen classes to train on")
         self.val_set = SegmentationDataset(cfg.data, split="val") if cfg.eval_every else None
 
+        if self.device.type == "cuda" and cfg.precision == "fp32":
+            torch.set_float32_matmul_precision("high")  # TF32 matmuls, as CAT-Seg's train_net.py main()
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.model = self._load_model(checkpoint) if checkpoint else self._build_model()
         self.model.to(self.device).train()
         self.loss_fn = AerOSegLoss(self.model.config, ignore_index=self.dataset.info.ignore_index)
 
-        groups = self.model.param_groups()  # [{"name", "params", "lr"}]: new modules, CLIP q/v, guidance
-        self.params = [p for group in groups for p in group["params"]]
-        self.optimizer = torch.optim.AdamW(
-            groups, weight_decay=cfg.weight_decay, fused=self.device.type == "cuda"
-        )
+        # new modules, CLIP q/v, guidance; each split by weight decay (none on norm layers, CAT-Seg train_net.py)
+        groups = optimizer_groups(self.model, cfg.weight_decay)
+        self.params = [p for group in groups for p in group["params"]]  # the whole model's, clipped together
+        self.optimizer = torch.optim.AdamW(groups, fused=self.device.type == "cuda")
         factor = functools.partial(
             cosine_factor, steps=cfg.steps, warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio
         )
@@ -153,7 +147,12 @@ class Trainer:
         crop = self.cfg.crop_size or self.model.config.clip_image_size
         info = self.dataset.info
         transform = training_transforms(
-            crop, info.unseen_ids, ignore_index=info.ignore_index, rotate=self.cfg.rot90
+            crop,
+            info.unseen_ids,
+            ignore_index=info.ignore_index,
+            max_category_area=self.cfg.crop_max_category_area,
+            color_jitter=self.cfg.color_jitter,
+            rotate=self.cfg.rot90,
         )
         stream = TrainingStream(self.dataset, info, seed=self.cfg.seed, transform=transform)
         sampler = StepSampler(
@@ -234,7 +233,9 @@ class Trainer:
                 values = self._mean_over_ranks(self.train_step(images, masks))
                 self.step += 1
                 self.elapsed = time.perf_counter() - started
-                lrs = {f"lr_{group['name']}": group["lr"] for group in self.optimizer.param_groups}
+                lrs = {
+                    f"lr_{group['name']}": group["lr"] for group in self.optimizer.param_groups
+                }  # one per name
                 if log is not None:
                     log.write(self.step, {**values, **lrs}, self.elapsed)
                     bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{next(iter(lrs.values())):.2e}")
