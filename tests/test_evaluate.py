@@ -14,6 +14,7 @@ from aeroseg import AerOSeg
 from aeroseg.cli import main
 from aeroseg.data import SegmentationDataset
 from aeroseg.evaluation import command
+from aeroseg.inference import reference_scores
 from aeroseg.metrics import ConfusionMatrix
 from tests.helpers.tiny import build_tiny_model
 
@@ -185,14 +186,13 @@ def test_checkpoint_mode_with_saved_tiny_model(tmp_path):
     argv = ["evaluate", "--data", str(data), "--checkpoint", str(tmp_path / "run"), "--json", str(out)]
     assert main(argv + ["--device", "cpu", "--workers", "0", "--quiet"]) == 0
     document = json.loads(out.read_text())
-    assert document["method"] == "aeroseg" and document["mode"] == "whole"
+    assert document["method"] == "aeroseg" and document["mode"] == "reference"  # the default protocol
 
     model = AerOSeg.from_pretrained(tmp_path / "run" / "final").eval()  # the same protocol, by hand
     expected = ConfusionMatrix(len(CLASSES))
-    with torch.no_grad():
-        for sample in SegmentationDataset(data, split="val"):
-            logits = model(sample["image"][None], CLASSES)
-            expected.update(logits.argmax(1)[0], sample["mask"])
+    for sample in SegmentationDataset(data, split="val"):
+        scores = reference_scores(model, sample["image"], CLASSES)
+        expected.update(scores.argmax(0), sample["mask"])
     assert document["confusion_matrix"] == expected.matrix.tolist()
     scores = expected.compute(CLASSES, UNSEEN)
     assert document["h_miou"] == pytest.approx(scores.h_miou, nan_ok=True)

@@ -1,5 +1,10 @@
 """Sliding-window inference: per-class probabilities of an image of any size.
 
+Two protocols. :func:`reference_scores` is the evaluation protocol of the paper's reference code (CAT-Seg's
+``inference_sliding_window``, run by its and OVRS's ``eval.sh``): a fixed 640² resize, four 384-px windows
+and one global view, averaged. :func:`sliding_window_scores`, described next, is ours for large images
+(``aeroseg predict`` and ``evaluate --mode slide``).
+
 Windows of ``window``×``window`` pixels overlap by at least ``overlap``·``window``; the first window of each
 axis starts at 0 and the last ends flush with the image, the others are spread evenly between them. The
 sigmoid probabilities of the windows are averaged with a tent weight (1 at the window centre, falling
@@ -168,3 +173,71 @@ def sliding_window_scores(
         model, padded, origins, classes, sums, weights, window=window, batch_size=batch_size, cache=cache
     )
     return (sums / weights)[:, :height, :width]
+
+
+def reference_starts(length: int, window: int, stride: int) -> list[int]:
+    """Window starts every ``stride`` px as ``nn.Unfold`` takes them, plus one flush with the end when the
+    strides leave a remainder (never the case for CAT-Seg's 640 / 384 / 256, whose starts are 0 and 256)."""
+    starts = list(range(0, max(1, length - window + 1), stride))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
+def shortest_edge_size(height: int, width: int, size: int, max_size: int) -> tuple[int, int]:
+    """detectron2's ``ResizeShortestEdge`` output size: shorter side ``size``, longer at most ``max_size``."""
+    scale = size / min(height, width)
+    if max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+@torch.inference_mode()
+def reference_scores(
+    model: Any,
+    image: Tensor,
+    classes: Sequence[str],
+    *,
+    size: int = 640,
+    window: int = 384,
+    stride: int = 256,
+    max_size: int = 2560,
+    batch_size: int = 5,
+) -> Tensor:
+    """Per-class sigmoid probabilities T×H×W (float32) of ``image`` (3×H×W in [0, 1]) by the reference protocol.
+
+    As CAT-Seg's test mapper (``MIN_SIZE_TEST: 640``, ``MAX_SIZE_TEST: 2560``, ``configs/config.yaml``) and
+    ``CATSeg.inference_sliding_window`` (``cat_seg/cat_seg_model.py``, kernel 384, overlap 0.333 -> stride 256,
+    ``out_res`` 640): the shorter side is resized to ``size`` (antialiased, as PIL's bilinear), the result
+    stretched to ``size``×``size``; ``window``-px windows every ``stride`` px and one global view (the resized
+    image shrunk to ``window``², no antialiasing) run through the model; window probabilities are averaged
+    where they overlap, the global one is brought up to ``size``², the two are averaged, and the result is
+    resized to H×W (bilinear). ``batch_size`` views go through the model at a time.
+    """
+    height, width = image.shape[-2:]
+    resized = F.interpolate(
+        image[None].float(),  # (1, 3, H, W)
+        size=shortest_edge_size(height, width, size, max_size),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )
+    square = F.interpolate(resized, size=(size, size), mode="bilinear", align_corners=False)[0]  # (3, S, S)
+    starts = reference_starts(size, window, stride)
+    origins = [(y, x0) for y in starts for x0 in starts]
+    views = [square[:, y : y + window, x0 : x0 + window] for y, x0 in origins]
+    views.append(F.interpolate(resized, size=(window, window), mode="bilinear", align_corners=False)[0])
+    probs = torch.cat(
+        [
+            window_probabilities(model, torch.stack(views[i : i + batch_size]), classes)
+            for i in range(0, len(views), batch_size)
+        ]
+    )  # (N + 1, T, window, window)
+    local = torch.zeros((len(classes), size, size), device=image.device)
+    count = torch.zeros((size, size), device=image.device)
+    for (y, x0), p in zip(origins, probs[:-1], strict=True):
+        local[:, y : y + window, x0 : x0 + window] += p
+        count[y : y + window, x0 : x0 + window] += 1
+    global_ = F.interpolate(probs[-1:], size=(size, size), mode="bilinear", align_corners=False)[0]
+    blended = (local / count + global_) / 2  # (T, S, S)
+    return F.interpolate(blended[None], size=(height, width), mode="bilinear", align_corners=False)[0]

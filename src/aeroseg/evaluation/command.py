@@ -61,9 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mode",
-        choices=("whole", "slide"),
-        default="whole",
-        help="whole image in one forward, or sliding windows (default: whole)",
+        choices=("reference", "whole", "slide"),
+        default="reference",
+        help="reference: the paper's protocol (640² resize, 384-px crops + global view, CAT-Seg); "
+        "whole: one forward per image; slide: our sliding windows (default: reference)",
     )
     parser.add_argument(
         "--window", type=int, default=512, help="slide mode: window side in pixels (default 512)"

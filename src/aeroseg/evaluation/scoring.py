@@ -18,10 +18,10 @@ from tqdm import tqdm
 
 from aeroseg.data import SegmentationDataset, read_mask
 from aeroseg.errors import UserError
-from aeroseg.inference import sliding_window_scores
+from aeroseg.inference import reference_scores, sliding_window_scores
 from aeroseg.metrics import ConfusionMatrix
 
-Mode = Literal["whole", "slide"]
+Mode = Literal["reference", "whole", "slide"]
 
 
 def _same_size_groups(samples: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -48,7 +48,7 @@ def score_model(
     model: Any,
     dataset: SegmentationDataset,
     *,
-    mode: Mode = "whole",
+    mode: Mode = "reference",
     window: int = 512,
     overlap: float = 0.25,
     batch_size: int = 1,
@@ -58,6 +58,8 @@ def score_model(
 ) -> ConfusionMatrix:
     """Confusion matrix of ``model`` over ``dataset`` .
 
+    ``mode="reference"`` (the paper's protocol, CAT-Seg's ``inference_sliding_window``):
+    :func:`aeroseg.inference.reference_scores` per image (640² resize, four 384-px windows and a global view).
     ``mode="whole"``: ``model(images, classes)`` on batches of up to ``batch_size`` same-size images
     (B×3×H×W in [0, 1] -> logits B×T×H×W). ``mode="slide"``: :func:`aeroseg.inference.sliding_window_scores`
     per image with ``window``, ``overlap`` and ``batch_size`` windows per forward. The model must already
@@ -74,12 +76,15 @@ def score_model(
     )
     with tqdm(total=len(dataset), desc="evaluate", unit="img", disable=not progress) as bar:
         for samples in loader:
-            if mode == "slide":
+            if mode in ("slide", "reference"):
                 sample = samples[0]
                 image = sample["image"].to(device)
-                scores = sliding_window_scores(
-                    model, image, classes, window=window, overlap=overlap, batch_size=batch_size
-                )  # T×H×W
+                if mode == "slide":
+                    scores = sliding_window_scores(
+                        model, image, classes, window=window, overlap=overlap, batch_size=batch_size
+                    )  # T×H×W
+                else:
+                    scores = reference_scores(model, image, classes)  # T×H×W
                 _update(cm, scores.argmax(0), sample["mask"].to(device), sample["stem"])
             else:
                 for group in _same_size_groups(samples):

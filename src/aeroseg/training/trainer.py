@@ -200,7 +200,8 @@ class Trainer:
         shard = copy.copy(self.val_set)
         shard.files = self.val_set.files[self.dist.rank :: self.dist.world_size]
         self.model.eval()
-        matrix = score_model(self.model, shard, device=self.device, progress=False)
+        # the reference protocol (CAT-Seg inference_sliding_window), as `aeroseg evaluate` by default
+        matrix = score_model(self.model, shard, mode="reference", device=self.device, progress=False)
         self.model.train()
         if self.dist.world_size > 1:
             torch.distributed.all_reduce(matrix.matrix)
