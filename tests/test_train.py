@@ -225,7 +225,10 @@ def test_default_yaml_is_the_dataclass():
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_experiment_configs_resolve(path):
     steps = {"isaid": 10_000, "dlrsd": 5_000, "openearthmap": 15_000}[path.parent.name]
-    if path.stem in ("cat-seg", "ovrs"):  # the baselines' own default schedule (CAT-Seg configs/vitb_384.yaml)
+    if path.stem in (
+        "cat-seg",
+        "ovrs",
+    ):  # the baselines' own default schedule (CAT-Seg configs/vitb_384.yaml)
         steps = 80_000
     cfg = merge(TrainConfig(), load_yaml(path), str(path))
     assert cfg.steps == steps and cfg.batch_size == 4

@@ -81,6 +81,7 @@ class AerOSegConfig(ConfigBase):
     sam_final: Literal["neck", "last_block"] = "neck"  # **choice**: final feature = neck (256 ch)
     guidance_trainable: bool = False  # fine-tune the guidance encoder (paper Table 4)
     guidance_lr: float = 2e-6  # lr of the guidance encoder when it trains (**choice**)
+    guidance_resize: Literal["antialias", "area", "bilinear"] = "antialias"  # shrinking maps to the grids
 
     # --- 3. Correlation features ----------------------------------------------------------------------
     hidden_dim: int = 128  # d, the aggregation width
@@ -127,6 +128,10 @@ class AerOSegConfig(ConfigBase):
             raise ValueError(f"guidance_type={self.guidance_type!r} needs guidance (a hub id, dir or file)")
         if self.reconstruction_target == "sam" and self.back_projection and self.guidance_type == "clip":
             raise ValueError("reconstruction_target='sam' needs SAM guidance; use 'clip' or 'rgb'")
+        if self.guidance_resize not in ("antialias", "area", "bilinear"):
+            raise ValueError(
+                f"guidance_resize must be antialias, area or bilinear, got {self.guidance_resize!r}"
+            )
         if self.window_size < 1 or self.class_pool < 1 or self.refinement_layers < 1:
             raise ValueError("window_size, class_pool and refinement_layers must be >= 1")
 

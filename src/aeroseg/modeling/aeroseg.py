@@ -230,10 +230,13 @@ class AerOSeg(nn.Module):
                 layers=config.guidance_layers,
                 final=config.sam_final,
                 trainable=config.guidance_trainable,
+                resize=config.guidance_resize,
             )
         elif config.guidance_type == "sam2":
             size = config.guidance_image_size or guidance.config.backbone_config.image_size[0]
-            encoder = Sam2GuidanceEncoder(guidance, image_size=size, trainable=config.guidance_trainable)
+            encoder = Sam2GuidanceEncoder(
+                guidance, image_size=size, trainable=config.guidance_trainable, resize=config.guidance_resize
+            )
         else:
             encoder = ClipGuidance(embed_dim=backbone.embed_dim, hidden_size=backbone.hidden_size)
         d = config.hidden_dim

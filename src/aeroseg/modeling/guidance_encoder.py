@@ -26,26 +26,42 @@ class GuidanceFeatures:
     decoder: list[torch.Tensor]
 
 
-def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+RESIZE_MODES = ("antialias", "area", "bilinear")
+
+
+def _resize(x: torch.Tensor, size: int, mode: str = "antialias") -> torch.Tensor:
+    """B×C×H×W -> B×C×size×size. Shrinking: ``antialias`` (bilinear with a low-pass filter, default), ``area``
+    (average of the covered cells) or ``bilinear`` (no low-pass: aliases a 64-px map shrunk to 24); enlarging is
+    bilinear in every mode."""
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    if mode == "area" and min(x.shape[-2:]) > size:
+        return F.interpolate(x, size=(size, size), mode="area")
+    antialias = mode == "antialias" and min(x.shape[-2:]) > size
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
 
 
-def _to_grids(final: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor, grid: int) -> GuidanceFeatures:
+def _to_grids(
+    final: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor, grid: int, mode: str = "antialias"
+) -> GuidanceFeatures:
     return GuidanceFeatures(
-        final=_resize(final, grid), decoder=[_resize(coarse, grid), _resize(fine, 2 * grid)]
+        final=_resize(final, grid, mode), decoder=[_resize(coarse, grid, mode), _resize(fine, 2 * grid, mode)]
     )
 
 
 class _FrozenImageEncoder(nn.Module):
     """Resizing, ImageNet normalisation and freezing shared by the SAM and SAM2 encoders."""
 
-    def __init__(self, encoder: nn.Module, *, image_size: int, trainable: bool) -> None:
+    def __init__(
+        self, encoder: nn.Module, *, image_size: int, trainable: bool, resize: str = "antialias"
+    ) -> None:
         super().__init__()
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"guidance_resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
         self.encoder = encoder
         self.image_size = image_size
         self.trainable = trainable
+        self.resize = resize  # how feature maps are brought to the grids (_resize)
         self.encoder.requires_grad_(trainable)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -83,8 +99,9 @@ class SamGuidanceEncoder(_FrozenImageEncoder):
         layers: Sequence[int],
         final: str = "neck",
         trainable: bool = False,
+        resize: str = "antialias",
     ) -> None:
-        super().__init__(encoder, image_size=image_size, trainable=trainable)
+        super().__init__(encoder, image_size=image_size, trainable=trainable, resize=resize)
         config = encoder.config
         if any(not 1 <= i <= config.num_hidden_layers for i in layers):
             raise ValueError(
@@ -105,22 +122,24 @@ class SamGuidanceEncoder(_FrozenImageEncoder):
             if i in self.layers:
                 taken.append(x.permute(0, 3, 1, 2))  # (B, C, h', w')
         final = self.encoder.neck(x) if self.final == "neck" else x.permute(0, 3, 1, 2)
-        return _to_grids(final, taken[0], taken[1], grid)
+        return _to_grids(final, taken[0], taken[1], grid, self.resize)
 
 
 class Sam2GuidanceEncoder(_FrozenImageEncoder):
     """SAM2 / SAM2.1 Hiera image encoder (``transformers`` ``Sam2VisionModel``): the three FPN levels
     (strides 16, 8, 4) feed the final feature and decoder stages 1 and 2."""
 
-    def __init__(self, encoder: nn.Module, *, image_size: int, trainable: bool = False) -> None:
-        super().__init__(encoder, image_size=image_size, trainable=trainable)
+    def __init__(
+        self, encoder: nn.Module, *, image_size: int, trainable: bool = False, resize: str = "antialias"
+    ) -> None:
+        super().__init__(encoder, image_size=image_size, trainable=trainable, resize=resize)
         fpn_dim = encoder.config.fpn_hidden_size
         self.final_dim = fpn_dim
         self.decoder_dims = (fpn_dim, fpn_dim)
 
     def _encode(self, pixels: torch.Tensor, grid: int) -> GuidanceFeatures:
         fine, mid, coarse = self.encoder(pixels).fpn_hidden_states[-3:]  # high to low resolution
-        return _to_grids(coarse, mid, fine, grid)
+        return _to_grids(coarse, mid, fine, grid, self.resize)
 
 
 class ClipGuidance(nn.Module):
