@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from aeroseg.errors import DatasetNotFoundError, UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _TIFF = (".tif", ".tiff")
+T = TypeVar("T")
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -80,6 +82,37 @@ def read_mask(path: str | os.PathLike) -> torch.Tensor:
         return torch.from_numpy(np.asarray(image).astype(np.int64))
 
 
+def check_mask_ids(
+    mask: np.ndarray | torch.Tensor, num_classes: int, ignore_index: int, path: str | os.PathLike
+) -> None:
+    """Raise a one-line :class:`UserError` naming ``path`` and the id if ``mask`` holds a value that is
+    neither a class id (0..num_classes-1) nor ``ignore_index``."""
+    array = np.asarray(mask)
+    labelled = array[array != ignore_index]
+    if labelled.size == 0 or (labelled.min() >= 0 and labelled.max() < num_classes):
+        return
+    values = np.unique(labelled)
+    bad = values[(values < 0) | (values >= num_classes)]
+    if bad.size:
+        raise UserError(
+            f"mask {path} holds class id {int(bad[0])}, outside the {num_classes} classes "
+            f"(ids 0..{num_classes - 1}, {ignore_index} = ignore); fix the mask or the class list"
+        )
+
+
+def single_line_errors(batches: Iterable[T]) -> Iterator[T]:
+    """Iterate a ``DataLoader``, turning a :class:`UserError` raised in a worker process (which the loader
+    re-raises with the worker's traceback in its message) back into the worker's one-line message."""
+    try:
+        yield from batches
+    except UserError as error:
+        text = str(error)
+        if not text.startswith("Caught UserError"):
+            raise
+        last = text.strip().splitlines()[-1]  # "aeroseg.errors.UserError: <message>"
+        raise UserError(last.split("Error: ", 1)[-1]) from None
+
+
 class SegmentationDataset(Dataset):
     """One split of a dataset in the canonical layout.
 
@@ -90,6 +123,8 @@ class SegmentationDataset(Dataset):
     Raises:
         DatasetNotFoundError: ``root/dataset.yaml`` or the split's ``images``/``masks`` folder is
             missing, the split has no images, or an image has no mask; the message names the path.
+        UserError: (on reading a sample) a mask holds an id outside ``info.classes`` that is not the
+            ignore id; the message names the mask file and the id.
     """
 
     def __init__(
@@ -152,6 +187,7 @@ class SegmentationDataset(Dataset):
                 f"{image_path} is {image.shape[-1]}×{image.shape[-2]} px but its mask {mask_path} is "
                 f"{mask.shape[-1]}×{mask.shape[-2]} px"
             )
+        check_mask_ids(mask, len(self.info.classes), self.info.ignore_index, mask_path)
         sample: dict[str, torch.Tensor | str] = {"image": image, "mask": mask, "stem": image_path.stem}
         if self.transforms is not None:
             sample = self.transforms(sample)

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from aeroseg.data import SegmentationDataset, read_mask
+from aeroseg.data.dataset import single_line_errors
 from aeroseg.errors import UserError
 from aeroseg.inference import reference_scores, sliding_window_scores
 from aeroseg.metrics import ConfusionMatrix
@@ -75,7 +76,7 @@ def score_model(
         collate_fn=list,
     )
     with tqdm(total=len(dataset), desc="evaluate", unit="img", disable=not progress) as bar:
-        for samples in loader:
+        for samples in single_line_errors(loader):
             if mode in ("slide", "reference"):
                 sample = samples[0]
                 image = sample["image"].to(device)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 import aeroseg
 from aeroseg.data import SegmentationDataset
+from aeroseg.data.dataset import single_line_errors
 from aeroseg.data.transforms import training_transforms
 from aeroseg.errors import CheckpointError, UserError
 from aeroseg.evaluation.scoring import score_model
@@ -230,7 +231,7 @@ class Trainer:
         )
         started = time.perf_counter() - self.elapsed
         try:
-            for images, masks in self._loader():
+            for images, masks in single_line_errors(self._loader()):
                 values = self._mean_over_ranks(self.train_step(images, masks))
                 self.step += 1
                 self.elapsed = time.perf_counter() - started
