@@ -1,0 +1,54 @@
+"""Our evaluation protocol and loss against CAT-Seg's own code (tests/fixtures/make_reference_protocol.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from aeroseg.config import AerOSegConfig
+from aeroseg.inference import reference_scores
+from aeroseg.losses import AerOSegLoss
+from aeroseg.modeling.aeroseg import AerOSegOutput
+
+FIXTURE = Path(__file__).parent / "fixtures" / "reference_protocol.safetensors"
+
+
+def _load() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    with safe_open(str(FIXTURE), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+class PerPixelHead(torch.nn.Module):
+    """The fixture's stand-in model: logit of class t = gain * (w_t · (rgb - 0.5) + b_t), rgb in [0, 1]."""
+
+    def __init__(self, weights: torch.Tensor, gain: float) -> None:
+        super().__init__()
+        self.weights, self.gain = weights, gain
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+    def segment(self, rgb: torch.Tensor, classes: list[str]) -> torch.Tensor:
+        w = self.weights
+        return self.gain * (torch.einsum("tc,bchw->bthw", w[:, :3], rgb - 0.5) + w[:, 3, None, None])
+
+
+def test_reference_scores_equal_catsegs_inference_sliding_window():
+    tensors, meta = _load()
+    image = tensors["image_160"].repeat_interleave(4, 1).repeat_interleave(4, 2).float() / 255  # 3×640×640
+    model = PerPixelHead(tensors["head_weights"], float(meta["gain"]))
+    ours = reference_scores(model, image, ["a", "b"])
+    torch.testing.assert_close(ours[:, ::4, ::4], tensors["probabilities_every_4th"], atol=2e-5, rtol=1e-4)
+
+
+def test_default_loss_equals_catsegs():
+    tensors, _ = _load()
+    loss = AerOSegLoss(AerOSegConfig(back_projection=False))
+    ours = loss(AerOSegOutput(tensors["loss_logits"]), tensors["loss_mask"][None])["loss"]
+    torch.testing.assert_close(ours.reshape(1), tensors["loss"], atol=1e-6, rtol=1e-6)
+    excluded = AerOSegLoss(AerOSegConfig(back_projection=False, ignore_as_negative=False))
+    assert (
+        abs(excluded(AerOSegOutput(tensors["loss_logits"]), tensors["loss_mask"][None])["loss"] - ours) > 1e-3
+    )
