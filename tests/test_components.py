@@ -186,4 +186,5 @@ def test_sam2_guidance_takes_the_three_fpn_levels(tiny_backbones):
         fine, mid, coarse = sam2(encoder._pixels(images)).fpn_hidden_states
     torch.testing.assert_close(ours.final, coarse)  # stride 16 at 64² is the 4×4 grid itself
     assert ours.decoder[0].shape[-1] == 4 and ours.decoder[1].shape[-1] == 8
-    torch.testing.assert_close(ours.decoder[1], F.interpolate(fine, size=(8, 8), mode="bilinear"))
+    shrunk = F.interpolate(fine, size=(8, 8), mode="bilinear", antialias=True)  # guidance_resize "antialias"
+    torch.testing.assert_close(ours.decoder[1], shrunk)
