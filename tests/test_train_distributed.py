@@ -55,7 +55,9 @@ def test_stream_depends_only_on_position(tmp_path):
 def test_two_processes_match_one(tmp_path, tiny_backbones):
     # no unseen or ignore pixels: every rank averages its loss over the same number of pixels, as one process does
     data = write_dataset(tmp_path / "data", n=6, unseen=False)
-    config = write_tiny_config(tmp_path / "tiny.yaml", tiny_backbones)
+    # clipping at the reference's 0.01 brings gradients near AdamW's eps, where the two processes' different
+    # summation order is amplified (measured 1.9e-5 apart): this test is about DDP, so it clips at 1.0
+    config = write_tiny_config(tmp_path / "tiny.yaml", tiny_backbones, grad_clip=1.0)
     args = ["train", "--data", str(data), "--config", str(config), "--steps", "3", "--batch-size", "4"]
     args += ["--save-every", "0", "--lr", "1e-3", "--eval-every", "3"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
