@@ -32,6 +32,7 @@ from aeroseg.modeling.guidance_encoder import (
     Sam2GuidanceEncoder,
     SamGuidanceEncoder,
 )
+from aeroseg.modeling.images import unit_images
 from aeroseg.modeling.upsampling_decoder import UpsamplingDecoder
 from aeroseg.modeling.vision_language_backbone import VisionLanguageBackbone
 
@@ -91,7 +92,7 @@ class AerOSeg(nn.Module):
 
     # --------------------------------------------------------------------------------- the paper's Fig. 2
     def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
-        """images: B×3×H×W in [0, 1]; classes: T names → logits B×T×H×W."""
+        """images: B×3×H×W, float in [0, 1] or uint8; classes: T names → logits B×T×H×W."""
         return self.segment(self.encode_image(images), classes)
 
     def forward_train(self, images: torch.Tensor, classes: Sequence[str]) -> AerOSegOutput:
@@ -107,6 +108,7 @@ class AerOSeg(nn.Module):
 
     def encode_image(self, images: torch.Tensor) -> ImageFeatures:
         """Run the CLIP image encoder (all rotations, one batch) and the guidance encoder once."""
+        images = unit_images(images)  # uint8 → [0, 1]
         clip, intermediate = self.backbone.encode_image(images)  # B×R×C×h×w
         if isinstance(self.guidance_encoder, ClipGuidance):
             guidance = self.guidance_encoder(clip[:, self._unrotated], intermediate)

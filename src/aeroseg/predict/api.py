@@ -9,6 +9,8 @@ predicting the same image again with another class list runs only the class-depe
 
 from __future__ import annotations
 
+import hashlib
+import os
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -28,7 +30,7 @@ import aeroseg
 from aeroseg.errors import CheckpointError, UserError
 from aeroseg.inference import FeatureCache
 from aeroseg.predict.classes import ClassList, make_class_list, parse_classes
-from aeroseg.predict.io import ArraySource, RasterSource, ReadOptions, one_line
+from aeroseg.predict.io import ArraySource, RasterSource, ReadOptions, is_url, one_line
 from aeroseg.predict.outputs import (
     OVERLAY_SIDE,
     ArrayWriter,
@@ -86,6 +88,26 @@ def load_segmenter(
     return model.to(device).eval()
 
 
+def model_identity(checkpoint: str | None, *, clip: str | None = None, guidance: str | None = None) -> str:
+    """A short text that changes when the model :func:`load_segmenter` loads does: the checkpoint's absolute
+    path and the size and time of its weights and config, or the training-free model's weight sources."""
+    if checkpoint is None:
+        from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
+
+        return f"training-free clip={clip or DEFAULT_CLIP} guidance={guidance or DEFAULT_GUIDANCE}"
+    directory = Path(checkpoint).expanduser()
+    stamps = []
+    for name in ("config.json", "model.safetensors"):
+        try:
+            stat = (directory / name).stat()
+            stamps.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
+        except OSError:
+            pass
+    location = str(directory.resolve()) if directory.exists() else checkpoint
+    digest = hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]
+    return f"checkpoint {location} {digest}"
+
+
 def resolve_device(name: str | None) -> torch.device:
     """``torch.device`` of ``name``; "auto" or None is the first GPU when there is one, else the CPU."""
     if name in (None, "auto"):
@@ -99,7 +121,9 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-def vector_writer(path: str | Path, *, min_area: float = 0.0, simplify: float = 0.0) -> Any:
+def vector_writer(
+    path: str | Path, *, min_area: float = 0.0, simplify: float = 0.0, pixel_coordinates: bool = False
+) -> Any:
     """A :class:`aeroseg.predict.vector.VectorWriter` (needs the ``pyogrio`` and ``shapely`` packages)."""
     try:
         from aeroseg.predict.vector import VectorWriter
@@ -107,7 +131,7 @@ def vector_writer(path: str | Path, *, min_area: float = 0.0, simplify: float = 
         raise UserError(
             f"vector output needs the {error.name} package: pip install pyogrio shapely"
         ) from None
-    return VectorWriter(path, min_area=min_area, simplify=simplify)
+    return VectorWriter(path, min_area=min_area, simplify=simplify, pixel_coordinates=pixel_coordinates)
 
 
 def output_paths(class_path: Path, *, scores: bool, overlay: bool) -> dict[str, Path]:
@@ -132,11 +156,13 @@ def run_prediction(
     precision: str = "fp32",
     cache: FeatureCache | None = None,
     on_windows: Callable[[int], None] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[PredictionResult | None, np.ndarray]:
     """Predict ``source`` and write the files of ``paths`` (see :func:`output_paths`).
 
     A class path ending in .png writes PNGs (the prediction is then held in memory), any other a GeoTIFF
-    written window by window. Returns the arrays when ``collect`` (else None) and the pixel count per id.
+    written window by window. ``settings`` (what made the prediction) goes into the class raster's
+    metadata. Returns the arrays when ``collect`` (else None) and the pixel count per id.
     """
     paths = paths or {}
     class_path = paths.get("classes")
@@ -146,7 +172,12 @@ def run_prediction(
     if class_path is not None and not as_png:
         profile = dict(height=source.height, width=source.width, crs=source.crs, transform=source.transform)
         geotiff = GeoTiffWriter(
-            class_path, profile, classes, source=source.path, scores_path=paths.get("scores")
+            class_path,
+            profile,
+            classes,
+            source=source.path,
+            scores_path=paths.get("scores"),
+            settings=settings,
         )
     sinks = [s for s in (arrays, geotiff) if s is not None]
     try:
@@ -168,7 +199,7 @@ def run_prediction(
     if geotiff is not None:
         geotiff.finish()
     elif class_path is not None and arrays is not None:
-        write_class_png(class_path, arrays.ids, classes, source=source.path)
+        write_class_png(class_path, arrays.ids, classes, source=source.path, settings=settings)
         if "scores" in paths:
             write_scores_png(paths["scores"], arrays.confidence)
     if "overlay" in paths and class_path is not None:
@@ -200,16 +231,21 @@ def predict(
     vector: str | Path | None = None,
     min_area: float = 0.0,
     simplify: float = 0.0,
+    pixel_coordinates: bool = False,
     progress: bool = False,
 ) -> PredictionResult:
     """Segment ``image`` into ``classes`` and return the class map, the scores and the class names.
 
-    ``image``: a file path or URL, a numpy array H×W or H×W×C (uint8 /255, floats taken as [0, 1], other
-    types scaled by percentiles), or a float tensor 3×H×W in [0, 1]. ``classes``: names, ``"tree|forest"``
-    synonym strings or lists of synonyms, a comma-separated string, or a :class:`ClassList`. With
-    ``output`` (a .tif/.tiff or .png path) the class raster is written there, and ``scores``, ``overlay``
-    (``<stem>_scores``, ``<stem>_overlay.png``) and ``vector`` (.gpkg/.geojson) beside it; the other
-    options are those of ``aeroseg predict``. The model runs as it is (put it in eval mode).
+    ``image``: a file path or URL, or an array / tensor H×W, H×W×C or C×H×W; pixel values are mapped to
+    [0, 1] by the rule of :mod:`aeroseg.predict.io` (uint8 /255, floats in [0, 1] as they are, floats in
+    [0, 255] /255, anything else by percentiles), the same rule as ``aeroseg predict``. ``classes``: names,
+    ``"tree|forest"`` synonym strings or lists of synonyms, a comma-separated string, or a
+    :class:`ClassList`. ``output``: a .tif/.tiff/.png path, written exactly there, or a folder (an existing
+    one, or a path ending in "/" or without a suffix; created when missing) that receives
+    ``<stem>.tif`` (``<stem>.png`` for a plain PNG or JPEG). ``scores``, ``overlay`` (``<stem>_scores``,
+    ``<stem>_overlay.png``) and ``vector`` (.gpkg/.geojson) are written beside it. An output that would
+    overwrite the input is refused. Vectors of an image without a CRS need ``pixel_coordinates=True``. The
+    other options are those of ``aeroseg predict``. The model runs as it is (put it in eval mode).
     """
     if not isinstance(classes, ClassList):
         classes = (
@@ -221,41 +257,51 @@ def predict(
         raise UserError("scores, overlay and vector files need output=PATH for the class raster")
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    paths = output_paths(Path(output), scores=scores, overlay=overlay) if output is not None else None
-    if paths is not None and paths["classes"].suffix.lower() not in (".tif", ".tiff", ".png"):
-        raise UserError(f"output {output} must end in .tif, .tiff or .png")
+    check_overlap(overlap)
+    if vector is not None:
+        check_vector_options(vector, min_area=min_area, simplify=simplify)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     device = torch.device(device)
     options = WindowOptions(window=window, overlap=overlap, batch_size=batch_size)
     read = ReadOptions(tuple(bands) if bands else None, scale, percentiles, nodata)
     if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().permute(1, 2, 0).numpy()  # (H, W, C)
-    source = ArraySource(image, read) if isinstance(image, np.ndarray) else RasterSource(str(image), read)
+        image = image.detach().cpu().numpy()  # H×W, H×W×C or C×H×W; the layout is read by ArraySource
+    is_array = isinstance(image, np.ndarray)
+    source = ArraySource(image, read) if is_array else RasterSource(str(image), read)
     cache = _CACHES.setdefault(model, FeatureCache())
-    with (
-        source,
-        tqdm(
+    with source:
+        paths = None
+        if output is not None:
+            class_path = output_file(output, source, folder_stem=None if is_array else input_stem(str(image)))
+            paths = output_paths(class_path, scores=scores, overlay=overlay)
+            refuse_overwriting_input(str(image) if not is_array else None, paths, vector)
+            make_parent(class_path)
+        if vector is not None and paths is not None and source.crs is None and not pixel_coordinates:
+            raise UserError(no_crs_message(source.path, "pixel_coordinates=True"))
+        with tqdm(
             total=count_windows(source.height, source.width, options),
             disable=None if progress else True,
             unit="window",
-        ) as bar,
-    ):
-        result, _ = run_prediction(
-            model,
-            source,
-            classes,
-            paths,
-            collect=True,
-            options=options,
-            device=device,
-            precision=precision,
-            cache=cache,
-            on_windows=bar.update,
-        )
+        ) as bar:
+            result, _ = run_prediction(
+                model,
+                source,
+                classes,
+                paths,
+                collect=True,
+                options=options,
+                device=device,
+                precision=precision,
+                cache=cache,
+                on_windows=bar.update,
+            )
     assert result is not None
     if vector is not None and paths is not None:
-        writer = vector_writer(vector, min_area=min_area, simplify=simplify)
+        make_parent(Path(vector))
+        writer = vector_writer(
+            vector, min_area=min_area, simplify=simplify, pixel_coordinates=pixel_coordinates
+        )
         try:
             writer.add(paths["classes"], source=source.path)
         except BaseException:
@@ -264,6 +310,109 @@ def predict(
         writer.finish()
         result.outputs["vector"] = Path(vector)
     return result
+
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".png")
+PNG_DRIVERS = ("PNG", "JPEG")
+
+
+def input_stem(path: str) -> str:
+    """The name of an input's outputs: its file name without the suffix (URLs: the last path part)."""
+    if is_url(path):
+        name = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    else:
+        name = os.path.basename(path.rstrip("/"))
+    return os.path.splitext(name)[0] or "image"
+
+
+def is_folder_output(output: str | Path) -> bool:
+    """Whether ``output`` names a folder: an existing one, a path ending in "/", or a name without a suffix."""
+    text = str(output)
+    if os.path.isdir(text) or text.endswith(("/", os.sep)):
+        return True
+    return Path(text).suffix.lower() not in RASTER_SUFFIXES
+
+
+def class_suffix(source: RasterSource) -> str:
+    """.png for a plain PNG or JPEG input (no georeferencing), .tif for everything else."""
+    return ".png" if source.driver in PNG_DRIVERS and not source.georeferenced else ".tif"
+
+
+def output_file(output: str | Path, source: RasterSource, *, folder_stem: str | None) -> Path:
+    """The class raster path of ``output``: that file (.tif/.tiff/.png), or ``<folder>/<stem>.tif|.png``."""
+    if not is_folder_output(output):
+        if os.path.isdir(output):
+            raise UserError(f"output {output} is a folder")
+        return Path(output)
+    if Path(output).exists() and not Path(output).is_dir():
+        raise UserError(
+            f"output {output} is an existing file, not a folder; give a .tif/.png path or a folder"
+        )
+    if folder_stem is None:
+        raise UserError(f"an array has no file name: give output=FILE.tif (or .png), not the folder {output}")
+    return Path(output) / f"{folder_stem}{class_suffix(source)}"
+
+
+def make_parent(path: Path) -> None:
+    """Create the folder of ``path`` (and its parents); a :class:`UserError` when that is impossible."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(
+            f"cannot create the folder {path.parent}: a file of that name is in the way"
+        ) from None
+    except OSError as error:
+        raise UserError(f"cannot create the folder {path.parent}: {error.strerror or error}") from None
+
+
+def check_folder(folder: Path) -> None:
+    """Raise :class:`UserError` unless ``folder`` exists or can be created (nothing is created yet)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot create the folder {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write into {existing} (permission denied); choose another output")
+
+
+def refuse_overwriting_input(
+    image: str | None, paths: dict[str, Path], vector: str | Path | None = None
+) -> None:
+    """Raise :class:`UserError` when an output file (``paths`` or ``vector``) is the input file ``image``."""
+    if image is None or is_url(image) or not os.path.exists(image):
+        return
+    for path in [*paths.values(), *([Path(vector)] if vector is not None else [])]:
+        if path.exists() and os.path.samefile(path, image) or os.path.abspath(path) == os.path.abspath(image):
+            raise UserError(f"the output {path} would overwrite the input {image}; write it elsewhere")
+
+
+def check_overlap(overlap: float) -> None:
+    """Raise :class:`UserError` for an overlap outside [0, :data:`MAX_OVERLAP`]."""
+    if not 0 <= overlap <= MAX_OVERLAP:
+        cost = ""
+        if MAX_OVERLAP < overlap < 1:
+            count = count_windows(3000, 3000, WindowOptions(window=512, overlap=overlap))
+            cost = f" ({count:,} windows of 512² for a 3000² image, against 49 at 0.25)"
+        raise UserError(f"--overlap is a fraction of the window in [0, {MAX_OVERLAP}], got {overlap:g}{cost}")
+
+
+MAX_OVERLAP = 0.9  # 3000² at window 512: 0.25 → 49 windows, 0.9 → 2,116, 0.99 → 249,001
+
+
+def check_vector_options(vector: str | Path, *, min_area: float, simplify: float) -> None:
+    if min_area < 0 or simplify < 0:
+        raise UserError(f"--min-area and --simplify must be >= 0, got {min_area:g} and {simplify:g}")
+    suffix = Path(vector).suffix.lower()
+    if suffix not in (".gpkg", ".geojson", ".json"):
+        raise UserError(f"--vector {vector}: the file must end in .gpkg or .geojson")
+
+
+def no_crs_message(source: str, how: str) -> str:
+    return (
+        f"{source} has no CRS, so its polygons could only be in pixel coordinates (column, row), which GIS "
+        f"software reads as degrees; pass {how} to write them anyway, marked as pixel coordinates"
+    )
 
 
 class _Tee:

@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from aeroseg.predict.classes import BACKGROUND, NODATA, ClassList
 
 OVERLAY_SIDE = 2048
 CLASSES_TAG = "AEROSEG_CLASSES"
+SETTINGS_TAG = "AEROSEG_SETTINGS"  # JSON of what made the prediction: classes, model, reading and windows
 # 20 distinct colours (after Sasha Trubetskoy's "List of 20 simple, distinct colors").
 _DISTINCT = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -59,9 +60,11 @@ def class_colours(names: list[str]) -> list[tuple[int, int, int]]:
     return colours
 
 
-def class_tags(classes: ClassList, source: str) -> dict[str, str]:
+def class_tags(classes: ClassList, source: str, settings: dict | None = None) -> dict[str, str]:
     names = classes.ids_to_names
     tags = {CLASSES_TAG: json.dumps(names), "AEROSEG_NODATA_CLASS": str(NODATA), "AEROSEG_SOURCE": source}
+    if settings is not None:
+        tags[SETTINGS_TAG] = json.dumps(settings, sort_keys=True)
     if classes.background_threshold is not None:
         tags["AEROSEG_BACKGROUND_THRESHOLD"] = str(classes.background_threshold)
     tags.update({f"CLASS_{i}": name for i, name in enumerate(names)})
@@ -88,7 +91,14 @@ class GeoTiffWriter:
     """Class raster (and optional confidence raster) written window by window: the sink of a prediction."""
 
     def __init__(
-        self, path: Path, profile: dict, classes: ClassList, *, source: str, scores_path: Path | None = None
+        self,
+        path: Path,
+        profile: dict,
+        classes: ClassList,
+        *,
+        source: str,
+        scores_path: Path | None = None,
+        settings: dict | None = None,
     ) -> None:
         self.paths = [path] + ([scores_path] if scores_path else [])
         base = dict(profile, driver="GTiff", count=1, tiled=True, blockxsize=256, blockysize=256)
@@ -97,7 +107,7 @@ class GeoTiffWriter:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
-                self._open_classes(temporary_path(path), base, classes, source)
+                self._open_classes(temporary_path(path), base, classes, source, settings)
                 if scores_path is not None:
                     scores = dict(base, dtype="float32", nodata=float("nan"), predictor=3)
                     self._files.append(rasterio.open(temporary_path(scores_path), "w", **scores))
@@ -107,7 +117,9 @@ class GeoTiffWriter:
                 self.abort()
                 raise
 
-    def _open_classes(self, path: Path, profile: dict, classes: ClassList, source: str) -> None:
+    def _open_classes(
+        self, path: Path, profile: dict, classes: ClassList, source: str, settings: dict | None
+    ) -> None:
         # The colour map goes in before any pixel: GDAL cannot change a TIFF's photometric tag afterwards.
         file = rasterio.open(path, "w", **profile, dtype="uint8", nodata=NODATA, photometric="palette")
         self._files.append(file)
@@ -116,7 +128,7 @@ class GeoTiffWriter:
         file.write_colormap(
             1, {i: (*colours[i], 255) if i < len(names) else (0, 0, 0, 0) for i in range(256)}
         )
-        file.update_tags(**class_tags(classes, source))
+        file.update_tags(**class_tags(classes, source, settings))
         description = ", ".join(f"{i}={n}" for i, n in enumerate(names))
         file.set_band_description(1, f"class id: {description}, {NODATA}=nodata")
 
@@ -151,7 +163,9 @@ class ArrayWriter:
         self.confidence[rows, cols] = confidence
 
 
-def write_class_png(path: Path, ids: np.ndarray, classes: ClassList, *, source: str) -> None:
+def write_class_png(
+    path: Path, ids: np.ndarray, classes: ClassList, *, source: str, settings: dict | None = None
+) -> None:
     """A palette PNG of class ids with the class names in a text chunk; id 255 is transparent."""
     palette = np.zeros((256, 3), dtype=np.uint8)
     colours = class_colours(classes.ids_to_names)
@@ -159,10 +173,26 @@ def write_class_png(path: Path, ids: np.ndarray, classes: ClassList, *, source: 
     image = Image.fromarray(ids, mode="P")
     image.putpalette(palette.ravel().tolist())
     info = PngImagePlugin.PngInfo()
-    for key, value in class_tags(classes, source).items():
+    for key, value in class_tags(classes, source, settings).items():
         info.add_text(key, value)
     with atomic(path) as tmp:
         image.save(tmp, format="PNG", pnginfo=info, transparency=NODATA)
+
+
+def read_settings(class_raster: Path) -> dict | None:
+    """The settings a class raster written by ``aeroseg predict`` records (None when it records none)."""
+    try:
+        if class_raster.suffix.lower() == ".png":
+            with Image.open(class_raster) as image:
+                text = getattr(image, "text", {}).get(SETTINGS_TAG)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(class_raster) as ds:
+                    text = ds.tags().get(SETTINGS_TAG)
+        return json.loads(text) if text else None
+    except (OSError, ValueError, RasterioError):
+        return None
 
 
 def write_scores_png(path: Path, confidence: np.ndarray) -> None:
