@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import re
 
+from aeroseg.errors import UserError
+
 DEVICE_HELP = "auto (the first GPU when there is one, else the CPU), cpu, cuda or cuda:N"
 DEVICE_METAVAR = "DEVICE"
 WEIGHTS_METAVAR = "ID|DIR|FILE"  # hub id, transformers directory or original checkpoint file
@@ -29,17 +31,18 @@ class HelpFormatter(argparse.HelpFormatter):
         return text
 
 
-def device(text: str) -> str:
-    """argparse type of ``--device``: auto, cpu, mps, cuda, cuda:N, xpu, xpu:N."""
+def check_device(text: str) -> str:
+    """``text`` if it names a device (auto, cpu, mps, cuda, cuda:N, xpu, xpu:N), else a :class:`UserError`."""
     if not _DEVICE.match(text):
-        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use {DEVICE_HELP}")
+        raise UserError(f"unknown --device {text!r}; use {DEVICE_HELP}")
     return text
 
 
 def add_device(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: str | None = "auto"
 ) -> None:
-    parser.add_argument("--device", type=device, default=default, metavar=DEVICE_METAVAR, help=DEVICE_HELP)
+    """``--device``; each verb resolves it (and refuses an unknown name in one line) when it runs."""
+    parser.add_argument("--device", default=default, metavar=DEVICE_METAVAR, help=DEVICE_HELP)
 
 
 def add_quiet(parser: argparse.ArgumentParser | argparse._ArgumentGroup, **kwargs: object) -> None:

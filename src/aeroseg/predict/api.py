@@ -24,7 +24,6 @@ import torch
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
-from tqdm.auto import tqdm
 
 import aeroseg
 from aeroseg.errors import CheckpointError, UserError
@@ -40,6 +39,7 @@ from aeroseg.predict.outputs import (
     write_scores_png,
 )
 from aeroseg.predict.streaming import PRECISIONS, WindowOptions, count_windows, segment_source
+from aeroseg.progress import progress as progress_bar
 
 _CACHES: weakref.WeakKeyDictionary[Any, FeatureCache] = weakref.WeakKeyDictionary()
 
@@ -279,7 +279,7 @@ def predict(
             make_parent(class_path)
         if vector is not None and paths is not None and source.crs is None and not pixel_coordinates:
             raise UserError(no_crs_message(source.path, "pixel_coordinates=True"))
-        with tqdm(
+        with progress_bar(
             total=count_windows(source.height, source.width, options),
             disable=None if progress else True,
             unit="window",

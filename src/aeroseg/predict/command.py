@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from rasterio.errors import RasterioError
-from tqdm.auto import tqdm
 
 from aeroseg.commands import options
 from aeroseg.commands.options import WEIGHTS_METAVAR
@@ -39,6 +38,7 @@ from aeroseg.predict.classes import ClassList, parse_classes
 from aeroseg.predict.io import RasterSource, ReadOptions, expand_inputs, one_line
 from aeroseg.predict.outputs import atomic, read_settings
 from aeroseg.predict.streaming import PRECISIONS, WindowOptions, count_windows
+from aeroseg.progress import LogProgress, progress
 from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
 
 
@@ -161,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
     model = api.load_segmenter(args.checkpoint, device, **weights)
     settings = prediction_settings(args, classes)
     records: list[dict[str, Any]] = []
-    with tqdm(inputs, unit="image", disable=True if args.quiet or single else None, file=sys.stderr) as files:
+    with progress(
+        inputs, desc="predict", unit="image", disable=args.quiet or single, file=sys.stderr
+    ) as files:
         for path in files:
             try:
                 if path in clashes:
@@ -174,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
                 if single:
                     raise UserError(message) from None
                 record = {"input": path, "status": "failed", "error": message}
-                tqdm.write(f"aeroseg predict: skipped: {message}", file=sys.stderr)
+                _write_line(f"aeroseg predict: skipped: {message}", file=sys.stderr)
             records.append(record)
     polygons = _write_vector(vector, records, single) if vector is not None else None
     failed = [r for r in records if r["status"] == "failed"]
@@ -270,11 +272,11 @@ def _predict_one(
                 return dict(record, status="skipped")
         api.make_parent(class_path)
         total = count_windows(source.height, source.width, window_options)
-        with tqdm(
+        with progress(
             total=total,
             unit="window",
             leave=False,
-            disable=True if args.quiet else None,
+            disable=args.quiet,
             file=sys.stderr,
             desc=_stem(path),
         ) as bar:
@@ -345,7 +347,7 @@ def _write_vector(vector: Any, records: list[dict[str, Any]], single: bool) -> i
                 if single:
                     raise UserError(f"no polygons for {record['input']}: {one_line(error)}") from None
                 record["vector_error"] = f"no polygons: {one_line(error)}"  # its rasters were written
-                tqdm.write(f"aeroseg predict: {record['input']}: {record['vector_error']}", file=sys.stderr)
+                _write_line(f"aeroseg predict: {record['input']}: {record['vector_error']}", file=sys.stderr)
         vector.finish()
     except BaseException:
         vector.abort()
@@ -354,6 +356,13 @@ def _write_vector(vector: Any, records: list[dict[str, Any]], single: bool) -> i
 
 
 _stem = api.input_stem
+
+
+def _write_line(text: str, file: Any = None) -> None:
+    """A message line that does not break a progress bar on a terminal."""
+    from tqdm.auto import tqdm
+
+    (tqdm if sys.stderr.isatty() else LogProgress).write(text, file=file)
 
 
 def _ints(text: str) -> tuple[int, ...]:

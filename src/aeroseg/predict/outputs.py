@@ -203,26 +203,89 @@ def write_scores_png(path: Path, confidence: np.ndarray) -> None:
 
 
 def write_overlay(path: Path, rgb: np.ndarray, ids: np.ndarray, names: list[str], alpha: float = 0.5) -> None:
-    """``rgb`` (h×w×3 uint8) with the class colours of ``ids`` (h×w) blended in and a legend on the right."""
+    """``rgb`` (h×w×3 uint8) with the class colours of ``ids`` (h×w) blended in and a legend on the right.
+
+    The legend runs in as many columns as the image's height needs (254 classes beside a 512-pixel image:
+    six columns, not a 5,000-pixel strip). Names are drawn with the first installed font that has glyphs for
+    all of them (:data:`LEGEND_FONTS`: Noto CJK, Noto, DejaVu, Liberation); names no installed font covers
+    are named in a warning, since they show as boxes.
+    """
     colours = np.zeros((256, 3), dtype=np.float32)
     colours[: len(names)] = class_colours(names)
     labelled = (ids != NODATA)[..., None]
     blended = np.where(labelled, (1 - alpha) * rgb + alpha * colours[ids], rgb).round().astype(np.uint8)
-    font = ImageFont.load_default()
+    font = legend_font(names)
     swatch, pad = 14, 6
-    text_width = max(int(font.getlength(name)) for name in names)
-    legend_h = pad + len(names) * (swatch + pad)
+    row = swatch + pad
+    rows = max(1, min(len(names), (max(rgb.shape[0], 8 * row) - pad) // row))
+    columns = -(-len(names) // rows)  # ceil
+    column_width = 2 * pad + swatch + max(int(font.getlength(name)) for name in names)
+    legend_h = pad + rows * row
     canvas = Image.new(
-        "RGB", (rgb.shape[1] + 3 * pad + swatch + text_width, max(rgb.shape[0], legend_h)), "white"
+        "RGB", (rgb.shape[1] + pad + columns * column_width, max(rgb.shape[0], legend_h)), "white"
     )
     canvas.paste(Image.fromarray(blended), (0, 0))
     draw = ImageDraw.Draw(canvas)
-    x = rgb.shape[1] + pad
     for i, name in enumerate(names):
-        y = pad + i * (swatch + pad)
+        x = rgb.shape[1] + pad + (i // rows) * column_width
+        y = pad + (i % rows) * row
         draw.rectangle(
             (x, y, x + swatch, y + swatch), fill=tuple(int(c) for c in colours[i]), outline="black"
         )
         draw.text((x + swatch + pad, y), name, fill="black", font=font)
     with atomic(path) as tmp:
         canvas.save(tmp, format="PNG")
+
+
+# Fonts tried for the legend, widest coverage first (Debian/Ubuntu, Fedora, macOS paths).
+LEGEND_FONTS = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
+    "/System/Library/Fonts/PingFang.ttc",
+    "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+)
+LEGEND_FONT_SIZE = 12
+
+
+def legend_font(names: list[str]) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The first font of :data:`LEGEND_FONTS` with a glyph for every character of ``names`` (else the one
+    covering most names, with a warning naming those drawn as boxes)."""
+    best, best_missing = None, None
+    for candidate in LEGEND_FONTS:
+        if not os.path.exists(candidate):
+            continue
+        try:
+            font = ImageFont.truetype(candidate, LEGEND_FONT_SIZE)
+        except OSError:
+            continue
+        missing = [name for name in names if not _covers(font, name)]
+        if not missing:
+            return font
+        if best_missing is None or len(missing) < len(best_missing):
+            best, best_missing = font, missing
+    if best is None:
+        best = ImageFont.load_default(LEGEND_FONT_SIZE)
+        best_missing = [name for name in names if not name.isascii()]
+    if best_missing:
+        shown = ", ".join(repr(n) for n in best_missing[:3]) + (" ..." if len(best_missing) > 3 else "")
+        warnings.warn(
+            f"overlay legend: no installed font has the glyphs of {shown}; they show as boxes (install a font "
+            "with wide coverage, e.g. fonts-noto-cjk)",
+            stacklevel=3,
+        )
+    return best
+
+
+def _covers(font: ImageFont.FreeTypeFont, text: str) -> bool:
+    """Whether ``font`` draws every character of ``text`` with its own glyph, not the missing-glyph box."""
+    missing = _glyph(font, "\U0010fffd")  # a private-use character no font draws
+    return all(ch.isspace() or _glyph(font, ch) != missing for ch in set(text))
+
+
+def _glyph(font: ImageFont.FreeTypeFont, ch: str) -> tuple[tuple[int, int], bytes]:
+    mask = font.getmask(ch)
+    return mask.size, bytes(mask)
