@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pyogrio.raw
@@ -134,9 +135,7 @@ def test_10_the_readme_output_folder_works_in_python(tmp_path, monkeypatch):
     write_geotiff(tmp_path / "scene.tif", smooth_image(40, 40))
     monkeypatch.chdir(tmp_path)
     result = predict_readme_style(PixelModel())
-    assert result.outputs["classes"] == aeroseg.predict.api.Path("out/scene.tif") and os.path.isfile(
-        "out/scene.tif"
-    )
+    assert result.outputs["classes"] == Path("out/scene.tif") and os.path.isfile("out/scene.tif")
     with pytest.raises(UserError, match="an array has no file name"):
         aeroseg.predict.predict(PixelModel(), np.zeros((8, 8, 3), np.uint8), ["road"], output="out/")
 
@@ -220,13 +219,18 @@ def test_13_version_and_help_without_torch(capsys):
 def test_14_quiet_silences_the_weight_loading_bars(tmp_path, standin):
     from transformers.utils import logging as hf_logging
 
-    hf_logging.enable_progress_bar()
+    def enable():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # huggingface_hub: HF_HUB_DISABLE_PROGRESS_BARS has priority
+            hf_logging.enable_progress_bar()
+
+    enable()
     scene = write_geotiff(tmp_path / "scene.tif", smooth_image(40, 40))
     try:
         assert cli(scene, "--classes", CLASSES, "-o", str(tmp_path / "out"), "--quiet") == 0
         assert not hf_logging.is_progress_bar_enabled()
     finally:
-        hf_logging.enable_progress_bar()
+        enable()
 
 
 def test_14_a_log_gets_plain_periodic_lines_not_bars():

@@ -10,7 +10,6 @@ predicting the same image again with another class list runs only the class-depe
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ import aeroseg
 from aeroseg.errors import CheckpointError, UserError
 from aeroseg.inference import FeatureCache
 from aeroseg.predict.classes import ClassList, make_class_list, parse_classes
-from aeroseg.predict.io import ArraySource, RasterSource, ReadOptions, is_url, one_line
+from aeroseg.predict.io import ArraySource, RasterSource, ReadOptions, one_line
 from aeroseg.predict.outputs import (
     OVERLAY_SIDE,
     ArrayWriter,
@@ -37,6 +36,13 @@ from aeroseg.predict.outputs import (
     write_class_png,
     write_overlay,
     write_scores_png,
+)
+from aeroseg.predict.paths import (
+    input_stem,
+    make_parent,
+    output_file,
+    output_paths,
+    refuse_overwriting_input,
 )
 from aeroseg.predict.streaming import PRECISIONS, WindowOptions, count_windows, segment_source
 from aeroseg.progress import progress as progress_bar
@@ -132,16 +138,6 @@ def vector_writer(
             f"vector output needs the {error.name} package: pip install pyogrio shapely"
         ) from None
     return VectorWriter(path, min_area=min_area, simplify=simplify, pixel_coordinates=pixel_coordinates)
-
-
-def output_paths(class_path: Path, *, scores: bool, overlay: bool) -> dict[str, Path]:
-    """Paths of the files of one prediction: ``classes`` and, when asked for, ``scores`` and ``overlay``."""
-    paths = {"classes": class_path}
-    if scores:
-        paths["scores"] = class_path.with_name(f"{class_path.stem}_scores{class_path.suffix}")
-    if overlay:
-        paths["overlay"] = class_path.with_name(f"{class_path.stem}_overlay.png")
-    return paths
 
 
 def run_prediction(
@@ -310,81 +306,6 @@ def predict(
         writer.finish()
         result.outputs["vector"] = Path(vector)
     return result
-
-
-RASTER_SUFFIXES = (".tif", ".tiff", ".png")
-PNG_DRIVERS = ("PNG", "JPEG")
-
-
-def input_stem(path: str) -> str:
-    """The name of an input's outputs: its file name without the suffix (URLs: the last path part)."""
-    if is_url(path):
-        name = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    else:
-        name = os.path.basename(path.rstrip("/"))
-    return os.path.splitext(name)[0] or "image"
-
-
-def is_folder_output(output: str | Path) -> bool:
-    """Whether ``output`` names a folder: an existing one, a path ending in "/", or a name without a suffix."""
-    text = str(output)
-    if os.path.isdir(text) or text.endswith(("/", os.sep)):
-        return True
-    return Path(text).suffix.lower() not in RASTER_SUFFIXES
-
-
-def class_suffix(source: RasterSource) -> str:
-    """.png for a plain PNG or JPEG input (no georeferencing), .tif for everything else."""
-    return ".png" if source.driver in PNG_DRIVERS and not source.georeferenced else ".tif"
-
-
-def output_file(output: str | Path, source: RasterSource, *, folder_stem: str | None) -> Path:
-    """The class raster path of ``output``: that file (.tif/.tiff/.png), or ``<folder>/<stem>.tif|.png``."""
-    if not is_folder_output(output):
-        if os.path.isdir(output):
-            raise UserError(f"output {output} is a folder")
-        return Path(output)
-    if Path(output).exists() and not Path(output).is_dir():
-        raise UserError(
-            f"output {output} is an existing file, not a folder; give a .tif/.png path or a folder"
-        )
-    if folder_stem is None:
-        raise UserError(f"an array has no file name: give output=FILE.tif (or .png), not the folder {output}")
-    return Path(output) / f"{folder_stem}{class_suffix(source)}"
-
-
-def make_parent(path: Path) -> None:
-    """Create the folder of ``path`` (and its parents); a :class:`UserError` when that is impossible."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(
-            f"cannot create the folder {path.parent}: a file of that name is in the way"
-        ) from None
-    except OSError as error:
-        raise UserError(f"cannot create the folder {path.parent}: {error.strerror or error}") from None
-
-
-def check_folder(folder: Path) -> None:
-    """Raise :class:`UserError` unless ``folder`` exists or can be created (nothing is created yet)."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"cannot create the folder {folder}: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write into {existing} (permission denied); choose another output")
-
-
-def refuse_overwriting_input(
-    image: str | None, paths: dict[str, Path], vector: str | Path | None = None
-) -> None:
-    """Raise :class:`UserError` when an output file (``paths`` or ``vector``) is the input file ``image``."""
-    if image is None or is_url(image) or not os.path.exists(image):
-        return
-    for path in [*paths.values(), *([Path(vector)] if vector is not None else [])]:
-        if path.exists() and os.path.samefile(path, image) or os.path.abspath(path) == os.path.abspath(image):
-            raise UserError(f"the output {path} would overwrite the input {image}; write it elsewhere")
 
 
 def check_overlap(overlap: float) -> None:

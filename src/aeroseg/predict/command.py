@@ -34,6 +34,7 @@ from aeroseg.commands import options
 from aeroseg.commands.options import WEIGHTS_METAVAR
 from aeroseg.errors import UserError
 from aeroseg.predict import api
+from aeroseg.predict import paths as places
 from aeroseg.predict.classes import ClassList, parse_classes
 from aeroseg.predict.io import RasterSource, ReadOptions, expand_inputs, one_line
 from aeroseg.predict.outputs import atomic, read_settings
@@ -194,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         "images": records,
     }
     if args.json:
-        api.make_parent(Path(args.json))
+        places.make_parent(Path(args.json))
         with atomic(Path(args.json)) as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
     if not args.quiet or failed or no_polygons:
@@ -254,9 +255,9 @@ def _predict_one(
 ) -> dict[str, Any]:
     start = time.perf_counter()
     with RasterSource(path, read) as source:
-        class_path = out_file or Path(args.output) / f"{_stem(path)}{api.class_suffix(source)}"
-        paths = api.output_paths(class_path, scores=args.scores, overlay=args.overlay)
-        api.refuse_overwriting_input(path, paths, args.vector)
+        class_path = out_file or Path(args.output) / f"{_stem(path)}{places.class_suffix(source)}"
+        paths = places.output_paths(class_path, scores=args.scores, overlay=args.overlay)
+        places.refuse_overwriting_input(path, paths, args.vector)
         record: dict[str, Any] = {"input": path, "outputs": {k: str(v) for k, v in paths.items()}}
         record.update(height=source.height, width=source.width)
         if args.vector and source.crs is None and not args.vector_pixels:
@@ -270,7 +271,7 @@ def _predict_one(
                 )
             if all(p.exists() for p in paths.values()):
                 return dict(record, status="skipped")
-        api.make_parent(class_path)
+        places.make_parent(class_path)
         total = count_windows(source.height, source.width, window_options)
         with progress(
             total=total,
@@ -301,7 +302,7 @@ def _output_file(output: str, count: int) -> Path | None:
     """The one class raster ``-o`` names (a single input and a .tif/.tiff/.png path), else None (a folder)."""
     if os.path.isdir(output):
         return None
-    is_raster = Path(output).suffix.lower() in api.RASTER_SUFFIXES
+    is_raster = Path(output).suffix.lower() in places.RASTER_SUFFIXES
     if os.path.exists(output):
         if count > 1:
             raise UserError(f"-o {output} is an existing file; with {count} inputs -o names a folder")
@@ -319,7 +320,7 @@ def _check_folders(args: argparse.Namespace, out_file: Path | None) -> None:
     """Refuse, before any work, output folders that cannot be created (they are made when first written)."""
     folder = Path(args.output) if out_file is None else out_file.parent
     for path in [folder, *(Path(p).parent for p in (args.vector, args.json) if p)]:
-        api.check_folder(path)
+        places.check_folder(path)
 
 
 def _stem_clashes(inputs: list[str]) -> dict[str, str]:
@@ -336,7 +337,7 @@ def _stem_clashes(inputs: list[str]) -> dict[str, str]:
 
 
 def _write_vector(vector: Any, records: list[dict[str, Any]], single: bool) -> int:
-    api.make_parent(vector.path)
+    places.make_parent(vector.path)
     try:
         for record in records:
             if record["status"] == "failed":
@@ -355,7 +356,7 @@ def _write_vector(vector: Any, records: list[dict[str, Any]], single: bool) -> i
     return vector.count
 
 
-_stem = api.input_stem
+_stem = places.input_stem
 
 
 def _write_line(text: str, file: Any = None) -> None:

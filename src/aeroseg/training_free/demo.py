@@ -88,8 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aeroseg.predict.api import check_folder, predict, resolve_device
+    from aeroseg.predict.api import predict, resolve_device
     from aeroseg.predict.classes import parse_classes
+    from aeroseg.predict.paths import check_folder
     from aeroseg.training_free.model import build_training_free
 
     classes = parse_classes(args.classes)
