@@ -186,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
         "classes": classes.ids_to_names,
         "synonyms": dict(zip(classes.names, classes.synonyms, strict=True)),
         "nodata_id": 255,
+        "settings": settings,
         "ok": sum(r["status"] == "ok" for r in records),
         "skipped": sum(r["status"] == "skipped" for r in records),
         "failed": len(failed),
