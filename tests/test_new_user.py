@@ -225,3 +225,20 @@ def test_6_a_float_geotiff_in_0_1_is_read_as_it_is_by_cli_and_api(tmp_path, stan
     wide = write_geotiff(tmp_path / "wide.tif", unit * 1000 - 5)  # beyond [0, 255]: percentiles
     with ArraySource(unit * 1000 - 5) as array, RasterSource(wide) as raster:
         np.testing.assert_allclose(array.read(Window(0, 0, 80, 70))[0], raster.read(Window(0, 0, 80, 70))[0])
+
+
+def test_3_a_nan_nodata_run_is_recognised_as_finished(tmp_path, standin, capsys):
+    scene = write_geotiff(tmp_path / "scene.tif", smooth_image(40, 40))
+    args = [
+        "--classes",
+        "road,water",
+        "-o",
+        str(tmp_path / "out"),
+        "--nodata",
+        "nan",
+        "--json",
+        str(tmp_path / "s"),
+    ]
+    assert cli(scene, *args) == 0
+    assert cli(scene, *args) == 0  # NaN != NaN must not make the same run look like another one
+    assert json.loads((tmp_path / "s").read_text())["skipped"] == 1

@@ -223,7 +223,7 @@ def prediction_settings(args: argparse.Namespace, classes: ClassList) -> dict[st
         "bands": list(args.bands) if args.bands else None,
         "scale": list(args.scale) if args.scale else None,
         "percentiles": list(args.percentiles) if args.percentiles else None,
-        "nodata": args.nodata,
+        "nodata": None if args.nodata is None else repr(args.nodata),  # a string: NaN != NaN after JSON
         "window": args.window,
         "overlap": args.overlap,
         "precision": args.precision,
@@ -237,9 +237,9 @@ def _differences(previous: dict[str, Any] | None, settings: dict[str, Any]) -> s
     if previous is None:
         return "by another program or an older aeroseg (it records no settings)"
     keys = [k for k in settings if previous.get(k) != settings[k]]
-    names = dict.fromkeys(_SETTING_GROUPS.get(k, "model" if k == "model" else k) for k in keys)
+    names = dict.fromkeys(_SETTING_GROUPS.get(k, k) for k in keys) or {"settings": None}
     return "with other " + ", ".join(
-        f"--{n.replace('_', '-')}" if n not in ("classes", "model") else n for n in names
+        f"--{n.replace('_', '-')}" if n not in ("classes", "model", "settings") else n for n in names
     )
 
 
