@@ -20,8 +20,9 @@ import torch
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.models.sam.modeling_sam import SamVisionLayer
 
-from aeroseg.bench import machine, write_json
+from aeroseg.bench import write_json
 from aeroseg.convert.arch import load_arch_config
+from aeroseg.measure import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "attention.json"
 

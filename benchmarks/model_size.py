@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from aeroseg.bench import build_model, class_names, count_forward, machine, write_json
+from aeroseg.bench import write_json
+from aeroseg.measure import build_model, class_names, count_forward, machine
 from aeroseg.presets import presets
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model_size.json"

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from aeroseg import bench
+from aeroseg import bench, measure
 from aeroseg._tiny import IMAGE_SIZE, build_tiny
 from aeroseg.cli import main
 from aeroseg.modeling.precision import autocast
@@ -40,7 +40,7 @@ def test_short_report_keys_and_values(report):
     assert 0 <= report["bf16_argmax_agreement"] <= 1 and report["bf16_speedup"] > 0
     assert report["bf16_logits"]["median_logit_error"] >= 0 and report["bf16_logits"]["median_margin"] >= 0
     components = report["components"]
-    assert set(components) == {*bench.COMPONENTS, "other"}
+    assert set(components) == {*measure.COMPONENTS, "other"}
     assert sum(c["gflop"] for c in components.values()) == pytest.approx(report["gflop"])
     assert all(c["gflop"] > 0 and c["peak_mib"] > 0 for n, c in components.items() if n != "other")
     assert sum(c["seconds"] for c in components.values()) <= report["seconds"] * 1.001
@@ -71,7 +71,7 @@ def test_counted_flops_of_the_correlation_are_exact():
     model = build_tiny().eval()
     c = model.config
     images = torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE)
-    result, _ = bench.count_forward(model, images, bench.class_names(10))
+    result, _ = measure.count_forward(model, images, measure.class_names(10))
     R, P, C, hw, T, d = len(c.rotations), len(c.prompt_templates), 16, 8 * 8, 10, c.hidden_dim
     expected = 2 * R * P * C * hw * T + 2 * T * hw * d * R * P * c.correlation_kernel**2
     assert result["components"]["correlation"]["gflop"] * 1e9 == pytest.approx(expected)
@@ -79,13 +79,13 @@ def test_counted_flops_of_the_correlation_are_exact():
 
 def test_cpu_attention_flops_are_counted():
     q = k = v = torch.rand(2, 3, 16, 8)
-    with FlopCounterMode(display=False, custom_mapping=bench.FLOP_MAPPING) as flops:
+    with FlopCounterMode(display=False, custom_mapping=measure.FLOP_MAPPING) as flops:
         F.scaled_dot_product_attention(q, k, v)
     assert flops.get_total_flops() == 2 * (2 * 2 * 3 * 16 * 16 * 8)  # Q·Kᵀ and P·V
 
 
 def test_memory_tracker_peak():
-    with bench.MemoryTracker() as memory:
+    with measure.MemoryTracker() as memory:
         a = torch.ones(1000, 1000)  # 4 MB
         b = a + 1
         del a, b
@@ -98,9 +98,9 @@ def test_probe_leaves_the_model_as_it_was():
     images, classes = torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE), ["ship", "road", "tree"]
     with torch.inference_mode():
         plain = model(images, classes)
-        with bench.probe(model, images.device, counting=False) as p:
+        with measure.probe(model, images.device, counting=False) as p:
             timed = model(images, classes)
-        with bench.probe(model, images.device, counting=True):
+        with measure.probe(model, images.device, counting=True):
             counted = model(images, classes)
     assert torch.equal(plain, timed)  # timing changes nothing
     torch.testing.assert_close(counted, plain, rtol=1e-5, atol=1e-5)  # FLOP counting may decompose fused ops
@@ -114,10 +114,10 @@ def test_class_count_has_no_cap_and_cost_is_linear():
         feats = model.encode_image(torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE))
     flops = {}
     for T in (10, 150, 300):
-        classes = bench.class_names(T)
+        classes = measure.class_names(T)
         with torch.inference_mode():
             model.encode_text(classes)  # cached: the count below is the per-class segmentation alone
-            with FlopCounterMode(display=False, custom_mapping=bench.FLOP_MAPPING) as counter:
+            with FlopCounterMode(display=False, custom_mapping=measure.FLOP_MAPPING) as counter:
                 logits = model.segment(feats, classes)
         assert logits.shape == (1, T, IMAGE_SIZE, IMAGE_SIZE)
         flops[T] = counter.get_total_flops()
@@ -126,7 +126,7 @@ def test_class_count_has_no_cap_and_cost_is_linear():
 
 def test_compare_logits():
     a = torch.tensor([2.0, 1.0, 0.0]).view(1, 3, 1, 1)  # three classes at one pixel, margin 1
-    assert bench.compare_logits(a, a) == {
+    assert measure.compare_logits(a, a) == {
         "argmax_agreement": 1.0,
         "median_logit_error": 0.0,
         "max_relative_error": 0.0,
@@ -134,11 +134,11 @@ def test_compare_logits():
     }
     b = a.clone()
     b[0, 1] = 3.0  # class 1 overtakes class 0
-    assert bench.compare_logits(a, b)["argmax_agreement"] == 0.0
+    assert measure.compare_logits(a, b)["argmax_agreement"] == 0.0
 
 
 def test_class_names():
-    names = bench.class_names(500)
+    names = measure.class_names(500)
     assert len(set(names)) == 500 and names[0] == "ship" and names[-1] == "object 499"
 
 

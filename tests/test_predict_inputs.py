@@ -205,5 +205,5 @@ def test_array_source_scaling():
         image, valid = source.read(Window(0, 0, 9, 8))
     assert image.shape == (3, 8, 9) and valid.all()
     np.testing.assert_allclose(image, 0.25)
-    with pytest.raises(UserError, match="H×W or H×W×C"):
+    with pytest.raises(UserError, match="H×W, H×W×C or C×H×W"):
         ArraySource(np.zeros((2, 3, 4, 5)))

@@ -2,6 +2,9 @@
 
 Each command module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Errors the user can fix
 are raised as :class:`aeroseg.errors.UserError` and printed as one line with exit status 2.
+
+Only the module of the command that runs is imported: ``aeroseg --help`` and ``aeroseg --version`` load
+neither torch nor any command module.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import argparse
 import importlib
 import sys
 
+from aeroseg.commands.options import HelpFormatter
 from aeroseg.errors import UserError
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
@@ -28,34 +32,39 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser(available: dict[str, tuple[str, str]] | None = None) -> argparse.ArgumentParser:
+def version() -> str:
+    """The package's version (``aeroseg.__version__``; importlib.metadata would add 0.1 s to every start)."""
+    from aeroseg import __version__
+
+    return __version__
+
+
+def build_parser(commands: dict[str, tuple[str, str]] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``aeroseg``; only the sub-commands in ``commands`` (default: all) get their arguments
+    (and are imported), the others are listed by name and help text."""
     parser = argparse.ArgumentParser(
         prog="aeroseg", description="Open-vocabulary segmentation of aerial images."
     )
+    parser.add_argument("--version", action="version", version=f"aeroseg {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in (available or COMMANDS).items():
-        try:
+    for name, (module_name, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
+        if commands is None or name in commands:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name and error.name.startswith("aeroseg"):
-                continue  # command not part of this installation
-            raise
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+            module.add_arguments(command)
+            command.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = COMMANDS
-    if argv and argv[0] in COMMANDS:  # import only the command that runs
-        commands = {argv[0]: COMMANDS[argv[0]]}
-    parser = build_parser(commands)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser({command: COMMANDS[command]} if command in COMMANDS else {})
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
-        build_parser().print_help()
+        parser.print_help()
         return 2
+    quiet_libraries(bool(getattr(args, "quiet", False)))
     try:
         return int(args._run(args) or 0)
     except UserError as error:
@@ -64,6 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"aeroseg {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def quiet_libraries(quiet: bool) -> None:
+    """Silence the progress bars of transformers and huggingface_hub (weight loading, downloads) under
+    ``--quiet`` and when stderr is not a terminal (a log file gets no bars)."""
+    if not quiet and sys.stderr.isatty():
+        return
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils.logging import disable_progress_bar
+
+    disable_progress_bars()
+    disable_progress_bar()
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ Every default below is the paper's value where the paper gives one, and otherwis
 from __future__ import annotations
 
 import dataclasses
+import sys
+import types
 from dataclasses import dataclass, fields
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 REMOTE_SENSING_TEMPLATES: tuple[str, ...] = (
     "A satellite image of a {}",
@@ -35,7 +37,17 @@ class ConfigBase:
             value = getattr(self, f.name)
             if isinstance(value, list):
                 setattr(self, f.name, tuple(value))
+        self.check_types()
         self.validate()
+
+    def check_types(self) -> None:
+        """Raise ``ValueError`` naming the field and its allowed values for a value of the wrong type."""
+        hints = get_type_hints(type(self), vars(sys.modules[type(self).__module__]))
+        for f in fields(self):  # type: ignore[arg-type]
+            value, hint = getattr(self, f.name), hints[f.name]
+            if not _matches(value, hint):
+                allowed = _ALLOWED.get(f.name) or _describe(hint)
+                raise ValueError(f"{f.name} must be {allowed}, got {value!r}")
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for an inconsistent config."""
@@ -54,6 +66,52 @@ class ConfigBase:
     def replace(self: C, **overrides: Any) -> C:
         """A copy with ``overrides`` applied; unknown names raise ``ValueError``."""
         return type(self).from_dict({**self.to_dict(), **overrides})
+
+
+_ALLOWED = {"rotations": "a list of multiples of 90 degrees (e.g. [0, 90, 180, 270])"}
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the type ``hint`` (the types the config dataclasses use)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args, strict=True))
+    return True  # other annotations (dicts of anything) are not checked here
+
+
+def _describe(hint: Any) -> str:
+    """The allowed values of a type hint, in words: "one of 'sam', 'sam2'", "a list of 2 integers"."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+        return f"a list of {len(args)} {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"  # noqa: E501
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 @dataclass
@@ -119,7 +177,19 @@ class AerOSegConfig(ConfigBase):
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for an inconsistent config."""
         if not self.rotations or any(r % 90 for r in self.rotations):
-            raise ValueError(f"rotations must be multiples of 90 degrees, got {self.rotations}")
+            raise ValueError(
+                f"rotations must be a list of multiples of 90 degrees (e.g. [0, 90, 180, 270]), got {self.rotations}"
+            )
+        for name in _POSITIVE:
+            value = getattr(self, name)
+            if any(v < 1 for v in (value if isinstance(value, tuple) else (value,)) if v is not None):
+                what = "whole numbers >= 1" if isinstance(value, tuple) else "a whole number >= 1"
+                raise ValueError(f"{name} must be {what}, got {value}")
+        for name in ("clip_lr", "guidance_lr", "lr", "mlp_ratio"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if len(self.guidance_layers) != 2 or min(self.guidance_layers) < 1:
+            raise ValueError(f"guidance_layers must be two block numbers >= 1, got {self.guidance_layers}")
         if not self.prompt_templates or any("{}" not in t for t in self.prompt_templates):
             raise ValueError("every prompt template must contain '{}' for the class name")
         if self.guidance_type not in ("sam", "sam2", "clip"):
@@ -140,5 +210,11 @@ class AerOSegConfig(ConfigBase):
         """R * P, the channels of the correlation volume (Eq. 4)."""
         return len(self.rotations) * len(self.prompt_templates)
 
+
+_POSITIVE = (  # AerOSegConfig fields that are sizes: whole numbers >= 1
+    "clip_image_size", "guidance_image_size", "hidden_dim", "correlation_kernel", "refinement_layers", "window_size",
+    "spatial_heads", "class_heads", "guidance_proj_dim", "text_proj_dim", "class_pool", "back_projection_classes",
+    "back_projection_hidden", "decoder_dims", "decoder_guidance_dims",
+)  # fmt: skip
 
 __all__ = ["AerOSegConfig", "ConfigBase", "REMOTE_SENSING_TEMPLATES", "GENERIC_TEMPLATES"]

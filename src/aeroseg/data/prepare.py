@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from aeroseg.commands import options
 from aeroseg.data import dlrsd, isaid, openearthmap, ovrs
 from aeroseg.data.info import BUILTIN, builtin_split
 from aeroseg.data.writer import SPLITS, Writer
-from aeroseg.errors import DatasetNotFoundError
+from aeroseg.errors import DatasetNotFoundError, UserError
 
 CONVERTERS = {"isaid": isaid, "dlrsd": dlrsd, "openearthmap": openearthmap}
 
@@ -26,17 +27,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--raw", required=True, type=Path, metavar="DIR", help="folder of the official download (unzipped)"
     )
     parser.add_argument(
-        "--out", required=True, type=Path, metavar="DIR", help="output folder (canonical layout)"
+        "-o",
+        "--output",
+        dest="out",
+        type=Path,
+        metavar="DIR",
+        help="output folder (canonical layout); required",
     )
+    options.add_alias(parser, "--out", dest="out", type=Path)
     parser.add_argument(
         "--keep-empty",
         action="store_true",
         help="keep tiles whose mask is all ignore (dropped by default: they hold no scored pixel)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    options.add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is None:
+        raise UserError("give the output folder with -o DIR")
     converter = CONVERTERS[args.dataset]
     info, codes = builtin_split(args.dataset)
     raw = Path(args.raw)

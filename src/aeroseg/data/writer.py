@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from aeroseg.data.info import DatasetInfo
 from aeroseg.errors import UserError
+from aeroseg.progress import progress as tqdm
 
 SPLITS = ("train", "val")
 MARKERS = ".prepare"  # folder of per-source completion markers inside the output

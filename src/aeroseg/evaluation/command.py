@@ -19,6 +19,8 @@ from typing import Any
 import torch
 
 from aeroseg import AerOSeg
+from aeroseg.commands import options
+from aeroseg.commands.options import WEIGHTS_METAVAR
 from aeroseg.data import DatasetInfo, SegmentationDataset
 from aeroseg.errors import UserError
 from aeroseg.evaluation.scoring import score_model, score_predictions
@@ -39,19 +41,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", type=Path, metavar="DIR", help="AerOSeg checkpoint dir or training run"
     )
     source.add_argument(
-        "--predictions", type=Path, metavar="DIR", help="folder of <stem>.png class-id maps to score instead"
+        "--predictions",
+        type=Path,
+        metavar="DIR",
+        help="folder of <stem>.png or <stem>.tif class-id maps (what aeroseg predict writes) to score instead",
     )
     source.add_argument(
         "--preset", choices=[TRAINING_FREE], help="a model that needs no checkpoint: the training-free one"
     )
     parser.add_argument(
         "--clip",
-        metavar="ID|DIR|FILE",
+        metavar=WEIGHTS_METAVAR,
         help=f"--preset {TRAINING_FREE}: CLIP weights (default {DEFAULT_CLIP})",
     )
     parser.add_argument(
         "--guidance",
-        metavar="ID|DIR|FILE|none",
+        metavar=WEIGHTS_METAVAR,
         help=f"--preset {TRAINING_FREE}: SAM weights, or none (default {DEFAULT_GUIDANCE})",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write scores and metadata to this JSON")
@@ -75,9 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=1, help="images (whole) or windows (slide) per forward (default 1)"
     )
-    parser.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
-    parser.add_argument("--device", default="auto", help="torch device, e.g. cuda:0 or cpu (default: auto)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--num-workers", dest="workers", type=int, default=2, metavar="N", help="data-loading processes"
+    )
+    options.add_alias(parser, "--workers", dest="workers", type=int)
+    options.add_device(parser)
+    options.add_quiet(parser)
 
 
 def resolve_device(name: str) -> torch.device:

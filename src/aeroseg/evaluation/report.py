@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aeroseg.commands import options
 from aeroseg.errors import UserError
 from aeroseg.evaluation.command import write_text_atomic
 from aeroseg.metrics import SegmentationScores
@@ -226,8 +227,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--table", type=int, choices=sorted(TABLES), default=2, help="2: s/u/h-mIoU, 3: ablation, 8: mIoU"
     )
     parser.add_argument(
-        "--out", type=Path, metavar="FILE.md", help="also write the table to this Markdown file"
+        "-o",
+        "--output",
+        dest="out",
+        type=Path,
+        metavar="FILE.md",
+        help="also write the table to this Markdown file",
     )
+    options.add_alias(parser, "--out", dest="out", type=Path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from aeroseg.data import SegmentationDataset, read_mask
 from aeroseg.data.dataset import single_line_errors
 from aeroseg.errors import UserError
 from aeroseg.inference import reference_scores, sliding_window_scores
 from aeroseg.metrics import ConfusionMatrix
+from aeroseg.progress import progress as tqdm
 
 Mode = Literal["reference", "whole", "slide"]
 
@@ -100,8 +100,20 @@ def score_model(
     return cm
 
 
+PREDICTION_SUFFIXES = (".png", ".tif", ".tiff")  # what other models write, and what aeroseg predict writes
+
+
 def read_prediction(path: Path) -> torch.Tensor:
-    """A single-channel PNG of class ids (mode L, P or I) as a long H×W tensor."""
+    """A single-channel PNG (mode L, P or I) or TIFF / GeoTIFF (band 1) of class ids as a long H×W tensor."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import rasterio
+
+        with rasterio.open(path) as ds:
+            if ds.count != 1 or ds.dtypes[0] not in ("uint8", "uint16", "int16", "int32"):
+                raise UserError(
+                    f"prediction {path} has {ds.count} {ds.dtypes[0]} band(s); write one band of class ids"
+                )
+            return torch.from_numpy(ds.read(1).astype(np.int64))
     with Image.open(path) as image:
         if image.mode not in ("L", "P", "I", "I;16"):
             raise UserError(
@@ -113,7 +125,7 @@ def read_prediction(path: Path) -> torch.Tensor:
 def score_predictions(
     dataset: SegmentationDataset, predictions: Path, *, progress: bool = True
 ) -> ConfusionMatrix:
-    """Confusion matrix of the maps ``predictions/<stem>.png`` against the masks of ``dataset``.
+    """Confusion matrix of the maps ``predictions/<stem>.png`` (or ``.tif``) against the masks of ``dataset``.
 
     Only the masks are read (``dataset.files``), not the images. Every stem of the split needs a
     prediction of the mask's size; extra files are ignored. Predicted ids at ignore pixels are not read,
@@ -126,9 +138,10 @@ def score_predictions(
     cm = ConfusionMatrix(len(info.classes), ignore_index=info.ignore_index)
     for image_path, mask_path in tqdm(dataset.files, desc="evaluate", unit="img", disable=not progress):
         stem, mask = image_path.stem, read_mask(mask_path)
-        path = predictions / f"{stem}.png"
-        if not path.is_file():
-            raise UserError(f"no prediction for image {stem!r}: expected {path}")
+        found = [predictions / f"{stem}{suffix}" for suffix in PREDICTION_SUFFIXES]
+        path = next((p for p in found if p.is_file()), None)
+        if path is None:
+            raise UserError(f"no prediction for image {stem!r}: expected {found[0]} or {found[1].name}")
         pred = read_prediction(path)
         if pred.shape != mask.shape:
             size, want = "×".join(map(str, pred.shape)), "×".join(map(str, mask.shape))

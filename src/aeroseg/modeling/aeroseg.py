@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from aeroseg.modeling.guidance_encoder import (
     Sam2GuidanceEncoder,
     SamGuidanceEncoder,
 )
+from aeroseg.modeling.images import unit_images
 from aeroseg.modeling.upsampling_decoder import UpsamplingDecoder
 from aeroseg.modeling.vision_language_backbone import VisionLanguageBackbone
 
@@ -91,7 +93,7 @@ class AerOSeg(nn.Module):
 
     # --------------------------------------------------------------------------------- the paper's Fig. 2
     def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
-        """images: B×3×H×W in [0, 1]; classes: T names → logits B×T×H×W."""
+        """images: B×3×H×W, float in [0, 1] or uint8; classes: T names → logits B×T×H×W."""
         return self.segment(self.encode_image(images), classes)
 
     def forward_train(self, images: torch.Tensor, classes: Sequence[str]) -> AerOSegOutput:
@@ -107,6 +109,7 @@ class AerOSeg(nn.Module):
 
     def encode_image(self, images: torch.Tensor) -> ImageFeatures:
         """Run the CLIP image encoder (all rotations, one batch) and the guidance encoder once."""
+        images = unit_images(images)  # uint8 → [0, 1]
         clip, intermediate = self.backbone.encode_image(images)  # B×R×C×h×w
         if isinstance(self.guidance_encoder, ClipGuidance):
             guidance = self.guidance_encoder(clip[:, self._unrotated], intermediate)
@@ -207,6 +210,10 @@ class AerOSeg(nn.Module):
             guidance = load_guidance_encoder(
                 config.guidance_type, config.guidance, arch=config.guidance_arch, pretrained=pretrained
             )
+        if config.guidance_type == "sam":
+            config = _fit_guidance_layers(config, guidance.config.num_hidden_layers, "SAM")
+        elif config.guidance_type == "clip":
+            config = _fit_guidance_layers(config, clip.config.vision_config.num_hidden_layers, "CLIP")
         return cls._assemble(config, clip, tokenizer, guidance)
 
     @classmethod
@@ -293,6 +300,7 @@ class AerOSeg(nn.Module):
         }
         tmp_weights, tmp_config = directory / f".{WEIGHTS_NAME}.tmp", directory / f".{CONFIG_NAME}.tmp"
         save_model(self, str(tmp_weights), metadata={"format": "pt"})
+        _readable_like_any_file(tmp_weights)  # safetensors creates its files with mode 0600
         tmp_config.write_text(json.dumps(meta, indent=2))
         os.replace(tmp_weights, directory / WEIGHTS_NAME)
         os.replace(tmp_config, directory / CONFIG_NAME)
@@ -321,6 +329,40 @@ class AerOSeg(nn.Module):
                 f"{len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[0]})"
             )
         return model.eval()
+
+
+def _readable_like_any_file(path: Path) -> None:
+    """Give ``path`` the mode a new file gets from the umask (0644 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _fit_guidance_layers(config: AerOSegConfig, depth: int, what: str) -> AerOSegConfig:
+    """``config`` with guidance blocks that exist in an encoder of ``depth`` blocks.
+
+    The preset's own blocks that do not fit (SAM ViT-B's 12 blocks under ``aeroseg``'s 8 and 16 of ViT-L's
+    24) are replaced by a third and two thirds of the depth, the rule the presets follow, with a warning
+    that says which were taken; blocks set explicitly that do not fit are an error naming the allowed range.
+    """
+    from aeroseg.presets import PRESETS
+
+    layers = config.guidance_layers
+    if all(1 <= i <= depth for i in layers):
+        return config
+    thirds = (max(1, round(depth / 3)), max(1, round(2 * depth / 3)))
+    builder = PRESETS.get(config.preset)
+    if builder is not None and getattr(builder(), "guidance_layers", None) == layers:
+        warnings.warn(
+            f"guidance_layers: the {config.preset} preset's blocks {layers} do not fit this {what} encoder of "
+            f"{depth} blocks; took blocks {thirds} (a third and two thirds of its depth, as the presets do)",
+            stacklevel=3,
+        )
+        return config.replace(guidance_layers=thirds)
+    raise CheckpointError(
+        f"guidance_layers {layers} do not fit the {what} guidance encoder of {depth} blocks: give two block "
+        f"numbers in 1..{depth} (the presets take a third and two thirds: {list(thirds)})"
+    )
 
 
 def _checkpoint_directory(source: str | os.PathLike[str]) -> Path:

@@ -8,6 +8,7 @@ Hugging Face hub id. ``pretrained=False`` builds the shipped architecture with r
 from __future__ import annotations
 
 import functools
+import json
 import os
 import socket
 from pathlib import Path
@@ -59,13 +60,22 @@ def _from_hub(cls: Any, source: str, what: str, flag: str) -> Any:
             f"{what} checkpoint {source!r} does not exist; pass an existing file or directory"
         )
     try:
-        options = {} if cls is CLIPTokenizer else {"attn_implementation": ATTENTION}
-        return cls.from_pretrained(source, local_files_only=hub_offline(), **options)
+        if cls is CLIPTokenizer:
+            return cls.from_pretrained(source, local_files_only=hub_offline())
+        model, info = _quiet_load(cls, source, local_files_only=hub_offline())
     except (OSError, ValueError) as error:
+        also = (
+            " (the training-free model also runs without SAM: --guidance none)"
+            if flag == "--guidance"
+            else ""
+        )
         raise CheckpointError(
             f"cannot load {what} {source!r} from the Hugging Face hub ({type(error).__name__}); download it "
-            f"where the hub is reachable, or pass {flag} DIR (a transformers directory) or an original checkpoint file"
+            f"where the hub is reachable, or pass {flag} DIR (a transformers directory) or an original checkpoint "
+            f"file{also}"
         ) from None
+    _refuse_missing(info, source, what, flag)
+    return model
 
 
 def _hub_file(source: str, what: str) -> str:
@@ -92,7 +102,7 @@ def load_clip(source: str, *, arch: str, pretrained: bool = True) -> tuple[CLIPM
         return _random(CLIPModel, load_arch_config(arch)), clip_tokenizer()
     path = Path(_hub_file(source, "CLIP")).expanduser()
     if path.is_dir():
-        model = _load_dir(CLIPModel, path, "CLIP")
+        model = _load_dir(CLIPModel, path, "CLIP", "--clip")
         has_tokenizer = all((path / f).exists() for f in _TOKENIZER_FILES)
         return model, CLIPTokenizer.from_pretrained(path) if has_tokenizer else clip_tokenizer()
     if path.is_file():
@@ -117,7 +127,7 @@ def load_guidance_encoder(
     else:
         path = Path(_hub_file(source, kind.upper())).expanduser()
         if path.is_dir():
-            model = _load_dir(full_model, path, kind.upper())
+            model = _load_dir(full_model, path, kind.upper(), "--guidance")
         elif path.is_file():
             from aeroseg.convert.sam import load_original_sam
             from aeroseg.convert.sam2 import load_original_sam2
@@ -135,13 +145,55 @@ def _random(cls: Any, config: Any) -> Any:
     return cls._from_config(config, attn_implementation=ATTENTION)
 
 
-def _load_dir(cls: Any, path: Path, what: str) -> Any:
+def _load_dir(cls: Any, path: Path, what: str, flag: str) -> Any:
+    """``cls`` from a transformers directory that must hold a model of kind ``what`` with every weight."""
     try:
-        return cls.from_pretrained(path, local_files_only=True, attn_implementation=ATTENTION)
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        model_type = None
+    expected = _MODEL_TYPES[what]
+    if model_type is not None and model_type not in expected:
+        holds = _KIND_NAMES.get(model_type, f"model_type {model_type!r}")
+        raise CheckpointError(
+            f"{flag} {path} holds a {holds} model, but a {what} model is expected here (model_type "
+            f"{' or '.join(map(repr, expected))})"
+        )
+    try:
+        model, info = _quiet_load(cls, path, local_files_only=True)
     except (OSError, ValueError) as error:
         raise CheckpointError(
             f"{path} is not a transformers {what} directory ({error})".splitlines()[0]
         ) from None
+    _refuse_missing(info, path, what, flag)
+    return model
+
+
+_MODEL_TYPES = {"CLIP": ("clip",), "SAM": ("sam",), "SAM2": ("sam2", "sam2_video")}
+_KIND_NAMES = {"clip": "CLIP", "sam": "SAM", "sam2": "SAM2", "sam2_video": "SAM2", "siglip": "SigLIP"}
+
+
+def _quiet_load(cls: Any, source: Any, **options: Any) -> tuple[Any, dict[str, list[str]]]:
+    """``cls.from_pretrained`` with its loading information, without transformers' report of missing
+    weights (they are an error here, raised by :func:`_refuse_missing`)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return cls.from_pretrained(source, attn_implementation=ATTENTION, output_loading_info=True, **options)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _refuse_missing(info: dict[str, Any], source: Any, what: str, flag: str) -> None:
+    """Missing weights would stay random: an error naming the source and the first missing tensor."""
+    used = ("vision_encoder.",) if what in ("SAM", "SAM2") else ("",)  # the guidance uses the image encoder
+    missing = [k for k in info.get("missing_keys", ()) if k.startswith(used)]
+    if missing:
+        raise CheckpointError(
+            f"{flag} {source}: {len(missing)} weights of the {what} model are missing (e.g. {sorted(missing)[0]}); "
+            f"it is not a complete {what} checkpoint"
+        )
 
 
 def backbone_configs(clip: CLIPModel, guidance: nn.Module | None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ predicting the same image again with another class list runs only the class-depe
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -22,7 +23,6 @@ import torch
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
-from tqdm.auto import tqdm
 
 import aeroseg
 from aeroseg.errors import CheckpointError, UserError
@@ -37,7 +37,15 @@ from aeroseg.predict.outputs import (
     write_overlay,
     write_scores_png,
 )
+from aeroseg.predict.paths import (
+    input_stem,
+    make_parent,
+    output_file,
+    output_paths,
+    refuse_overwriting_input,
+)
 from aeroseg.predict.streaming import PRECISIONS, WindowOptions, count_windows, segment_source
+from aeroseg.progress import progress as progress_bar
 
 _CACHES: weakref.WeakKeyDictionary[Any, FeatureCache] = weakref.WeakKeyDictionary()
 
@@ -86,6 +94,26 @@ def load_segmenter(
     return model.to(device).eval()
 
 
+def model_identity(checkpoint: str | None, *, clip: str | None = None, guidance: str | None = None) -> str:
+    """A short text that changes when the model :func:`load_segmenter` loads does: the checkpoint's absolute
+    path and the size and time of its weights and config, or the training-free model's weight sources."""
+    if checkpoint is None:
+        from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
+
+        return f"training-free clip={clip or DEFAULT_CLIP} guidance={guidance or DEFAULT_GUIDANCE}"
+    directory = Path(checkpoint).expanduser()
+    stamps = []
+    for name in ("config.json", "model.safetensors"):
+        try:
+            stat = (directory / name).stat()
+            stamps.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
+        except OSError:
+            pass
+    location = str(directory.resolve()) if directory.exists() else checkpoint
+    digest = hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]
+    return f"checkpoint {location} {digest}"
+
+
 def resolve_device(name: str | None) -> torch.device:
     """``torch.device`` of ``name``; "auto" or None is the first GPU when there is one, else the CPU."""
     if name in (None, "auto"):
@@ -99,7 +127,9 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-def vector_writer(path: str | Path, *, min_area: float = 0.0, simplify: float = 0.0) -> Any:
+def vector_writer(
+    path: str | Path, *, min_area: float = 0.0, simplify: float = 0.0, pixel_coordinates: bool = False
+) -> Any:
     """A :class:`aeroseg.predict.vector.VectorWriter` (needs the ``pyogrio`` and ``shapely`` packages)."""
     try:
         from aeroseg.predict.vector import VectorWriter
@@ -107,17 +137,7 @@ def vector_writer(path: str | Path, *, min_area: float = 0.0, simplify: float = 
         raise UserError(
             f"vector output needs the {error.name} package: pip install pyogrio shapely"
         ) from None
-    return VectorWriter(path, min_area=min_area, simplify=simplify)
-
-
-def output_paths(class_path: Path, *, scores: bool, overlay: bool) -> dict[str, Path]:
-    """Paths of the files of one prediction: ``classes`` and, when asked for, ``scores`` and ``overlay``."""
-    paths = {"classes": class_path}
-    if scores:
-        paths["scores"] = class_path.with_name(f"{class_path.stem}_scores{class_path.suffix}")
-    if overlay:
-        paths["overlay"] = class_path.with_name(f"{class_path.stem}_overlay.png")
-    return paths
+    return VectorWriter(path, min_area=min_area, simplify=simplify, pixel_coordinates=pixel_coordinates)
 
 
 def run_prediction(
@@ -132,11 +152,13 @@ def run_prediction(
     precision: str = "fp32",
     cache: FeatureCache | None = None,
     on_windows: Callable[[int], None] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[PredictionResult | None, np.ndarray]:
     """Predict ``source`` and write the files of ``paths`` (see :func:`output_paths`).
 
     A class path ending in .png writes PNGs (the prediction is then held in memory), any other a GeoTIFF
-    written window by window. Returns the arrays when ``collect`` (else None) and the pixel count per id.
+    written window by window. ``settings`` (what made the prediction) goes into the class raster's
+    metadata. Returns the arrays when ``collect`` (else None) and the pixel count per id.
     """
     paths = paths or {}
     class_path = paths.get("classes")
@@ -146,7 +168,12 @@ def run_prediction(
     if class_path is not None and not as_png:
         profile = dict(height=source.height, width=source.width, crs=source.crs, transform=source.transform)
         geotiff = GeoTiffWriter(
-            class_path, profile, classes, source=source.path, scores_path=paths.get("scores")
+            class_path,
+            profile,
+            classes,
+            source=source.path,
+            scores_path=paths.get("scores"),
+            settings=settings,
         )
     sinks = [s for s in (arrays, geotiff) if s is not None]
     try:
@@ -168,7 +195,7 @@ def run_prediction(
     if geotiff is not None:
         geotiff.finish()
     elif class_path is not None and arrays is not None:
-        write_class_png(class_path, arrays.ids, classes, source=source.path)
+        write_class_png(class_path, arrays.ids, classes, source=source.path, settings=settings)
         if "scores" in paths:
             write_scores_png(paths["scores"], arrays.confidence)
     if "overlay" in paths and class_path is not None:
@@ -200,16 +227,21 @@ def predict(
     vector: str | Path | None = None,
     min_area: float = 0.0,
     simplify: float = 0.0,
+    pixel_coordinates: bool = False,
     progress: bool = False,
 ) -> PredictionResult:
     """Segment ``image`` into ``classes`` and return the class map, the scores and the class names.
 
-    ``image``: a file path or URL, a numpy array H×W or H×W×C (uint8 /255, floats taken as [0, 1], other
-    types scaled by percentiles), or a float tensor 3×H×W in [0, 1]. ``classes``: names, ``"tree|forest"``
-    synonym strings or lists of synonyms, a comma-separated string, or a :class:`ClassList`. With
-    ``output`` (a .tif/.tiff or .png path) the class raster is written there, and ``scores``, ``overlay``
-    (``<stem>_scores``, ``<stem>_overlay.png``) and ``vector`` (.gpkg/.geojson) beside it; the other
-    options are those of ``aeroseg predict``. The model runs as it is (put it in eval mode).
+    ``image``: a file path or URL, or an array / tensor H×W, H×W×C or C×H×W; pixel values are mapped to
+    [0, 1] by the rule of :mod:`aeroseg.predict.io` (uint8 /255, floats in [0, 1] as they are, floats in
+    [0, 255] /255, anything else by percentiles), the same rule as ``aeroseg predict``. ``classes``: names,
+    ``"tree|forest"`` synonym strings or lists of synonyms, a comma-separated string, or a
+    :class:`ClassList`. ``output``: a .tif/.tiff/.png path, written exactly there, or a folder (an existing
+    one, or a path ending in "/" or without a suffix; created when missing) that receives
+    ``<stem>.tif`` (``<stem>.png`` for a plain PNG or JPEG). ``scores``, ``overlay`` (``<stem>_scores``,
+    ``<stem>_overlay.png``) and ``vector`` (.gpkg/.geojson) are written beside it. An output that would
+    overwrite the input is refused. Vectors of an image without a CRS need ``pixel_coordinates=True``. The
+    other options are those of ``aeroseg predict``. The model runs as it is (put it in eval mode).
     """
     if not isinstance(classes, ClassList):
         classes = (
@@ -221,41 +253,51 @@ def predict(
         raise UserError("scores, overlay and vector files need output=PATH for the class raster")
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    paths = output_paths(Path(output), scores=scores, overlay=overlay) if output is not None else None
-    if paths is not None and paths["classes"].suffix.lower() not in (".tif", ".tiff", ".png"):
-        raise UserError(f"output {output} must end in .tif, .tiff or .png")
+    check_overlap(overlap)
+    if vector is not None:
+        check_vector_options(vector, min_area=min_area, simplify=simplify)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     device = torch.device(device)
     options = WindowOptions(window=window, overlap=overlap, batch_size=batch_size)
     read = ReadOptions(tuple(bands) if bands else None, scale, percentiles, nodata)
     if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().permute(1, 2, 0).numpy()  # (H, W, C)
-    source = ArraySource(image, read) if isinstance(image, np.ndarray) else RasterSource(str(image), read)
+        image = image.detach().cpu().numpy()  # H×W, H×W×C or C×H×W; the layout is read by ArraySource
+    is_array = isinstance(image, np.ndarray)
+    source = ArraySource(image, read) if is_array else RasterSource(str(image), read)
     cache = _CACHES.setdefault(model, FeatureCache())
-    with (
-        source,
-        tqdm(
+    with source:
+        paths = None
+        if output is not None:
+            class_path = output_file(output, source, folder_stem=None if is_array else input_stem(str(image)))
+            paths = output_paths(class_path, scores=scores, overlay=overlay)
+            refuse_overwriting_input(str(image) if not is_array else None, paths, vector)
+            make_parent(class_path)
+        if vector is not None and paths is not None and source.crs is None and not pixel_coordinates:
+            raise UserError(no_crs_message(source.path, "pixel_coordinates=True"))
+        with progress_bar(
             total=count_windows(source.height, source.width, options),
             disable=None if progress else True,
             unit="window",
-        ) as bar,
-    ):
-        result, _ = run_prediction(
-            model,
-            source,
-            classes,
-            paths,
-            collect=True,
-            options=options,
-            device=device,
-            precision=precision,
-            cache=cache,
-            on_windows=bar.update,
-        )
+        ) as bar:
+            result, _ = run_prediction(
+                model,
+                source,
+                classes,
+                paths,
+                collect=True,
+                options=options,
+                device=device,
+                precision=precision,
+                cache=cache,
+                on_windows=bar.update,
+            )
     assert result is not None
     if vector is not None and paths is not None:
-        writer = vector_writer(vector, min_area=min_area, simplify=simplify)
+        make_parent(Path(vector))
+        writer = vector_writer(
+            vector, min_area=min_area, simplify=simplify, pixel_coordinates=pixel_coordinates
+        )
         try:
             writer.add(paths["classes"], source=source.path)
         except BaseException:
@@ -264,6 +306,34 @@ def predict(
         writer.finish()
         result.outputs["vector"] = Path(vector)
     return result
+
+
+def check_overlap(overlap: float) -> None:
+    """Raise :class:`UserError` for an overlap outside [0, :data:`MAX_OVERLAP`]."""
+    if not 0 <= overlap <= MAX_OVERLAP:
+        cost = ""
+        if MAX_OVERLAP < overlap < 1:
+            count = count_windows(3000, 3000, WindowOptions(window=512, overlap=overlap))
+            cost = f" ({count:,} windows of 512² for a 3000² image, against 49 at 0.25)"
+        raise UserError(f"--overlap is a fraction of the window in [0, {MAX_OVERLAP}], got {overlap:g}{cost}")
+
+
+MAX_OVERLAP = 0.9  # 3000² at window 512: 0.25 → 49 windows, 0.9 → 2,116, 0.99 → 249,001
+
+
+def check_vector_options(vector: str | Path, *, min_area: float, simplify: float) -> None:
+    if min_area < 0 or simplify < 0:
+        raise UserError(f"--min-area and --simplify must be >= 0, got {min_area:g} and {simplify:g}")
+    suffix = Path(vector).suffix.lower()
+    if suffix not in (".gpkg", ".geojson", ".json"):
+        raise UserError(f"--vector {vector}: the file must end in .gpkg or .geojson")
+
+
+def no_crs_message(source: str, how: str) -> str:
+    return (
+        f"{source} has no CRS, so its polygons could only be in pixel coordinates (column, row), which GIS "
+        f"software reads as degrees; pass {how} to write them anyway, marked as pixel coordinates"
+    )
 
 
 class _Tee:

@@ -13,6 +13,7 @@ is the maximum of the scores of the prompts ``tree`` and ``forest``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,8 @@ def parse_classes(
     """A :class:`ClassList` from a comma list (``"building,tree|forest"``) or a file.
 
     A file is YAML (``.yaml``/``.yml``: a list of names, ``tree|forest`` strings or lists of synonyms, or a
-    mapping from name to synonyms) or text (one class per line, ``|`` between synonyms, ``#`` comments).
+    mapping from name to synonyms) or text (one class per line, ``|`` between synonyms; a ``#`` at the start
+    of a line or after a space starts a comment, so ``lane#2`` is a name).
     """
     if (text is None) == (file is None):
         raise UserError("give the classes with either --classes or --classes-file")
@@ -152,7 +154,7 @@ def _read_class_file(path: Path) -> list:
     except OSError as error:
         raise UserError(f"cannot read the classes file {path}: {error.strerror or error}") from None
     if path.suffix.lower() not in (".yaml", ".yml"):
-        lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+        lines = (re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip() for line in text.splitlines())
         return [line for line in lines if line]
     try:
         data = yaml.safe_load(text)

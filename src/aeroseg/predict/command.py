@@ -9,9 +9,13 @@ ViT-B/16 and SAM ViT-B weights, downloaded into the Hugging Face cache on first 
 
 For every input, OUT/<stem>.tif (a GeoTIFF input or any other raster) or OUT/<stem>.png (a plain PNG or
 JPEG) holds the class ids; see :mod:`aeroseg.predict.classes` for the id scheme and
-:mod:`aeroseg.predict.outputs` for the files. Inputs whose outputs all exist are skipped (``--overwrite``
-redoes them). An input that cannot be read is reported and skipped; the run then ends with status 1. When
-there is a single input, any problem is an error (status 2) and nothing is written.
+:mod:`aeroseg.predict.outputs` for the files. With a single input, ``-o FILE.tif`` (or .png) writes exactly
+that file. Every class raster records the settings that made it (classes, model, reading and window
+options); inputs whose outputs all exist with the same settings are skipped, outputs made with other
+settings are refused unless ``--overwrite`` redoes them. Folders of ``-o``, ``--vector`` and ``--json``
+are created (or refused) before any work. An input that cannot be read is reported and skipped; the run
+then ends with status 1. When there is a single input, any problem is an error (status 2) and nothing is
+written.
 """
 
 from __future__ import annotations
@@ -25,40 +29,44 @@ from pathlib import Path
 from typing import Any
 
 from rasterio.errors import RasterioError
-from tqdm.auto import tqdm
 
+from aeroseg.commands import options
+from aeroseg.commands.options import WEIGHTS_METAVAR
 from aeroseg.errors import UserError
 from aeroseg.predict import api
+from aeroseg.predict import paths as places
 from aeroseg.predict.classes import ClassList, parse_classes
-from aeroseg.predict.io import RasterSource, ReadOptions, expand_inputs, is_url, one_line
-from aeroseg.predict.outputs import atomic
+from aeroseg.predict.io import RasterSource, ReadOptions, expand_inputs, one_line
+from aeroseg.predict.outputs import atomic, read_settings
 from aeroseg.predict.streaming import PRECISIONS, WindowOptions, count_windows
+from aeroseg.progress import LogProgress, progress
 from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
-
-PNG_DRIVERS = ("PNG", "JPEG")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "For every input, OUT/<stem>.tif (OUT/<stem>.png for a plain PNG or JPEG) holds uint8 class ids: the "
         "classes in the order given from 0, or from 1 with id 0 = background when --background-threshold is "
-        "set; 255 = nodata. The names are in the file's metadata. Inputs whose outputs exist are skipped."
+        "set; 255 = nodata. The names are in the file's metadata. With a single input, -o FILE.tif (or .png) "
+        "writes exactly that file. Inputs whose outputs exist and were made with the same classes, model and "
+        "options are skipped; outputs made otherwise are refused unless --overwrite."
     )
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns or URLs"
     )
     parser.add_argument(
         "--checkpoint",
+        metavar="DIR",
         help="model directory written by aeroseg train (default: the training-free model, public weights)",
     )
     parser.add_argument(
         "--clip",
-        metavar="ID|DIR|FILE",
+        metavar=WEIGHTS_METAVAR,
         help=f"without --checkpoint: CLIP weights of the training-free model (default {DEFAULT_CLIP})",
     )
     parser.add_argument(
         "--guidance",
-        metavar="ID|DIR|FILE|none",
+        metavar=WEIGHTS_METAVAR,
         help=f"without --checkpoint: its SAM weights, or none (default {DEFAULT_GUIDANCE})",
     )
     group = parser.add_mutually_exclusive_group(required=True)
@@ -66,7 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--classes-file", help="text file (one class a line) or YAML list / mapping to synonyms"
     )
-    parser.add_argument("-o", "--output", required=True, help="output folder (created when missing)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output folder (created when missing); with a single input also a .tif/.png file",
+    )
     parser.add_argument(
         "--background-threshold",
         type=float,
@@ -84,16 +98,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--percentiles",
         type=_pair,
         metavar="LOW,HIGH",
-        help="per-band percentiles mapped to [0, 1] (default 2,98; uint8 images default to /255)",
+        help="per-band percentiles mapped to [0, 1] (default: uint8 /255; floats in [0, 1] as they are, "
+        "in [0, 255] /255; anything else 2,98)",
     )
     image.add_argument("--nodata", type=float, help="nodata value, overriding the file's")
     model = parser.add_argument_group("inference")
-    model.add_argument("--window", type=int, default=512, help="window side in pixels (default 512)")
+    model.add_argument("--window", type=int, default=512, help="window side in pixels")
     model.add_argument(
-        "--overlap", type=float, default=0.25, help="window overlap, a fraction (default 0.25)"
+        "--overlap",
+        type=float,
+        default=0.25,
+        help=f"window overlap, a fraction in [0, {api.MAX_OVERLAP}]",
     )
-    model.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
-    model.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    model.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    options.add_device(model)
     model.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="autocast precision")
     out = parser.add_argument_group("outputs")
     out.add_argument(
@@ -102,100 +120,165 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png with a legend")
     out.add_argument("--vector", metavar="FILE", help="polygons of all images into FILE.gpkg or FILE.geojson")
     out.add_argument(
+        "--vector-pixels",
+        action="store_true",
+        help="allow polygons of images without a CRS, in pixel coordinates (column, row; said in the file)",
+    )
+    out.add_argument(
         "--min-area", type=float, default=0.0, help="drop polygons smaller than this (CRS units²)"
     )
     out.add_argument(
         "--simplify", type=float, default=0.0, help="polygon simplification tolerance (CRS units)"
     )
-    out.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs exist")
+    out.add_argument(
+        "--overwrite", action="store_true", help="redo inputs whose outputs exist, whatever made them"
+    )
     out.add_argument("--json", metavar="FILE", help="write a JSON summary of the run")
-    out.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    options.add_quiet(out)
 
 
 def run(args: argparse.Namespace) -> int:
     classes = parse_classes(args.classes, args.classes_file, args.background_threshold)
-    options = WindowOptions(window=args.window, overlap=args.overlap, batch_size=args.batch_size)
+    api.check_overlap(args.overlap)
+    if args.min_area < 0 or args.simplify < 0:
+        raise UserError(
+            f"--min-area and --simplify must be >= 0, got {args.min_area:g} and {args.simplify:g}"
+        )
+    window_options = WindowOptions(window=args.window, overlap=args.overlap, batch_size=args.batch_size)
     read = ReadOptions(args.bands, args.scale, args.percentiles, args.nodata)
+    inputs = expand_inputs(args.inputs)
+    single = len(inputs) == 1
+    out_file = _output_file(args.output, len(inputs))
+    _check_folders(args, out_file)  # before any work: a folder that cannot be made is refused
     vector = None
     if args.vector:
-        vector = api.vector_writer(args.vector, min_area=args.min_area, simplify=args.simplify)
-    inputs = expand_inputs(args.inputs)
-    _check_stems(inputs)
+        api.check_vector_options(args.vector, min_area=args.min_area, simplify=args.simplify)
+        vector = api.vector_writer(
+            args.vector, min_area=args.min_area, simplify=args.simplify, pixel_coordinates=args.vector_pixels
+        )
+    clashes = {} if out_file else _stem_clashes(inputs)
     device = api.resolve_device(args.device)
     weights = {k: v for k, v in (("clip", args.clip), ("guidance", args.guidance)) if v is not None}
     model = api.load_segmenter(args.checkpoint, device, **weights)
-    out_dir = Path(args.output)
-    single = len(inputs) == 1
+    settings = prediction_settings(args, classes)
     records: list[dict[str, Any]] = []
-    with tqdm(inputs, unit="image", disable=True if args.quiet or single else None, file=sys.stderr) as files:
+    with progress(
+        inputs, desc="predict", unit="image", disable=args.quiet or single, file=sys.stderr
+    ) as files:
         for path in files:
             try:
-                record = _predict_one(model, path, classes, out_dir, read, options, device, args)
+                if path in clashes:
+                    raise UserError(clashes[path])
+                record = _predict_one(
+                    model, path, classes, out_file, read, window_options, device, args, settings
+                )
             except (UserError, RasterioError, OSError) as error:
                 message = str(error) if isinstance(error, UserError) else f"{path}: {one_line(error)}"
                 if single:
                     raise UserError(message) from None
                 record = {"input": path, "status": "failed", "error": message}
-                tqdm.write(f"aeroseg predict: skipped: {message}", file=sys.stderr)
+                _write_line(f"aeroseg predict: skipped: {message}", file=sys.stderr)
             records.append(record)
     polygons = _write_vector(vector, records, single) if vector is not None else None
     failed = [r for r in records if r["status"] == "failed"]
+    no_polygons = [r for r in records if "vector_error" in r]
     summary = {
         "classes": classes.ids_to_names,
         "synonyms": dict(zip(classes.names, classes.synonyms, strict=True)),
         "nodata_id": 255,
+        "settings": settings,
         "ok": sum(r["status"] == "ok" for r in records),
         "skipped": sum(r["status"] == "skipped" for r in records),
         "failed": len(failed),
+        "vector_failed": len(no_polygons),
         "vector": args.vector,
         "polygons": polygons,
         "images": records,
     }
     if args.json:
+        places.make_parent(Path(args.json))
         with atomic(Path(args.json)) as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    if not args.quiet or failed:
+    if not args.quiet or failed or no_polygons:
         line = (
             f"{summary['ok']} segmented, {summary['skipped']} skipped (outputs exist), {len(failed)} failed"
         )
+        if no_polygons:
+            line += f", {len(no_polygons)} without polygons"
         print(
             f"aeroseg predict: {line}" + (f"; {polygons} polygons in {args.vector}" if vector else ""),
             file=sys.stderr,
         )
-    return 1 if failed else 0
+    return 1 if failed or no_polygons else 0
+
+
+def prediction_settings(args: argparse.Namespace, classes: ClassList) -> dict[str, Any]:
+    """What decides the pixels of a prediction, recorded in every class raster (``AEROSEG_SETTINGS``):
+    outputs made with other settings are not taken as finished."""
+    return {
+        "classes": classes.ids_to_names,
+        "synonyms": [list(s) for s in classes.synonyms],
+        "background_threshold": classes.background_threshold,
+        "model": api.model_identity(args.checkpoint, clip=args.clip, guidance=args.guidance),
+        "bands": list(args.bands) if args.bands else None,
+        "scale": list(args.scale) if args.scale else None,
+        "percentiles": list(args.percentiles) if args.percentiles else None,
+        "nodata": None if args.nodata is None else repr(args.nodata),  # a string: NaN != NaN after JSON
+        "window": args.window,
+        "overlap": args.overlap,
+        "precision": args.precision,
+    }
+
+
+_SETTING_GROUPS = {"classes": "classes", "synonyms": "classes", "background_threshold": "classes"}
+
+
+def _differences(previous: dict[str, Any] | None, settings: dict[str, Any]) -> str:
+    if previous is None:
+        return "by another program or an older aeroseg (it records no settings)"
+    keys = [k for k in settings if previous.get(k) != settings[k]]
+    names = dict.fromkeys(_SETTING_GROUPS.get(k, k) for k in keys) or {"settings": None}
+    return "with other " + ", ".join(
+        f"--{n.replace('_', '-')}" if n not in ("classes", "model", "settings") else n for n in names
+    )
 
 
 def _predict_one(
     model: Any,
     path: str,
     classes: ClassList,
-    out_dir: Path,
+    out_file: Path | None,
     read: ReadOptions,
-    options: WindowOptions,
+    window_options: WindowOptions,
     device: Any,
     args: argparse.Namespace,
+    settings: dict[str, Any],
 ) -> dict[str, Any]:
     start = time.perf_counter()
     with RasterSource(path, read) as source:
-        plain = source.driver in PNG_DRIVERS and not source.georeferenced
-        paths = api.output_paths(
-            out_dir / f"{_stem(path)}{'.png' if plain else '.tif'}", scores=args.scores, overlay=args.overlay
-        )
-        if not is_url(path) and any(p.exists() and os.path.samefile(p, path) for p in paths.values()):
-            raise UserError(
-                f"the output {paths['classes']} would overwrite the input; choose another -o folder"
-            )
+        class_path = out_file or Path(args.output) / f"{_stem(path)}{places.class_suffix(source)}"
+        paths = places.output_paths(class_path, scores=args.scores, overlay=args.overlay)
+        places.refuse_overwriting_input(path, paths, args.vector)
         record: dict[str, Any] = {"input": path, "outputs": {k: str(v) for k, v in paths.items()}}
         record.update(height=source.height, width=source.width)
-        if not args.overwrite and all(p.exists() for p in paths.values()):
-            return dict(record, status="skipped")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        total = count_windows(source.height, source.width, options)
-        with tqdm(
+        if args.vector and source.crs is None and not args.vector_pixels:
+            raise UserError(api.no_crs_message(path, "--vector-pixels"))
+        if not args.overwrite and class_path.exists():
+            previous = read_settings(class_path)
+            if previous != settings:
+                raise UserError(
+                    f"{class_path} exists, made {_differences(previous, settings)}; pass --overwrite to "
+                    "redo it, or choose another -o"
+                )
+            if all(p.exists() for p in paths.values()):
+                return dict(record, status="skipped")
+        places.make_parent(class_path)
+        total = count_windows(source.height, source.width, window_options)
+        with progress(
             total=total,
             unit="window",
             leave=False,
-            disable=True if args.quiet else None,
+            disable=args.quiet,
             file=sys.stderr,
             desc=_stem(path),
         ) as bar:
@@ -205,17 +288,57 @@ def _predict_one(
                 classes,
                 paths,
                 collect=False,
-                options=options,
+                options=window_options,
                 device=device,
                 precision=args.precision,
                 on_windows=bar.update,
+                settings=settings,
             )
     names = classes.ids_to_names
     pixels = {name: int(counts[i]) for i, name in enumerate(names)} | {"nodata": int(counts[255])}
     return dict(record, status="ok", seconds=round(time.perf_counter() - start, 3), pixels=pixels)
 
 
+def _output_file(output: str, count: int) -> Path | None:
+    """The one class raster ``-o`` names (a single input and a .tif/.tiff/.png path), else None (a folder)."""
+    if os.path.isdir(output):
+        return None
+    is_raster = Path(output).suffix.lower() in places.RASTER_SUFFIXES
+    if os.path.exists(output):
+        if count > 1:
+            raise UserError(f"-o {output} is an existing file; with {count} inputs -o names a folder")
+        if not is_raster:
+            raise UserError(f"-o {output} is an existing file; give a folder or a .tif/.png file name")
+        return Path(output)
+    if is_raster and not output.endswith(("/", os.sep)):
+        if count > 1:
+            raise UserError(f"-o {output} names one file but {count} inputs are given; give a folder")
+        return Path(output)
+    return None
+
+
+def _check_folders(args: argparse.Namespace, out_file: Path | None) -> None:
+    """Refuse, before any work, output folders that cannot be created (they are made when first written)."""
+    folder = Path(args.output) if out_file is None else out_file.parent
+    for path in [folder, *(Path(p).parent for p in (args.vector, args.json) if p)]:
+        places.check_folder(path)
+
+
+def _stem_clashes(inputs: list[str]) -> dict[str, str]:
+    """Inputs whose outputs would have the name of an earlier input's: input → the one-line reason."""
+    seen: dict[str, str] = {}
+    clashes = {}
+    for path in inputs:
+        other = seen.setdefault(_stem(path), path)
+        if other != path:
+            clashes[path] = (
+                f"{path}: its outputs would have the names of those of {other}; run it into another -o folder"
+            )
+    return clashes
+
+
 def _write_vector(vector: Any, records: list[dict[str, Any]], single: bool) -> int:
+    places.make_parent(vector.path)
     try:
         for record in records:
             if record["status"] == "failed":
@@ -225,8 +348,8 @@ def _write_vector(vector: Any, records: list[dict[str, Any]], single: bool) -> i
             except (UserError, RasterioError, OSError) as error:
                 if single:
                     raise UserError(f"no polygons for {record['input']}: {one_line(error)}") from None
-                record.update(status="failed", error=f"no polygons: {one_line(error)}")
-                tqdm.write(f"aeroseg predict: {record['input']}: {record['error']}", file=sys.stderr)
+                record["vector_error"] = f"no polygons: {one_line(error)}"  # its rasters were written
+                _write_line(f"aeroseg predict: {record['input']}: {record['vector_error']}", file=sys.stderr)
         vector.finish()
     except BaseException:
         vector.abort()
@@ -234,19 +357,14 @@ def _write_vector(vector: Any, records: list[dict[str, Any]], single: bool) -> i
     return vector.count
 
 
-def _check_stems(inputs: list[str]) -> None:
-    seen: dict[str, str] = {}
-    for path in inputs:
-        other = seen.setdefault(_stem(path), path)
-        if other != path:
-            raise UserError(
-                f"{other} and {path} would write the same outputs; run them into separate -o folders"
-            )
+_stem = places.input_stem
 
 
-def _stem(path: str) -> str:
-    name = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] if is_url(path) else os.path.basename(path)
-    return os.path.splitext(name)[0] or "image"
+def _write_line(text: str, file: Any = None) -> None:
+    """A message line that does not break a progress bar on a terminal."""
+    from tqdm.auto import tqdm
+
+    (tqdm if sys.stderr.isatty() else LogProgress).write(text, file=file)
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -2,9 +2,18 @@
 
 Every input goes through rasterio (PNG, JPEG, TIFF, GeoTIFF, and http(s) URLs, which GDAL reads by range
 requests), so a window of a 20,000² scene is read without the rest. Pixel values are mapped to [0, 1] per
-band: uint8 by /255 unless a range or percentiles are asked for; every other type by its 2nd–98th
-percentiles (``percentiles``) or a fixed range (``scale``). Percentiles come from a decimated read of at
-most :data:`OVERVIEW_SIDE` pixels a side (GDAL uses the file's overviews where it has them).
+band, by one rule for files and arrays, the CLI and the Python API (unless ``scale`` or ``percentiles``
+is given, which always win):
+
+- uint8: /255;
+- floats whose values all lie in [0, 1]: taken as they are; floats in [0, 255] (a float copy of an 8-bit
+  image): /255;
+- every other type and range (uint16, int, floats beyond 255 or below 0): the 2nd–98th percentiles of
+  each band.
+
+The float ranges and the percentiles come from a decimated read of at most :data:`OVERVIEW_SIDE` pixels a
+side (GDAL uses the file's overviews where it has them). Arrays are H×W, H×W×C or C×H×W (the channel axis
+is the shorter of the first and last; equal lengths are refused as ambiguous); bool arrays are refused.
 """
 
 from __future__ import annotations
@@ -138,12 +147,18 @@ class RasterSource:
         low, high = options.percentiles or DEFAULT_PERCENTILES
         factor = max(1, max(self.height, self.width) / OVERVIEW_SIDE)
         shape = (max(1, round(self.height / factor)), max(1, round(self.width / factor)))
-        ranges = []
+        samples = {}
         for band in dict.fromkeys(self.bands):
             values = self._dataset.read(band, out_shape=shape, masked=True, resampling=Resampling.nearest)
             values = self._mask_nodata(values)
-            valid = values.compressed().astype(np.float64)
-            ranges.append(tuple(np.percentile(valid, (low, high))) if valid.size else (0.0, 1.0))
+            samples[band] = values.compressed().astype(np.float64)
+            samples[band] = samples[band][np.isfinite(samples[band])]
+        if options.percentiles is None and self._dataset.dtypes[0].startswith("float"):
+            found = [(v.min(), v.max()) for v in samples.values() if v.size]
+            lowest, highest = min((a for a, _ in found), default=0.0), max((b for _, b in found), default=1.0)
+            if lowest >= 0 and highest <= 255:  # [0, 1] as it is, [0, 255] by /255 (the module's rule)
+                return np.array([(0.0, 1.0 if highest <= 1 else 255.0)] * len(self.bands))
+        ranges = [tuple(np.percentile(v, (low, high))) if v.size else (0.0, 1.0) for v in samples.values()]
         by_band = dict(zip(dict.fromkeys(self.bands), ranges, strict=True))
         return np.array([by_band[b] for b in self.bands], dtype=np.float64)
 
@@ -203,17 +218,13 @@ class RasterSource:
 
 
 class ArraySource(RasterSource):
-    """A numpy image (H×W or H×W×C, any dtype) read like a raster, with the same band and scaling rules."""
+    """A numpy image (H×W, H×W×C or C×H×W, any numeric dtype) read like a raster, with the same band and
+    scaling rules (see the module docstring)."""
 
     def __init__(self, array: np.ndarray, options: ReadOptions = ReadOptions()) -> None:
-        if array.ndim == 2:
-            array = array[:, :, None]
-        if array.ndim != 3 or min(array.shape) == 0:
-            raise UserError(f"an image array must be H×W or H×W×C, got shape {tuple(array.shape)}")
+        array = channels_last(array)
         if array.dtype == np.float64 or array.dtype == np.float16:
             array = array.astype(np.float32)
-        if array.dtype.kind == "f" and options.scale is None and options.percentiles is None:
-            options = ReadOptions(options.bands, (0.0, 1.0), None, options.nodata)
         self.path = "<array>"
         height, width, count = array.shape
         profile = dict(driver="GTiff", height=height, width=width, count=count, dtype=array.dtype)
@@ -231,6 +242,30 @@ class ArraySource(RasterSource):
     def close(self) -> None:
         self._dataset.close()
         self._memfile.close()
+
+
+def channels_last(array: np.ndarray) -> np.ndarray:
+    """An image array as H×W×C: H×W gets one channel; of H×W×C and C×H×W the channel axis is the shorter of
+    the first and the last. Raises :class:`UserError` for other shapes, equal first and last lengths
+    (ambiguous), bool and non-numeric arrays."""
+    shape = tuple(array.shape)
+    if array.dtype == np.bool_:
+        raise UserError(
+            "a bool array is a mask, not an image; pass the image as uint8 (0..255) or floats in [0, 1]"
+        )
+    if array.dtype.kind not in "uif":
+        raise UserError(f"an image array must hold numbers, got dtype {array.dtype}")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or min(array.shape) == 0:
+        raise UserError(f"an image array must be H×W, H×W×C or C×H×W, got shape {shape}")
+    first, last = array.shape[0], array.shape[2]
+    if first == last:
+        raise UserError(
+            f"image array of shape {shape} is ambiguous (H×W×C or C×H×W?); move the channels last, e.g. "
+            "np.moveaxis(array, 0, -1) for C×H×W"
+        )
+    return np.moveaxis(array, 0, -1) if first < last else array
 
 
 def _palette_table(colormap: dict[int, tuple[int, ...]]) -> np.ndarray:

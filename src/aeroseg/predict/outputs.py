@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from aeroseg.predict.classes import BACKGROUND, NODATA, ClassList
 
 OVERLAY_SIDE = 2048
 CLASSES_TAG = "AEROSEG_CLASSES"
+SETTINGS_TAG = "AEROSEG_SETTINGS"  # JSON of what made the prediction: classes, model, reading and windows
 # 20 distinct colours (after Sasha Trubetskoy's "List of 20 simple, distinct colors").
 _DISTINCT = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -59,9 +60,11 @@ def class_colours(names: list[str]) -> list[tuple[int, int, int]]:
     return colours
 
 
-def class_tags(classes: ClassList, source: str) -> dict[str, str]:
+def class_tags(classes: ClassList, source: str, settings: dict | None = None) -> dict[str, str]:
     names = classes.ids_to_names
     tags = {CLASSES_TAG: json.dumps(names), "AEROSEG_NODATA_CLASS": str(NODATA), "AEROSEG_SOURCE": source}
+    if settings is not None:
+        tags[SETTINGS_TAG] = json.dumps(settings, sort_keys=True)
     if classes.background_threshold is not None:
         tags["AEROSEG_BACKGROUND_THRESHOLD"] = str(classes.background_threshold)
     tags.update({f"CLASS_{i}": name for i, name in enumerate(names)})
@@ -88,7 +91,14 @@ class GeoTiffWriter:
     """Class raster (and optional confidence raster) written window by window: the sink of a prediction."""
 
     def __init__(
-        self, path: Path, profile: dict, classes: ClassList, *, source: str, scores_path: Path | None = None
+        self,
+        path: Path,
+        profile: dict,
+        classes: ClassList,
+        *,
+        source: str,
+        scores_path: Path | None = None,
+        settings: dict | None = None,
     ) -> None:
         self.paths = [path] + ([scores_path] if scores_path else [])
         base = dict(profile, driver="GTiff", count=1, tiled=True, blockxsize=256, blockysize=256)
@@ -97,7 +107,7 @@ class GeoTiffWriter:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
-                self._open_classes(temporary_path(path), base, classes, source)
+                self._open_classes(temporary_path(path), base, classes, source, settings)
                 if scores_path is not None:
                     scores = dict(base, dtype="float32", nodata=float("nan"), predictor=3)
                     self._files.append(rasterio.open(temporary_path(scores_path), "w", **scores))
@@ -107,7 +117,9 @@ class GeoTiffWriter:
                 self.abort()
                 raise
 
-    def _open_classes(self, path: Path, profile: dict, classes: ClassList, source: str) -> None:
+    def _open_classes(
+        self, path: Path, profile: dict, classes: ClassList, source: str, settings: dict | None
+    ) -> None:
         # The colour map goes in before any pixel: GDAL cannot change a TIFF's photometric tag afterwards.
         file = rasterio.open(path, "w", **profile, dtype="uint8", nodata=NODATA, photometric="palette")
         self._files.append(file)
@@ -116,7 +128,7 @@ class GeoTiffWriter:
         file.write_colormap(
             1, {i: (*colours[i], 255) if i < len(names) else (0, 0, 0, 0) for i in range(256)}
         )
-        file.update_tags(**class_tags(classes, source))
+        file.update_tags(**class_tags(classes, source, settings))
         description = ", ".join(f"{i}={n}" for i, n in enumerate(names))
         file.set_band_description(1, f"class id: {description}, {NODATA}=nodata")
 
@@ -151,7 +163,9 @@ class ArrayWriter:
         self.confidence[rows, cols] = confidence
 
 
-def write_class_png(path: Path, ids: np.ndarray, classes: ClassList, *, source: str) -> None:
+def write_class_png(
+    path: Path, ids: np.ndarray, classes: ClassList, *, source: str, settings: dict | None = None
+) -> None:
     """A palette PNG of class ids with the class names in a text chunk; id 255 is transparent."""
     palette = np.zeros((256, 3), dtype=np.uint8)
     colours = class_colours(classes.ids_to_names)
@@ -159,10 +173,26 @@ def write_class_png(path: Path, ids: np.ndarray, classes: ClassList, *, source: 
     image = Image.fromarray(ids, mode="P")
     image.putpalette(palette.ravel().tolist())
     info = PngImagePlugin.PngInfo()
-    for key, value in class_tags(classes, source).items():
+    for key, value in class_tags(classes, source, settings).items():
         info.add_text(key, value)
     with atomic(path) as tmp:
         image.save(tmp, format="PNG", pnginfo=info, transparency=NODATA)
+
+
+def read_settings(class_raster: Path) -> dict | None:
+    """The settings a class raster written by ``aeroseg predict`` records (None when it records none)."""
+    try:
+        if class_raster.suffix.lower() == ".png":
+            with Image.open(class_raster) as image:
+                text = getattr(image, "text", {}).get(SETTINGS_TAG)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(class_raster) as ds:
+                    text = ds.tags().get(SETTINGS_TAG)
+        return json.loads(text) if text else None
+    except (OSError, ValueError, RasterioError):
+        return None
 
 
 def write_scores_png(path: Path, confidence: np.ndarray) -> None:
@@ -173,26 +203,89 @@ def write_scores_png(path: Path, confidence: np.ndarray) -> None:
 
 
 def write_overlay(path: Path, rgb: np.ndarray, ids: np.ndarray, names: list[str], alpha: float = 0.5) -> None:
-    """``rgb`` (h×w×3 uint8) with the class colours of ``ids`` (h×w) blended in and a legend on the right."""
+    """``rgb`` (h×w×3 uint8) with the class colours of ``ids`` (h×w) blended in and a legend on the right.
+
+    The legend runs in as many columns as the image's height needs (254 classes beside a 512-pixel image:
+    six columns, not a 5,000-pixel strip). Names are drawn with the first installed font that has glyphs for
+    all of them (:data:`LEGEND_FONTS`: Noto CJK, Noto, DejaVu, Liberation); names no installed font covers
+    are named in a warning, since they show as boxes.
+    """
     colours = np.zeros((256, 3), dtype=np.float32)
     colours[: len(names)] = class_colours(names)
     labelled = (ids != NODATA)[..., None]
     blended = np.where(labelled, (1 - alpha) * rgb + alpha * colours[ids], rgb).round().astype(np.uint8)
-    font = ImageFont.load_default()
+    font = legend_font(names)
     swatch, pad = 14, 6
-    text_width = max(int(font.getlength(name)) for name in names)
-    legend_h = pad + len(names) * (swatch + pad)
+    row = swatch + pad
+    rows = max(1, min(len(names), (max(rgb.shape[0], 8 * row) - pad) // row))
+    columns = -(-len(names) // rows)  # ceil
+    column_width = 2 * pad + swatch + max(int(font.getlength(name)) for name in names)
+    legend_h = pad + rows * row
     canvas = Image.new(
-        "RGB", (rgb.shape[1] + 3 * pad + swatch + text_width, max(rgb.shape[0], legend_h)), "white"
+        "RGB", (rgb.shape[1] + pad + columns * column_width, max(rgb.shape[0], legend_h)), "white"
     )
     canvas.paste(Image.fromarray(blended), (0, 0))
     draw = ImageDraw.Draw(canvas)
-    x = rgb.shape[1] + pad
     for i, name in enumerate(names):
-        y = pad + i * (swatch + pad)
+        x = rgb.shape[1] + pad + (i // rows) * column_width
+        y = pad + (i % rows) * row
         draw.rectangle(
             (x, y, x + swatch, y + swatch), fill=tuple(int(c) for c in colours[i]), outline="black"
         )
         draw.text((x + swatch + pad, y), name, fill="black", font=font)
     with atomic(path) as tmp:
         canvas.save(tmp, format="PNG")
+
+
+# Fonts tried for the legend, widest coverage first (Debian/Ubuntu, Fedora, macOS paths).
+LEGEND_FONTS = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
+    "/System/Library/Fonts/PingFang.ttc",
+    "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+)
+LEGEND_FONT_SIZE = 12
+
+
+def legend_font(names: list[str]) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The first font of :data:`LEGEND_FONTS` with a glyph for every character of ``names`` (else the one
+    covering most names, with a warning naming those drawn as boxes)."""
+    best, best_missing = None, None
+    for candidate in LEGEND_FONTS:
+        if not os.path.exists(candidate):
+            continue
+        try:
+            font = ImageFont.truetype(candidate, LEGEND_FONT_SIZE)
+        except OSError:
+            continue
+        missing = [name for name in names if not _covers(font, name)]
+        if not missing:
+            return font
+        if best_missing is None or len(missing) < len(best_missing):
+            best, best_missing = font, missing
+    if best is None:
+        best = ImageFont.load_default(LEGEND_FONT_SIZE)
+        best_missing = [name for name in names if not name.isascii()]
+    if best_missing:
+        shown = ", ".join(repr(n) for n in best_missing[:3]) + (" ..." if len(best_missing) > 3 else "")
+        warnings.warn(
+            f"overlay legend: no installed font has the glyphs of {shown}; they show as boxes (install a font "
+            "with wide coverage, e.g. fonts-noto-cjk)",
+            stacklevel=3,
+        )
+    return best
+
+
+def _covers(font: ImageFont.FreeTypeFont, text: str) -> bool:
+    """Whether ``font`` draws every character of ``text`` with its own glyph, not the missing-glyph box."""
+    missing = _glyph(font, "\U0010fffd")  # a private-use character no font draws
+    return all(ch.isspace() or _glyph(font, ch) != missing for ch in set(text))
+
+
+def _glyph(font: ImageFont.FreeTypeFont, ch: str) -> tuple[tuple[int, int], bytes]:
+    mask = font.getmask(ch)
+    return mask.size, bytes(mask)

@@ -2,17 +2,23 @@
 
 Each polygon is one connected region of one class (4-connectivity, GDAL's polygonize, which reads the class
 raster line by line), with the attributes ``class`` (name), ``class_id``, ``area`` and ``source`` (the input
-image). Nodata and background pixels give no polygon. ``area`` is the polygon's exact pixel area in the
-units of the raster's CRS squared (pixels² for an image without georeferencing), measured before
+image). Nodata pixels give no polygon, nor does the background id 0 that ``--background-threshold`` adds
+(a class the user named "background" does). ``area`` is the polygon's exact area in the
+units of the raster's CRS squared, measured before
 simplification; ``min_area`` drops smaller polygons and ``simplify`` is the Douglas–Peucker tolerance in CRS
 units (each polygon is simplified on its own; neighbours may then overlap or leave slivers). All images go
 into one layer, ``predictions``, in the CRS of the first image; the polygons of images in another CRS are
 reprojected.
+
+An image without a CRS has only pixel coordinates, which every GIS would read as degrees: such images are
+refused unless ``pixel_coordinates`` is asked for; the file then holds (column, row) coordinates with the
+row axis pointing down, no CRS, and says so in its layer description (and ``area`` is in pixels²).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +26,19 @@ import pyogrio.raw
 import rasterio
 import shapely
 from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import shapes
 from rasterio.warp import transform_geom
 
 from aeroseg.errors import UserError
-from aeroseg.predict.classes import BACKGROUND, NODATA
+from aeroseg.predict.classes import NODATA
 from aeroseg.predict.outputs import CLASSES_TAG, temporary_path
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 FIELDS = ["class", "class_id", "area", "source"]
+PIXEL_DESCRIPTION = (
+    "pixel coordinates: x = column, y = row of the source image (y points down), no CRS; area in pixels²"
+)
 LAYER = "predictions"
 _BATCH = 10_000
 
@@ -44,10 +54,20 @@ def vector_driver(path: str | Path) -> str:
 class VectorWriter:
     """Collects the polygons of class rasters into one vector file, renamed into place by :meth:`finish`."""
 
-    def __init__(self, path: str | Path, *, min_area: float = 0.0, simplify: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        min_area: float = 0.0,
+        simplify: float = 0.0,
+        pixel_coordinates: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.driver = vector_driver(path)
+        if min_area < 0 or simplify < 0:
+            raise UserError(f"--min-area and --simplify must be >= 0, got {min_area:g} and {simplify:g}")
         self.min_area, self.simplify = min_area, simplify
+        self.pixel_coordinates = pixel_coordinates
         self.crs: CRS | None = None
         self.count = 0
         self._started = False  # whether the first class raster has set the CRS
@@ -57,13 +77,22 @@ class VectorWriter:
 
     def add(self, class_raster: str | Path, source: str) -> int:
         """Add the polygons of a class raster written by ``aeroseg predict``; returns their number."""
-        with rasterio.open(class_raster) as ds:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(class_raster)
+        with ds:
             names = json.loads(ds.tags().get(CLASSES_TAG, "null"))
             if not isinstance(names, list):
                 raise UserError(
                     f"{class_raster} has no {CLASSES_TAG} tag; it was not written by aeroseg predict"
                 )
             crs = ds.crs
+            if crs is None and not self.pixel_coordinates:
+                raise UserError(
+                    f"{source} has no CRS, so its polygons could only be in pixel coordinates, which GIS "
+                    "software reads as degrees; pass --vector-pixels (pixel_coordinates=True) to write them"
+                )
+            background = ds.tags().get("AEROSEG_BACKGROUND_THRESHOLD") is not None  # id 0 is background
             if not self._started:
                 self.crs, self._started = crs, True
             elif (crs is None) != (self.crs is None):
@@ -74,7 +103,7 @@ class VectorWriter:
             added, batch = 0, []
             for geometry, value in shapes(rasterio.band(ds, 1), transform=ds.transform):
                 class_id = int(value)
-                if class_id == NODATA or class_id >= len(names) or names[class_id] == BACKGROUND:
+                if class_id == NODATA or class_id >= len(names) or (background and class_id == 0):
                     continue
                 polygon = shapely.geometry.shape(geometry)
                 area = float(polygon.area)
@@ -108,6 +137,11 @@ class VectorWriter:
         return len(batch)
 
     def _write(self, geometry: np.ndarray, fields: list[np.ndarray]) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "'crs' was not provided")  # pixel coordinates, described
+            self._write_batch(geometry, fields)
+
+    def _write_batch(self, geometry: np.ndarray, fields: list[np.ndarray]) -> None:
         pyogrio.raw.write(
             self._tmp,
             geometry,
@@ -118,6 +152,7 @@ class VectorWriter:
             geometry_type="Polygon",
             crs=self.crs.to_wkt() if self.crs else None,
             append=self._written,
+            **({} if self._written or self.crs else {"layer_options": {"DESCRIPTION": PIXEL_DESCRIPTION}}),
         )
         self._written = True
 

@@ -6,6 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
+from aeroseg.commands import options
+from aeroseg.commands.options import DEVICE_HELP, DEVICE_METAVAR, WEIGHTS_METAVAR
+from aeroseg.errors import UserError
 from aeroseg.training.train_config import PRECISIONS, TrainConfig, load_yaml, merge
 
 _MODEL_FLAGS = ("clip", "guidance", "lr")  # flags that set AerOSegConfig fields (under `model:`)
@@ -20,11 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config, flags. Multi-GPU: torchrun --nproc_per_node=8 -m aeroseg train ... (see docs/training.md)."
     )
     parser.add_argument("--data", metavar="DIR", help="prepared dataset (DIR/dataset.yaml, DIR/train/...)")
-    parser.add_argument("--out", metavar="RUN", help="run directory for config, metrics, checkpoints, final/")
+    parser.add_argument(
+        "-o",
+        "--output",
+        dest="out",
+        metavar="RUN",
+        help="run directory for config, metrics, checkpoints, final/",
+    )
+    options.add_alias(parser, "--out", dest="out")
     parser.add_argument("--preset", metavar="NAME", help="model preset (default aeroseg; `aeroseg presets`)")
     parser.add_argument("--config", metavar="FILE", help="YAML of training settings and `model:` overrides")
-    parser.add_argument("--clip", metavar="ID|DIR|FILE", help="CLIP weights: hub id, local folder or file")
-    parser.add_argument("--guidance", metavar="ID|DIR|FILE", help="guidance encoder (SAM/SAM2) weights")
+    parser.add_argument("--clip", metavar=WEIGHTS_METAVAR, help="CLIP weights: hub id, local folder or file")
+    parser.add_argument("--guidance", metavar=WEIGHTS_METAVAR, help="guidance encoder (SAM/SAM2) weights")
     parser.add_argument(
         "--steps", type=int, metavar="N", help="optimizer steps (paper: 10k iSAID, 5k DLRSD, 15k OEM)"
     )
@@ -45,12 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, metavar="N", help="seed of the init, data order and augmentation (default 0)"
     )
-    parser.add_argument("--device", metavar="DEV", help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument("--device", metavar=DEVICE_METAVAR, help=f"{DEVICE_HELP} (default: auto)")
     parser.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), bf16 or fp16 (GradScaler)")
     parser.add_argument(
         "--num-workers", type=int, metavar="N", help="data-loading processes per GPU (default 4)"
     )
-    parser.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+    options.add_quiet(parser, default=None)
     parser.add_argument(
         "--eval-every",
         type=int,
@@ -59,8 +69,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_resume(args: argparse.Namespace) -> None:
+    """``--resume`` needs a run or a checkpoint that exists: say which is missing (before any other check)."""
+    if args.resume == "latest":
+        if not args.out:
+            raise UserError(
+                "--resume continues a run: pass -o RUN (its directory), or --resume RUN/checkpoints/step_NNNNNN"
+            )
+        if not (Path(args.out) / "config.yaml").is_file():
+            what = "does not exist" if not Path(args.out).exists() else "holds no run (no config.yaml)"
+            raise UserError(f"nothing to resume: run directory {args.out} {what}")
+    elif args.resume and not Path(args.resume).is_dir():
+        raise UserError(f"nothing to resume: checkpoint {args.resume} does not exist")
+
+
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults <- RUN/config.yaml (resuming) <- --config <- flags."""
+    _check_resume(args)
+    if args.device is not None and options.check_device(args.device) == "auto":
+        args.device = None  # the config's "auto": the first GPU when there is one, else the CPU
     cfg = TrainConfig()
     out = args.out
     if args.resume and not out and args.resume != "latest":  # RUN/checkpoints/step_NNNNNN -> RUN
@@ -80,12 +107,10 @@ def run(args: argparse.Namespace) -> int:
     from aeroseg.training.trainer import train  # torch, the model and the data code load only when training
 
     cfg = resolve_config(args)
-    if cfg.quiet:  # also silence the download and weight-loading bars of the backbones
-        from huggingface_hub.utils import disable_progress_bars
-        from transformers.utils.logging import disable_progress_bar
+    if cfg.quiet:  # quiet: true in a config file also silences the backbones' loading bars
+        from aeroseg.cli import quiet_libraries
 
-        disable_progress_bars()
-        disable_progress_bar()
+        quiet_libraries(True)
     final = train(cfg, resume=args.resume)
     if not cfg.quiet and os.environ.get("RANK", "0") == "0":
         print(f"aeroseg train: model saved to {final}")

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 import aeroseg
 from aeroseg.data import SegmentationDataset
@@ -30,6 +29,7 @@ from aeroseg.data.transforms import training_transforms
 from aeroseg.errors import CheckpointError, UserError
 from aeroseg.evaluation.scoring import score_model
 from aeroseg.losses import AerOSegLoss
+from aeroseg.progress import progress as tqdm
 from aeroseg.training import checkpointing, distributed
 from aeroseg.training.distributed import Distributed
 from aeroseg.training.optimizer import cosine_factor, optimizer_groups

@@ -26,6 +26,8 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from aeroseg.commands import options
+from aeroseg.commands.options import WEIGHTS_METAVAR
 from aeroseg.errors import UserError
 from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
 
@@ -61,17 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_CLASSES,
         help=f'comma-separated classes, "a|b" synonyms (default: {DEFAULT_CLASSES})',
     )
-    parser.add_argument(
-        "-o", "--output", default="aeroseg-demo", help="output folder (default: aeroseg-demo)"
-    )
-    parser.add_argument(
-        "--clip", default=DEFAULT_CLIP, metavar="ID|DIR|FILE", help=f"CLIP weights (default: {DEFAULT_CLIP})"
-    )
+    parser.add_argument("-o", "--output", default="aeroseg-demo", metavar="DIR", help="output folder")
+    parser.add_argument("--clip", default=DEFAULT_CLIP, metavar=WEIGHTS_METAVAR, help="CLIP weights")
     parser.add_argument(
         "--guidance",
         default=DEFAULT_GUIDANCE,
-        metavar="ID|DIR|FILE|none",
-        help=f"SAM weights for region refinement, or none (default: {DEFAULT_GUIDANCE})",
+        metavar=WEIGHTS_METAVAR,
+        help="SAM weights for region refinement, or none (no SAM)",
     )
     parser.add_argument(
         "--window",
@@ -79,19 +77,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1024,
         help="sliding-window side in pixels (default 1024: the sample in one)",
     )
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    options.add_device(parser)
     parser.add_argument(
-        "--cache", metavar="DIR", help="where the sample image is cached (default: see above)"
+        "--cache",
+        metavar="DIR",
+        help="where the sample image is cached (default: $AEROSEG_CACHE, else $XDG_CACHE_HOME/aeroseg or "
+        "~/.cache/aeroseg)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    options.add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from aeroseg.predict.api import predict, resolve_device
     from aeroseg.predict.classes import parse_classes
+    from aeroseg.predict.paths import check_folder
     from aeroseg.training_free.model import build_training_free
 
     classes = parse_classes(args.classes)
+    check_folder(Path(args.output))  # before any download: a folder that cannot be made is refused
     device = resolve_device(args.device)
     if args.image:
         if not args.image.startswith(("http://", "https://")) and not Path(args.image).is_file():
@@ -101,7 +104,6 @@ def run(args: argparse.Namespace) -> int:
         image, stem = str(fetch_sample(SAMPLE, cache_dir(args.cache))), SAMPLE.stem
     model = build_training_free(clip=args.clip, guidance=args.guidance).to(device)
     out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
     result = predict(
         model,
         image,

@@ -18,6 +18,7 @@ from torch import nn
 
 from aeroseg.errors import CheckpointError, UserError
 from aeroseg.modeling.backbones import load_clip, load_guidance_encoder
+from aeroseg.modeling.images import unit_images
 from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE, TrainingFreeConfig
 from aeroseg.training_free.dense_clip import TrainingFreeClip
 from aeroseg.training_free.regions import SamFeatures, kmeans_regions, region_mean
@@ -68,6 +69,7 @@ class TrainingFreeSegmenter(nn.Module):
     def encode_image(self, images: torch.Tensor) -> TrainingFreeFeatures:
         """The class-independent part: dense CLIP features and the SAM regions of ``images``."""
         cfg = self.config
+        images = unit_images(images)  # uint8 → [0, 1]
         clip = self.backbone.encode_dense(images)  # (B, C, h, w)
         regions = None
         if self.sam is not None and cfg.region_mix > 0:
