@@ -201,6 +201,7 @@ def predict(
     min_area: float = 0.0,
     simplify: float = 0.0,
     progress: bool = False,
+    ray: str | None = None,
 ) -> PredictionResult:
     """Segment ``image`` into ``classes`` and return the class map, the scores and the class names.
 
@@ -209,7 +210,9 @@ def predict(
     synonym strings or lists of synonyms, a comma-separated string, or a :class:`ClassList`. With
     ``output`` (a .tif/.tiff or .png path) the class raster is written there, and ``scores``, ``overlay``
     (``<stem>_scores``, ``<stem>_overlay.png``) and ``vector`` (.gpkg/.geojson) beside it; the other
-    options are those of ``aeroseg predict``. The model runs as it is (put it in eval mode).
+    options are those of ``aeroseg predict``. The model runs as it is (put it in eval mode). ``ray``
+    ("auto", "local" or a cluster address) runs the windows on a Ray cluster, the model copied once to each
+    worker (an image file or URL only; needs ``pip install "aeroseg[ray]"``, see docs/distributed.md).
     """
     if not isinstance(classes, ClassList):
         classes = (
@@ -229,6 +232,17 @@ def predict(
     device = torch.device(device)
     options = WindowOptions(window=window, overlap=overlap, batch_size=batch_size)
     read = ReadOptions(tuple(bands) if bands else None, scale, percentiles, nodata)
+    if ray is not None:
+        if not isinstance(image, (str, Path)):
+            raise UserError("ray= predicts an image file or URL; write the array to a file first")
+        from aeroseg.distributed.command import predict_on_ray
+
+        ids, confidence = predict_on_ray(
+            model, str(image), classes, paths, read=read, options=options, precision=precision,
+            device=device, address=ray, progress=progress,
+        )  # fmt: skip
+        result = PredictionResult(ids, confidence, classes.ids_to_names, dict(paths or {}))
+        return _add_vector(result, paths, str(image), vector, min_area, simplify)
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().permute(1, 2, 0).numpy()  # (H, W, C)
     source = ArraySource(image, read) if isinstance(image, np.ndarray) else RasterSource(str(image), read)
@@ -254,10 +268,22 @@ def predict(
             on_windows=bar.update,
         )
     assert result is not None
+    return _add_vector(result, paths, source.path, vector, min_area, simplify)
+
+
+def _add_vector(
+    result: PredictionResult,
+    paths: dict[str, Path] | None,
+    source: str,
+    vector: str | Path | None,
+    min_area: float,
+    simplify: float,
+) -> PredictionResult:
+    """Write the polygons of the class raster into ``vector`` when asked for."""
     if vector is not None and paths is not None:
         writer = vector_writer(vector, min_area=min_area, simplify=simplify)
         try:
-            writer.add(paths["classes"], source=source.path)
+            writer.add(paths["classes"], source=source)
         except BaseException:
             writer.abort()
             raise

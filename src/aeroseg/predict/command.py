@@ -110,6 +110,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs exist")
     out.add_argument("--json", metavar="FILE", help="write a JSON summary of the run")
     out.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    ray = parser.add_argument_group('ray (pip install "aeroseg[ray]"; see docs/distributed.md)')
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="auto|local|ADDRESS",
+        help="run on a Ray cluster: auto (a running one, else local; the default), local, or its address",
+    )
+    ray.add_argument("--ray-workers", type=int, help="workers (default: one per GPU, else CPUs / threads)")
+    ray.add_argument(
+        "--ray-threads", type=int, default=4, help="CPUs and threads of a CPU worker (default 4)"
+    )
+    ray.add_argument(
+        "--ray-unit-rows", type=int, help="window rows per unit of a large scene (default: ~32 Mpx a unit)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,24 +136,13 @@ def run(args: argparse.Namespace) -> int:
         vector = api.vector_writer(args.vector, min_area=args.min_area, simplify=args.simplify)
     inputs = expand_inputs(args.inputs)
     _check_stems(inputs)
-    device = api.resolve_device(args.device)
-    weights = {k: v for k, v in (("clip", args.clip), ("guidance", args.guidance)) if v is not None}
-    model = api.load_segmenter(args.checkpoint, device, **weights)
-    out_dir = Path(args.output)
-    single = len(inputs) == 1
-    records: list[dict[str, Any]] = []
-    with tqdm(inputs, unit="image", disable=True if args.quiet or single else None, file=sys.stderr) as files:
-        for path in files:
-            try:
-                record = _predict_one(model, path, classes, out_dir, read, options, device, args)
-            except (UserError, RasterioError, OSError) as error:
-                message = str(error) if isinstance(error, UserError) else f"{path}: {one_line(error)}"
-                if single:
-                    raise UserError(message) from None
-                record = {"input": path, "status": "failed", "error": message}
-                tqdm.write(f"aeroseg predict: skipped: {message}", file=sys.stderr)
-            records.append(record)
-    polygons = _write_vector(vector, records, single) if vector is not None else None
+    if args.ray is not None:
+        from aeroseg.distributed.command import records_on_ray
+
+        records = records_on_ray(args, inputs, classes, read, options)
+    else:
+        records = _predict_all(args, inputs, classes, read, options)
+    polygons = _write_vector(vector, records, len(inputs) == 1) if vector is not None else None
     failed = [r for r in records if r["status"] == "failed"]
     summary = {
         "classes": classes.ids_to_names,
@@ -163,6 +167,30 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 1 if failed else 0
+
+
+def _predict_all(
+    args: argparse.Namespace, inputs: list[str], classes: ClassList, read: ReadOptions, options: WindowOptions
+) -> list[dict[str, Any]]:
+    """Predict ``inputs`` one after the other in this process; one record per input."""
+    device = api.resolve_device(args.device)
+    weights = {k: v for k, v in (("clip", args.clip), ("guidance", args.guidance)) if v is not None}
+    model = api.load_segmenter(args.checkpoint, device, **weights)
+    out_dir = Path(args.output)
+    single = len(inputs) == 1
+    records: list[dict[str, Any]] = []
+    with tqdm(inputs, unit="image", disable=True if args.quiet or single else None, file=sys.stderr) as files:
+        for path in files:
+            try:
+                record = _predict_one(model, path, classes, out_dir, read, options, device, args)
+            except (UserError, RasterioError, OSError) as error:
+                message = str(error) if isinstance(error, UserError) else f"{path}: {one_line(error)}"
+                if single:
+                    raise UserError(message) from None
+                record = {"input": path, "status": "failed", "error": message}
+                tqdm.write(f"aeroseg predict: skipped: {message}", file=sys.stderr)
+            records.append(record)
+    return records
 
 
 def _predict_one(
