@@ -130,21 +130,74 @@ def run_units(
             on_scene(scene)
     if not queue:
         return stats
-    count, resources, device = _layout(cluster)
-    spec = model if isinstance(model, dict) else ray.put(model)
-    run_id = uuid.uuid4().hex[:8]
+    pool = _pool(model, cluster)
+    stats.workers = len(pool.workers)
+    try:
+        _schedule(queue, pool, job, stats, quiet, on_scene)
+    except BaseException:
+        pool.close()
+        raise
+    finally:
+        if not isinstance(model, dict):  # a model object is not kept on the workers after the call
+            pool.close()
+    stats.seconds = time.perf_counter() - start
+    return stats
 
-    def start_worker(n: int) -> Any:
-        name = f"segmenter-{run_id}-{n}"
-        return Segmenter.options(name=name, namespace=NAMESPACE, **resources).remote(
-            spec, device, cluster.threads
-        )
 
-    workers = [start_worker(n) for n in range(count)]
-    stats.workers, started = count, count
-    errors = [e for e in ray.get([w.ready.remote() for w in workers]) if e]
-    if errors:
-        raise UserError(errors[0])
+class _Pool:
+    """The workers of one model and layout. A CLI model's pool is kept for later runs of this process."""
+
+    def __init__(self, model: Any, cluster: Cluster, key: str | None) -> None:
+        count, self.resources, self.device = _layout(cluster)
+        self.spec = model if isinstance(model, dict) else ray.put(model)
+        self.threads, self.key, self.started = cluster.threads, key, 0
+        self.run_id = uuid.uuid4().hex[:8]
+        self.workers = [self._start() for _ in range(count)]
+        errors = [e for e in ray.get([w.ready.remote() for w in self.workers]) if e]
+        if errors:
+            self.close()
+            raise UserError(errors[0])
+
+    def _start(self) -> Any:
+        self.started += 1
+        name = f"segmenter-{self.run_id}-{self.started}"
+        options = dict(name=name, namespace=NAMESPACE, **self.resources)
+        return Segmenter.options(**options).remote(self.spec, self.device, self.threads)
+
+    def replace(self, slot: int, dead: Any) -> None:
+        """Start a worker in place of ``dead`` (once, however many of its units were lost)."""
+        if self.workers[slot] is dead:
+            ray.kill(dead, no_restart=True)
+            self.workers[slot] = self._start()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            ray.kill(worker, no_restart=True)
+        _POOLS.pop(self.key or "", None)
+
+
+_POOLS: dict[str, _Pool] = {}
+
+
+def _pool(model: Any, cluster: Cluster) -> _Pool:
+    if not isinstance(model, dict):
+        return _Pool(model, cluster, None)
+    key = repr((sorted(model.items()), cluster, ray.get_runtime_context().get_job_id()))
+    if key not in _POOLS:
+        _POOLS[key] = _Pool(model, cluster, key)
+    return _POOLS[key]
+
+
+def _schedule(
+    queue: deque[tuple[Scene, int]],
+    pool: _Pool,
+    job: Job,
+    stats: Stats,
+    quiet: bool,
+    on_scene: Callable[[Scene], None],
+) -> None:
+    """Keep every worker busy until the queue is empty; save the parts, retry the units of lost workers."""
+    workers = pool.workers
     lost: dict[tuple[int, int], int] = {}
     in_flight: dict[Any, tuple[int, Any, Scene, int]] = {}  # task -> (worker slot, worker, scene, band)
     total = sum(s.windows[b] for s, b in queue)
@@ -168,10 +221,7 @@ def run_units(
             except LOST:
                 key = (id(scene), band)
                 lost[key] = lost.get(key, 0) + 1
-                if workers[slot] is worker:  # replace the dead worker once
-                    ray.kill(worker, no_restart=True)
-                    workers[slot] = start_worker(started)
-                    started += 1
+                pool.replace(slot, worker)
                 if lost[key] < ATTEMPTS:
                     stats.retried += 1
                     queue.appendleft((scene, band))
@@ -194,10 +244,6 @@ def run_units(
             bar.set_postfix_str(_postfix(stats), refresh=False)
             if len(scene.done) == len(scene.bands):
                 on_scene(scene)
-    for worker in workers:
-        ray.kill(worker, no_restart=True)
-    stats.seconds = time.perf_counter() - start
-    return stats
 
 
 def _fail(scene: Scene, message: str, stats: Stats, on_scene: Callable[[Scene], None]) -> None:
