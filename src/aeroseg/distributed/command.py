@@ -119,7 +119,8 @@ def predict_on_ray(
 
     connect(address)
     job = Job(classes, read, options, precision, True, 0, "python object")
-    cluster = Cluster(address, device="auto" if device is None else device.type)
+    threads = torch.get_num_threads()  # CPU workers compute as this process does: the same results
+    cluster = Cluster(address, threads=threads, device="auto" if device is None else device.type)
     with tempfile.TemporaryDirectory(prefix="aeroseg-parts-") as parts, RasterSource(path, read) as source:
         scene = plan_scene(path, paths or {}, Path(parts) / "scene", source, _sized(job, source))
         run_units([scene], job, model, cluster, quiet=not progress, on_scene=lambda s: None)

@@ -132,11 +132,8 @@ def run_units(
         return stats
     pool = _pool(model, cluster)
     stats.workers = len(pool.workers)
-    try:
+    try:  # an interrupted run leaves a CLI model's workers to the next run of this process
         _schedule(queue, pool, job, stats, quiet, on_scene)
-    except BaseException:
-        pool.close()
-        raise
     finally:
         if not isinstance(model, dict):  # a model object is not kept on the workers after the call
             pool.close()
@@ -152,23 +149,39 @@ class _Pool:
         self.spec = model if isinstance(model, dict) else ray.put(model)
         self.threads, self.key, self.started = cluster.threads, key, 0
         self.run_id = uuid.uuid4().hex[:8]
-        self.workers = [self._start() for _ in range(count)]
-        errors = [e for e in ray.get([w.ready.remote() for w in self.workers]) if e]
-        if errors:
-            self.close()
-            raise UserError(errors[0])
+        self.starting: dict[Any, int] = {}  # readiness of the workers still loading the model -> slot
+        self.workers = [self._start(slot) for slot in range(count)]
 
-    def _start(self) -> Any:
+    def _start(self, slot: int) -> Any:
         self.started += 1
         name = f"segmenter-{self.run_id}-{self.started}"
         options = dict(name=name, namespace=NAMESPACE, **self.resources)
-        return Segmenter.options(**options).remote(self.spec, self.device, self.threads)
+        worker = Segmenter.options(**options).remote(self.spec, self.device, self.threads)
+        self.starting[worker.ready.remote()] = slot
+        return worker
+
+    def started_up(self, ready: Any) -> None:
+        """A worker finished loading the model (or failed to: a one-line :class:`UserError`)."""
+        slot = self.starting.pop(ready)
+        try:
+            error = ray.get(ready)
+        except LOST:
+            self.workers[slot] = self._start(slot)
+            return
+        if error:
+            self.close()
+            raise UserError(error)
+
+    def idle(self, slot: int) -> bool:
+        """Whether the worker of ``slot`` has loaded the model."""
+        return slot not in self.starting.values()
 
     def replace(self, slot: int, dead: Any) -> None:
         """Start a worker in place of ``dead`` (once, however many of its units were lost)."""
         if self.workers[slot] is dead:
             ray.kill(dead, no_restart=True)
-            self.workers[slot] = self._start()
+            self.starting = {ref: s for ref, s in self.starting.items() if s != slot}
+            self.workers[slot] = self._start(slot)
 
     def close(self) -> None:
         for worker in self.workers:
@@ -180,11 +193,20 @@ _POOLS: dict[str, _Pool] = {}
 
 
 def _pool(model: Any, cluster: Cluster) -> _Pool:
+    """The workers for ``model``: those of the previous run when it had the same, else new ones (the
+    previous run's are stopped first: they hold the cluster's CPUs and GPUs)."""
+    key = (
+        repr((sorted(model.items()), cluster, ray.get_runtime_context().get_job_id()))
+        if isinstance(model, dict)
+        else ""
+    )
+    if key in _POOLS:
+        return _POOLS[key]
+    for pool in list(_POOLS.values()):
+        pool.close()
     if not isinstance(model, dict):
         return _Pool(model, cluster, None)
-    key = repr((sorted(model.items()), cluster, ray.get_runtime_context().get_job_id()))
-    if key not in _POOLS:
-        _POOLS[key] = _Pool(model, cluster, key)
+    _POOLS[key] = _Pool(model, cluster, key)
     return _POOLS[key]
 
 
@@ -206,15 +228,22 @@ def _schedule(
     ) as bar:
         while queue or in_flight:
             for slot, worker in enumerate(workers):
-                while queue and sum(1 for v in in_flight.values() if v[1] is worker) < IN_FLIGHT:
+                while (
+                    pool.idle(slot)
+                    and queue
+                    and sum(1 for v in in_flight.values() if v[1] is worker) < IN_FLIGHT
+                ):
                     scene, band = queue.popleft()
                     if scene.failed:
                         continue
                     task = worker.run.remote(scene.location, scene.bands[band], job)
                     in_flight[task] = (slot, worker, scene, band)
-            if not in_flight:
+            if not in_flight and not pool.starting:
                 break
-            (task,), _ = ray.wait(list(in_flight), num_returns=1)
+            (task,), _ = ray.wait([*in_flight, *pool.starting], num_returns=1)
+            if task in pool.starting:
+                pool.started_up(task)
+                continue
             slot, worker, scene, band = in_flight.pop(task)
             try:
                 result = ray.get(task)
