@@ -4,10 +4,11 @@
     python benchmarks/bench_ray.py --side 1024 --big 2048 --rounds 3 --out benchmarks/results/ray_cpu.json
 
 The same inputs go through ``aeroseg predict`` in this process (one torch thread) and on a local Ray
-cluster with 1 and 2 one-thread CPU workers, in alternating rounds (the machine may be shared; the medians
-are kept). The workers are started before the timed runs (their start-up, the model load included, is
-reported apart as ``start_s``). Megapixels per second count input pixels. The overhead per unit is the
-extra time of the 1-worker run over the single process, divided by its units. The windows per megapixel
+cluster with 1, then 2, one-thread CPU workers, each Ray run alternating with a single-process run (the
+machine may be shared; the medians are kept). The workers are started before their timed runs (the
+first run, start-up and model load included, is reported apart as ``worker_start_s``). Megapixels per
+second count input pixels. The overhead per unit is the extra time of the 1-worker run over the single
+process, divided by its units. The windows per megapixel
 are the windows the model ran (each once), against the count of the former stripes, which ran the windows
 on a stripe border twice. The projection for N GPUs is computed from the measured figures and kept apart.
 """
@@ -118,19 +119,18 @@ def main() -> None:
             units = sum(r.get("units", 1) for r in json.loads(summary.read_text())["images"])
             return seconds, units
 
-        start = {}
-        for n in (1, 2):  # start each pool once: the workers load the model before the timed rounds
+        start: dict[int, float] = {}
+        times: dict[str, list[float]] = {"single": [], "ray_1": [], "ray_2": []}
+        units = 0
+        for n in (1, 2):  # one pool of workers at a time (they hold the CPUs); its start-up is not timed
             t0 = time.perf_counter()
             run("ray", n)
             start[n] = time.perf_counter() - t0
-        times: dict[str, list[float]] = {"single": [], "ray_1": [], "ray_2": []}
-        units = 0
-        for _ in range(args.rounds):
-            times["single"].append(run("single", 1)[0])
-            seconds, units = run("ray", 1)
-            times["ray_1"].append(seconds)
-            times["ray_2"].append(run("ray", 2)[0])
-            print({k: round(v[-1], 2) for k, v in times.items()}, flush=True)
+            for _ in range(args.rounds):  # alternate with the single process: the machine may be shared
+                times["single"].append(run("single", 1)[0])
+                seconds, units = run("ray", n)
+                times[f"ray_{n}"].append(seconds)
+                print({k: round(v[-1], 2) for k, v in times.items() if v}, flush=True)
         ray.shutdown()
     median = {k: statistics.median(v) for k, v in times.items()}
     measured = {
@@ -143,7 +143,7 @@ def main() -> None:
         "windows_per_s": {k: windows / v for k, v in median.items()},
         "speedup_2_workers_over_1": median["ray_1"] / median["ray_2"],
         "ray_overhead_per_unit_s": (median["ray_1"] - median["single"]) / units,
-        "driver_assembly_s_per_megapixel": sum(assembly) / (megapixels * (1 + 2 * args.rounds + 2)),
+        "driver_assembly_s_per_megapixel": sum(assembly) / (megapixels * (2 + 2 * args.rounds)),
         "worker_start_s": start,
         "windows_per_megapixel": {
             f"{s}²": {
