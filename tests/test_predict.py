@@ -12,7 +12,7 @@ from rasterio.windows import Window
 
 import aeroseg.predict.api
 from aeroseg.cli import main
-from aeroseg.inference import sliding_window_scores
+from aeroseg.inference import sliding_window_scores, window_starts
 from aeroseg.predict.classes import parse_classes
 from aeroseg.predict.io import ArraySource, RasterSource, ReadOptions
 from aeroseg.predict.outputs import ArrayWriter
@@ -97,23 +97,31 @@ def test_tiled_prediction_equals_whole_image_prediction(tmp_path, model):
     np.testing.assert_array_equal(ids, expected_ids(model, image / np.float32(255), CLASSES))
 
 
-def test_streaming_by_stripes_equals_one_sliding_window_over_the_scene():
-    """The column stripes and row bands give the whole-scene sliding window, also for a model with context."""
+@pytest.mark.parametrize("window,overlap,stripe", [(40, 0.3, 48), (32, 0.6, 40), (40, 0.25, 4096)])
+def test_streaming_by_stripes_equals_one_sliding_window_over_the_scene(window, overlap, stripe):
+    """The column stripes give the whole-scene sliding window, also for a model with context, and every
+    window runs once: as many encoded windows as the sliding window has."""
     model = ContextModel()
     image = smooth_image(130, 150, seed=2).transpose(1, 2, 0)
     classes = parse_classes("a,b,c")
-    options = WindowOptions(window=40, overlap=0.3, batch_size=4, stripe=48)
+    options = WindowOptions(window=window, overlap=overlap, batch_size=4, stripe=stripe)
     sink, runs = ArrayWriter(130, 150), []
     with ArraySource(image) as source:
         segment_source(
             model, source, classes, sink, options=options, device=torch.device("cpu"), on_windows=runs.append
         )
+    encoded = model.encoded
     reference = sliding_window_scores(
-        model, torch.from_numpy(image).permute(2, 0, 1) / 255, ["a", "b", "c"], window=40, overlap=0.3
+        model,
+        torch.from_numpy(image).permute(2, 0, 1) / 255,
+        ["a", "b", "c"],
+        window=window,
+        overlap=overlap,
     )
     np.testing.assert_array_equal(sink.ids, reference.argmax(0).numpy())
     np.testing.assert_allclose(sink.confidence, reference.amax(0).numpy(), atol=1e-6)
-    assert sum(runs) == count_windows(130, 150, options) > len(range(0, 150, 48)) * 4
+    sliding = len(window_starts(130, window, overlap)) * len(window_starts(150, window, overlap))
+    assert encoded == sum(runs) == count_windows(130, 150, options) == sliding
 
 
 def test_uint16_four_band_input_with_bands(tmp_path, model):

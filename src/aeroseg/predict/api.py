@@ -229,6 +229,7 @@ def predict(
     simplify: float = 0.0,
     pixel_coordinates: bool = False,
     progress: bool = False,
+    ray: str | None = None,
 ) -> PredictionResult:
     """Segment ``image`` into ``classes`` and return the class map, the scores and the class names.
 
@@ -241,7 +242,9 @@ def predict(
     ``<stem>.tif`` (``<stem>.png`` for a plain PNG or JPEG). ``scores``, ``overlay`` (``<stem>_scores``,
     ``<stem>_overlay.png``) and ``vector`` (.gpkg/.geojson) are written beside it. An output that would
     overwrite the input is refused. Vectors of an image without a CRS need ``pixel_coordinates=True``. The
-    other options are those of ``aeroseg predict``. The model runs as it is (put it in eval mode).
+    other options are those of ``aeroseg predict``. The model runs as it is (put it in eval mode). ``ray``
+    ("auto", "local" or a cluster address) runs the windows on a Ray cluster, the model copied once to each
+    worker (an image file or URL only; needs ``pip install "aeroseg[ray]"``, see docs/distributed.md).
     """
     if not isinstance(classes, ClassList):
         classes = (
@@ -264,8 +267,11 @@ def predict(
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()  # H×W, H×W×C or C×H×W; the layout is read by ArraySource
     is_array = isinstance(image, np.ndarray)
+    if ray is not None and is_array:
+        raise UserError("ray= predicts an image file or URL; write the array to a file first")
     source = ArraySource(image, read) if is_array else RasterSource(str(image), read)
     cache = _CACHES.setdefault(model, FeatureCache())
+    result = None
     with source:
         paths = None
         if output is not None:
@@ -275,31 +281,53 @@ def predict(
             make_parent(class_path)
         if vector is not None and paths is not None and source.crs is None and not pixel_coordinates:
             raise UserError(no_crs_message(source.path, "pixel_coordinates=True"))
-        with progress_bar(
-            total=count_windows(source.height, source.width, options),
-            disable=None if progress else True,
-            unit="window",
-        ) as bar:
-            result, _ = run_prediction(
-                model,
-                source,
-                classes,
-                paths,
-                collect=True,
-                options=options,
-                device=device,
-                precision=precision,
-                cache=cache,
-                on_windows=bar.update,
-            )
+        if ray is None:
+            with progress_bar(
+                total=count_windows(source.height, source.width, options),
+                disable=None if progress else True,
+                unit="window",
+            ) as bar:
+                result, _ = run_prediction(
+                    model,
+                    source,
+                    classes,
+                    paths,
+                    collect=True,
+                    options=options,
+                    device=device,
+                    precision=precision,
+                    cache=cache,
+                    on_windows=bar.update,
+                )
+    if ray is not None:
+        from aeroseg.distributed.command import predict_on_ray
+
+        ids, confidence = predict_on_ray(
+            model, str(image), classes, paths, read=read, options=options, precision=precision,
+            device=device, address=ray, progress=progress,
+        )  # fmt: skip
+        result = PredictionResult(ids, confidence, classes.ids_to_names, dict(paths or {}))
     assert result is not None
+    return _add_vector(result, paths, source.path, vector, min_area, simplify, pixel_coordinates)
+
+
+def _add_vector(
+    result: PredictionResult,
+    paths: dict[str, Path] | None,
+    source: str,
+    vector: str | Path | None,
+    min_area: float,
+    simplify: float,
+    pixel_coordinates: bool = False,
+) -> PredictionResult:
+    """Write the polygons of the class raster into ``vector`` when asked for."""
     if vector is not None and paths is not None:
         make_parent(Path(vector))
         writer = vector_writer(
             vector, min_area=min_area, simplify=simplify, pixel_coordinates=pixel_coordinates
         )
         try:
-            writer.add(paths["classes"], source=source.path)
+            writer.add(paths["classes"], source=source)
         except BaseException:
             writer.abort()
             raise

@@ -135,6 +135,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     out.add_argument("--json", metavar="FILE", help="write a JSON summary of the run")
     options.add_quiet(out)
+    ray = parser.add_argument_group('ray (pip install "aeroseg[ray]"; see docs/distributed.md)')
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="auto|local|ADDRESS",
+        help="run on a Ray cluster: auto (a running one, else local; the default), local, or its address",
+    )
+    ray.add_argument("--ray-workers", type=int, help="workers (default: one per GPU, else CPUs / threads)")
+    ray.add_argument("--ray-threads", type=int, default=4, help="CPUs and threads of a CPU worker")
+    ray.add_argument(
+        "--ray-unit-rows", type=int, help="window rows per unit of a large scene (default: ~32 Mpx a unit)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -157,28 +170,13 @@ def run(args: argparse.Namespace) -> int:
             args.vector, min_area=args.min_area, simplify=args.simplify, pixel_coordinates=args.vector_pixels
         )
     clashes = {} if out_file else _stem_clashes(inputs)
-    device = api.resolve_device(args.device)
-    weights = {k: v for k, v in (("clip", args.clip), ("guidance", args.guidance)) if v is not None}
-    model = api.load_segmenter(args.checkpoint, device, **weights)
     settings = prediction_settings(args, classes)
-    records: list[dict[str, Any]] = []
-    with progress(
-        inputs, desc="predict", unit="image", disable=args.quiet or single, file=sys.stderr
-    ) as files:
-        for path in files:
-            try:
-                if path in clashes:
-                    raise UserError(clashes[path])
-                record = _predict_one(
-                    model, path, classes, out_file, read, window_options, device, args, settings
-                )
-            except (UserError, RasterioError, OSError) as error:
-                message = str(error) if isinstance(error, UserError) else f"{path}: {one_line(error)}"
-                if single:
-                    raise UserError(message) from None
-                record = {"input": path, "status": "failed", "error": message}
-                _write_line(f"aeroseg predict: skipped: {message}", file=sys.stderr)
-            records.append(record)
+    if args.ray is not None:
+        from aeroseg.distributed.command import records_on_ray
+
+        records = records_on_ray(args, inputs, classes, read, window_options, out_file, settings, clashes)
+    else:
+        records = _predict_all(args, inputs, classes, read, window_options, out_file, settings, clashes)
     polygons = _write_vector(vector, records, single) if vector is not None else None
     failed = [r for r in records if r["status"] == "failed"]
     no_polygons = [r for r in records if "vector_error" in r]
@@ -243,6 +241,56 @@ def _differences(previous: dict[str, Any] | None, settings: dict[str, Any]) -> s
     )
 
 
+def _predict_all(
+    args: argparse.Namespace,
+    inputs: list[str],
+    classes: ClassList,
+    read: ReadOptions,
+    window_options: WindowOptions,
+    out_file: Path | None,
+    settings: dict[str, Any],
+    clashes: dict[str, str],
+) -> list[dict[str, Any]]:
+    """Predict ``inputs`` one after the other in this process; one record per input."""
+    single = len(inputs) == 1
+    device = api.resolve_device(args.device)
+    weights = {k: v for k, v in (("clip", args.clip), ("guidance", args.guidance)) if v is not None}
+    model = api.load_segmenter(args.checkpoint, device, **weights)
+    records: list[dict[str, Any]] = []
+    with progress(
+        inputs, desc="predict", unit="image", disable=args.quiet or single, file=sys.stderr
+    ) as files:
+        for path in files:
+            try:
+                if path in clashes:
+                    raise UserError(clashes[path])
+                record = _predict_one(
+                    model, path, classes, out_file, read, window_options, device, args, settings
+                )
+            except (UserError, RasterioError, OSError) as error:
+                message = str(error) if isinstance(error, UserError) else f"{path}: {one_line(error)}"
+                if single:
+                    raise UserError(message) from None
+                record = {"input": path, "status": "failed", "error": message}
+                _write_line(f"aeroseg predict: skipped: {message}", file=sys.stderr)
+            records.append(record)
+    return records
+
+
+def finished(class_path: Path, paths: dict[str, Path], settings: dict[str, Any], *, overwrite: bool) -> bool:
+    """Whether the outputs ``paths`` all exist, made with ``settings`` (the input is then skipped); a
+    class raster made otherwise is refused unless ``overwrite``."""
+    if overwrite or not class_path.exists():
+        return False
+    previous = read_settings(class_path)
+    if previous != settings:
+        raise UserError(
+            f"{class_path} exists, made {_differences(previous, settings)}; pass --overwrite to "
+            "redo it, or choose another -o"
+        )
+    return all(p.exists() for p in paths.values())
+
+
 def _predict_one(
     model: Any,
     path: str,
@@ -263,15 +311,8 @@ def _predict_one(
         record.update(height=source.height, width=source.width)
         if args.vector and source.crs is None and not args.vector_pixels:
             raise UserError(api.no_crs_message(path, "--vector-pixels"))
-        if not args.overwrite and class_path.exists():
-            previous = read_settings(class_path)
-            if previous != settings:
-                raise UserError(
-                    f"{class_path} exists, made {_differences(previous, settings)}; pass --overwrite to "
-                    "redo it, or choose another -o"
-                )
-            if all(p.exists() for p in paths.values()):
-                return dict(record, status="skipped")
+        if finished(class_path, paths, settings, overwrite=args.overwrite):
+            return dict(record, status="skipped")
         places.make_parent(class_path)
         total = count_windows(source.height, source.width, window_options)
         with progress(

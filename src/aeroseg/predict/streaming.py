@@ -2,19 +2,24 @@
 
 The windows are those of :func:`aeroseg.inference.sliding_window_scores` on the whole scene (same starts,
 same tent weights), so the result equals a whole-scene sliding window up to float rounding, with no seam
-at stripe or row borders. The scene is cut into column stripes of ``stripe`` pixels; each
-stripe runs the windows that touch it, row of windows by row of windows, top to bottom. After a row of
-windows, the pixels above the next row's start have received every window that covers them: they are
-labelled and written, and only the overlap is carried to the next row. Memory is about
-classes × window × (stripe + window) floats; the windows that straddle a stripe border run in both stripes
-(about window / stripe extra work). Windows that hold only nodata are skipped.
+at stripe or row borders. The scene is cut into column stripes of ``stripe`` pixels; each stripe runs,
+row of windows by row of windows, top to bottom, the windows that start in it. After a row of windows, the
+pixels above the next row's start have received every window that covers them: they are labelled and
+written, and only the overlap is carried to the next row. Every window runs once: the part of a window
+that reaches into the next stripes is kept in a temporary file and added there in the same order as in a
+single pass. Memory is about classes × window × (stripe + window) floats.
+
+A band of window rows can run on its own (:func:`segment_band`, the unit of :mod:`aeroseg.distributed`):
+it writes the pixels that only its windows cover and returns its :class:`BandEdges`, from which
+:func:`blend_seam` labels the rows shared with the next band exactly as a single pass does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,7 +28,7 @@ import torch
 from rasterio.windows import Window
 
 from aeroseg.errors import UserError
-from aeroseg.inference import FeatureCache, accumulate_windows, pad_to, window_starts
+from aeroseg.inference import FeatureCache, blend_weight, pad_to, window_probabilities, window_starts
 from aeroseg.predict.classes import ClassList
 from aeroseg.predict.io import RasterSource
 
@@ -53,14 +58,52 @@ class WindowOptions:
             raise UserError("--batch-size and the stripe width must be at least 1")
 
 
+class Grid:
+    """The windows of a height×width scene: row starts ``ys``, column starts ``xs`` and column stripes."""
+
+    def __init__(self, height: int, width: int, options: WindowOptions) -> None:
+        self.height, self.width, self.window = height, width, options.window
+        self.ys = window_starts(height, options.window, options.overlap)
+        self.xs = window_starts(width, options.window, options.overlap)
+        self.stripes = [(c0, min(c0 + options.stripe, width)) for c0 in range(0, width, options.stripe)]
+        self.stripe = options.stripe
+
+    def touching(self, k: int) -> list[int]:
+        """Starts of the windows that cover at least one column of stripe ``k``."""
+        c0, c1 = self.stripes[k]
+        return [x for x in self.xs if x < c1 and x + self.window > c0]
+
+    def owner(self, x: int) -> int:
+        """The stripe that runs the windows starting at column ``x`` (the one holding ``x``)."""
+        return x // self.stripe
+
+    def seam_end(self, r: int) -> int:
+        """First pixel row below the windows of rows < ``r`` (0 for the first row)."""
+        return 0 if r == 0 else min(self.ys[r - 1] + self.window, self.height)
+
+    def bands(self, rows: int) -> list[tuple[int, int]]:
+        """Bands of about ``rows`` window rows (at least 1), each holding all the window rows of its top seam."""
+        starts = [0]
+        while True:
+            r = starts[-1] + max(1, rows)
+            if len(starts) > 1:
+                end = self.seam_end(starts[-1])
+                while r < len(self.ys) and self.ys[r] < end:
+                    r += 1
+            if r >= len(self.ys):
+                break
+            starts.append(r)
+        return list(zip(starts, [*starts[1:], len(self.ys)], strict=True))
+
+    def seam_rows(self, r: int) -> list[int]:
+        """Window rows from ``r`` on that cover pixels the windows above row ``r`` cover too."""
+        return [i for i in range(r, len(self.ys)) if self.ys[i] < self.seam_end(r)]
+
+
 def count_windows(height: int, width: int, options: WindowOptions) -> int:
-    """Number of window runs of a height×width scene (windows on a stripe border count twice)."""
-    xs = window_starts(width, options.window, options.overlap)
-    per_row = sum(
-        len(_stripe_windows(xs, c0, min(c0 + options.stripe, width), options.window))
-        for c0 in range(0, width, options.stripe)
-    )
-    return per_row * len(window_starts(height, options.window, options.overlap))
+    """Number of windows of a height×width scene (each runs once)."""
+    grid = Grid(height, width, options)
+    return len(grid.ys) * len(grid.xs)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -68,6 +111,21 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+
+
+@dataclass
+class BandEdges:
+    """What a band of window rows hands to its seams, as numpy arrays.
+
+    ``top``: for each window row under the seam above the band, the (column start, scores K×h×window) of
+    its windows, h being the seam rows the window covers; ``top_valid``: the validity h×W of those rows.
+    ``carry``: for each stripe, the weighted class scores K×h×span and weights h×span of the seam below
+    the band after the band's windows.
+    """
+
+    top: dict[int, list[tuple[int, np.ndarray]]] = field(default_factory=dict)
+    top_valid: dict[int, np.ndarray] = field(default_factory=dict)
+    carry: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
 @torch.inference_mode()
@@ -87,18 +145,136 @@ def segment_source(
 
     Returns the pixel count of every class id (256 counts, index 255 = nodata).
     """
-    height, width, w = source.height, source.width, options.window
-    ys = window_starts(height, w, options.overlap)
-    xs = window_starts(width, w, options.overlap)
+    grid = Grid(source.height, source.width, options)
+    counts, _ = segment_band(
+        model, source, classes, sink, grid, (0, len(grid.ys)),
+        options=options, device=device, precision=precision, cache=cache, on_windows=on_windows,
+    )  # fmt: skip
+    return counts
+
+
+@torch.inference_mode()
+def segment_band(
+    model: Any,
+    source: RasterSource,
+    classes: ClassList,
+    sink: Sink,
+    grid: Grid,
+    rows: tuple[int, int],
+    *,
+    options: WindowOptions,
+    device: torch.device,
+    precision: str = "fp32",
+    cache: FeatureCache | None = None,
+    on_windows: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, BandEdges]:
+    """Run the window rows [r0, r1) and write the pixel rows from ``grid.seam_end(r0)`` to ``ys[r1]``.
+
+    The pixel rows of the seams with the bands above and below are in the returned :class:`BandEdges`.
+    Returns the pixel count of every class id written and the edges.
+    """
+    edges = BandEdges()
     counts = np.zeros(256, dtype=np.int64)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        for c0 in range(0, width, options.stripe):
-            c1 = min(c0 + options.stripe, width)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as files:
+        stores = [_Crossing(files) for _ in grid.stripes]  # windows reaching into each stripe from the left
+        for k in range(len(grid.stripes)):
             counts += _segment_stripe(
-                model, source, classes, sink, ys, _stripe_windows(xs, c0, c1, w), (c0, c1),
+                model, source, classes, sink, grid, rows, k, stores, edges,
                 options=options, device=device, precision=precision, cache=cache, on_windows=on_windows,
             )  # fmt: skip
+    return counts, edges
+
+
+def blend_seam(
+    grid: Grid, classes: ClassList, sink: Sink, r: int, above: BandEdges, below: BandEdges
+) -> np.ndarray:
+    """Label the pixel rows [ys[r], seam_end(r)) shared by the band ending at row ``r`` (``above``) and the
+    band starting there (``below``), with the operations of a single pass; returns the pixel counts."""
+    counts = np.zeros(256, dtype=np.int64)
+    w, end = grid.window, grid.seam_end(r)
+    for k, (c0, c1) in enumerate(grid.stripes):
+        touch = grid.touching(k)
+        x0, x1 = touch[0], min(touch[-1] + w, grid.width)
+        buffer = _Accumulator(len(classes.names), w, max(x1 - x0, w), torch.device("cpu"))
+        sums, weights = above.carry[k]
+        buffer.sums[:, : len(weights)] = torch.from_numpy(sums)
+        buffer.weights[: len(weights)] = torch.from_numpy(weights)
+        rows = grid.seam_rows(r)
+        for i in rows:
+            top = grid.ys[i]
+            ok = below.top_valid[i]
+            buffer.valid[: len(ok), : x1 - x0] = torch.from_numpy(ok[:, x0:x1])
+            for x, p in below.top.get(i, []):
+                if x in touch:
+                    buffer.add(x - x0, _padded(torch.from_numpy(p), w, rows=len(p[0])))
+            done = (grid.ys[i + 1] if i + 1 < len(grid.ys) else grid.height) - top
+            last = min(done, end - top)
+            counts += buffer.emit(classes, sink, top, (0, last), (c0, c1), x0)
+            buffer.shift(done)
     return counts
+
+
+class _Accumulator:
+    """Weighted class scores of the pixel rows [top, top + window) and columns [x0, x0 + span) of a stripe."""
+
+    def __init__(self, classes: int, window: int, span: int, device: torch.device) -> None:
+        self.window = window
+        self.sums = torch.zeros((classes, window, span), device=device)  # weight · class probability
+        self.weights = torch.zeros((window, span), device=device)
+        self.valid = torch.zeros((window, span), dtype=torch.bool, device=device)
+        self.weight = blend_weight(window, device)
+
+    def add(self, column: int, probs: torch.Tensor) -> None:
+        """Add a window's probabilities K×window×window at ``column`` (as accumulate_windows does)."""
+        w = self.window
+        self.sums[:, :, column : column + w].addcmul_(probs, self.weight)
+        self.weights[:, column : column + w] += self.weight
+
+    def emit(
+        self, classes: ClassList, sink: Sink, top: int, rows: tuple[int, int], cols: tuple[int, int], x0: int
+    ) -> np.ndarray:
+        """Label the buffer rows [a, b) of scene columns ``cols`` and write them; pixel counts."""
+        a, b = rows
+        if b <= a:
+            return np.zeros(256, dtype=np.int64)
+        c0, c1 = cols[0] - x0, cols[1] - x0
+        best_sum, best = self.sums[:, a:b, c0:c1].max(dim=0)  # the weights are shared by all classes
+        confidence = best_sum / self.weights[a:b, c0:c1].clamp_min(1e-12)
+        ids, confidence = classes.label(best, confidence, self.valid[a:b, c0:c1])
+        ids_np = ids.cpu().numpy()
+        sink.write(Window(cols[0], top + a, cols[1] - cols[0], b - a), ids_np, confidence.cpu().numpy())
+        return np.bincount(ids_np.ravel(), minlength=256)
+
+    def shift(self, done: int) -> None:
+        """Move the rows below ``done`` up to the top (the next row of windows starts there)."""
+        w = self.window
+        for buffer in (self.sums, self.weights[None], self.valid[None]):
+            buffer[:, : w - done] = buffer[:, done:].clone()
+            buffer[:, w - done :] = 0
+
+
+class _Crossing:
+    """The parts of windows that reach into a stripe from stripes on its left, in a temporary file."""
+
+    def __init__(self, files: contextlib.ExitStack) -> None:
+        self._files = files
+        self._file: Any = None
+        self._index: dict[int, list[tuple[int, int]]] = {}  # window row -> (column start, file offset)
+
+    def put(self, row: int, x: int, probs: np.ndarray) -> None:
+        if self._file is None:
+            self._file = self._files.enter_context(tempfile.TemporaryFile(prefix="aeroseg-"))
+        self._file.seek(0, 2)
+        self._index.setdefault(row, []).append((x, self._file.tell()))
+        np.save(self._file, probs)
+
+    def take(self, row: int) -> list[tuple[int, np.ndarray]]:
+        """The (column start, probabilities) stored for window row ``row``, by column."""
+        found = []
+        for x, offset in sorted(self._index.pop(row, [])):
+            self._file.seek(offset)
+            found.append((x, np.load(self._file)))
+        return found
 
 
 def _segment_stripe(
@@ -106,9 +282,11 @@ def _segment_stripe(
     source: RasterSource,
     classes: ClassList,
     sink: Sink,
-    ys: list[int],
-    xs: list[int],
-    columns: tuple[int, int],
+    grid: Grid,
+    rows: tuple[int, int],
+    k: int,
+    stores: list[_Crossing],
+    edges: BandEdges,
     *,
     options: WindowOptions,
     device: torch.device,
@@ -116,43 +294,63 @@ def _segment_stripe(
     cache: FeatureCache | None,
     on_windows: Callable[[int], None] | None,
 ) -> np.ndarray:
-    """Label the columns [c0, c1) of the scene with the windows starting at ``ys`` × ``xs``; pixel counts."""
-    (c0, c1), w, height = columns, options.window, source.height
-    x0, x1 = xs[0], min(xs[-1] + w, source.width)
-    span = max(x1 - x0, w)  # accumulator width, padded when the scene is narrower than a window
-    # Rows [top, top + w) of the stripe, top being the start of the current row of windows.
-    sums = torch.zeros((len(classes.names), w, span), device=device)  # weighted class scores
-    weights = torch.zeros((w, span), device=device)
-    valid = torch.zeros((w, span), dtype=torch.bool, device=device)
+    """Label stripe ``k`` over the window rows ``rows``, running the windows that start in it."""
+    (c0, c1), w, height, (r0, r1) = grid.stripes[k], grid.window, grid.height, rows
+    touch = grid.touching(k)
+    owned = [x for x in touch if grid.owner(x) == k]
+    x0, x1 = touch[0], min(touch[-1] + w, grid.width)
+    buffer = _Accumulator(len(classes.names), w, max(x1 - x0, w), device)  # padded for narrow scenes
+    first, top_rows = grid.seam_end(r0), set(grid.seam_rows(r0)) if r0 > 0 else set()
     counts = np.zeros(256, dtype=np.int64)
-    for i, top in enumerate(ys):
+    for i in range(r0, r1):
+        top = grid.ys[i]
         bottom = min(top + w, height)
         image, ok = source.read(Window(x0, top, x1 - x0, bottom - top))
-        valid[: bottom - top, : x1 - x0] = torch.from_numpy(ok)
-        origins = [(0, x - x0) for x in xs if ok[:, x - x0 : x - x0 + w].any()]  # skip nodata windows
-        if origins:
+        buffer.valid[: bottom - top, : x1 - x0] = torch.from_numpy(ok)
+        for x, part in stores[k].take(i):
+            buffer.add(x - x0, _padded(torch.from_numpy(part).to(device), w, columns=part.shape[2]))
+        origins = [x for x in owned if ok[:, x - x0 : x - x0 + w].any()]  # skip nodata windows
+        image_t = pad_to(torch.from_numpy(image).to(device), w, w)
+        seam = first - top if i in top_rows else 0  # rows of this window row in the seam above
+        if seam:
+            valid = edges.top_valid.setdefault(i, np.zeros((seam, grid.width), dtype=bool))
+            valid[:, c0:c1] = ok[:seam, c0 - x0 : c1 - x0]
+        for start in range(0, len(origins), options.batch_size):
+            chunk = origins[start : start + options.batch_size]
+            crops = torch.stack([image_t[:, :w, x - x0 : x - x0 + w] for x in chunk])  # (B, 3, w, w)
             with autocast(device, precision):
-                accumulate_windows(
-                    model, pad_to(torch.from_numpy(image).to(device), w, w), origins, classes.prompts,
-                    sums, weights, window=w, batch_size=options.batch_size, reduce=classes.reduce, cache=cache,
-                    on_batch=on_windows,
-                )  # fmt: skip
-        if on_windows is not None and len(origins) < len(xs):
-            on_windows(len(xs) - len(origins))
-        done = (ys[i + 1] if i + 1 < len(ys) else height) - top  # rows that no later window touches
-        a, b = c0 - x0, c1 - x0
-        best_sum, best = sums[:, :done, a:b].max(dim=0)  # the weights are shared by all classes of a pixel
-        confidence = best_sum / weights[:done, a:b].clamp_min(1e-12)
-        ids, confidence = classes.label(best, confidence, valid[:done, a:b])
-        ids_np = ids.cpu().numpy()
-        sink.write(Window(c0, top, c1 - c0, done), ids_np, confidence.cpu().numpy())
-        counts += np.bincount(ids_np.ravel(), minlength=256)
-        for buffer in (sums, weights[None], valid[None]):  # carry the overlap rows up to the next top
-            buffer[:, : w - done] = buffer[:, done:].clone()
-            buffer[:, w - done :] = 0
+                probs = window_probabilities(model, crops, classes.prompts, cache=cache)  # (B, T, w, w)
+                probs = classes.reduce(probs)  # (B, K, w, w)
+            for x, p in zip(chunk, probs, strict=True):
+                buffer.add(x - x0, p)
+                for later in range(k + 1, len(grid.stripes)):
+                    if grid.stripes[later][0] < x + w:  # the window reaches into a later stripe
+                        stores[later].put(i, x, p[:, :, grid.stripes[later][0] - x :].cpu().numpy())
+                if seam:
+                    edges.top.setdefault(i, []).append((x, p[:, :seam].cpu().numpy()))
+            if on_windows is not None:
+                on_windows(len(chunk))
+        if on_windows is not None and len(origins) < len(owned):
+            on_windows(len(owned) - len(origins))
+        done = (grid.ys[i + 1] if i + 1 < len(grid.ys) else height) - top  # rows that no later window touches
+        counts += buffer.emit(classes, sink, top, (max(0, first - top), done), (c0, c1), x0)
+        buffer.shift(done)
+    if r1 < len(grid.ys):  # the seam below: rows [ys[r1], seam_end(r1)) after this band's windows
+        h = grid.seam_end(r1) - grid.ys[r1]
+        edges.carry.append((buffer.sums[:, :h].cpu().numpy().copy(), buffer.weights[:h].cpu().numpy().copy()))
     return counts
 
 
-def _stripe_windows(xs: list[int], c0: int, c1: int, window: int) -> list[int]:
-    """Starts of the windows that cover at least one column of [c0, c1)."""
-    return [x for x in xs if x < c1 and x + window > c0]
+def _padded(
+    part: torch.Tensor, window: int, *, rows: int | None = None, columns: int | None = None
+) -> torch.Tensor:
+    """A window's probabilities K×window×window from its first ``rows`` or last ``columns`` (zeros elsewhere).
+
+    Adding a whole window keeps the operations of a single pass; the zero part lands on pixels not kept.
+    """
+    full = torch.zeros((part.shape[0], window, window), device=part.device)
+    if rows is not None:
+        full[:, :rows] = part
+    else:
+        full[:, :, window - (columns or window) :] = part
+    return full

@@ -1,0 +1,191 @@
+"""The entry points of a distributed prediction: ``aeroseg predict --ray`` and ``aeroseg.predict(ray=...)``.
+
+The driver (the process that runs the command) opens every input to plan its units, starts the workers,
+saves the parts as they come back and writes each scene's files once its parts are in; it needs read
+access to the inputs and write access to the output folder. The workers need the inputs (shared storage
+or URLs) and the model's weights, not the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rasterio.errors import RasterioError
+from tqdm.auto import tqdm
+
+from aeroseg.distributed import require_ray
+from aeroseg.distributed.parts import PARTS, Job, Scene, assemble, plan_scene
+from aeroseg.errors import UserError
+from aeroseg.predict import api
+from aeroseg.predict import paths as places
+from aeroseg.predict.classes import ClassList
+from aeroseg.predict.command import _stem, finished
+from aeroseg.predict.io import RasterSource, ReadOptions, is_url, one_line
+from aeroseg.predict.streaming import WindowOptions
+
+UNIT_PIXELS = 32_000_000  # default pixels of a unit: a larger scene is split into bands of about this size
+
+
+def records_on_ray(
+    args: argparse.Namespace,
+    inputs: list[str],
+    classes: ClassList,
+    read: ReadOptions,
+    options: WindowOptions,
+    out_file: Path | None,
+    settings: dict[str, Any],
+    clashes: dict[str, str],
+) -> list[dict[str, Any]]:
+    """Predict ``inputs`` on Ray as ``aeroseg predict --ray`` does; one record per input, in order.
+
+    ``out_file``: the one class raster ``-o`` names, else None (``-o`` is a folder); ``settings`` are
+    recorded in the class rasters (see :func:`aeroseg.predict.command.prediction_settings`); ``clashes``
+    maps inputs whose outputs would take an earlier input's names to their one-line reason."""
+    require_ray()
+    from aeroseg.distributed.runner import Cluster, connect, run_units
+
+    weights = {k: v for k, v in (("clip", args.clip), ("guidance", args.guidance)) if v is not None}
+    model = {
+        "checkpoint": _absolute(args.checkpoint),
+        "weights": {k: _absolute(v) for k, v in weights.items()},
+    }
+    job = Job(
+        classes, read, options, args.precision, args.scores, args.ray_unit_rows or 0, json.dumps(model),
+        json.dumps(settings, sort_keys=True),
+    )  # fmt: skip
+    single = len(inputs) == 1
+    records: dict[str, dict[str, Any]] = {}
+    scenes: list[Scene] = []
+
+    def fail(path: str, message: str) -> None:
+        if single:
+            raise UserError(message)
+        records[path] = dict(records.get(path, {"input": path}), status="failed", error=message)
+        tqdm.write(f"aeroseg predict: skipped: {message}", file=sys.stderr)
+
+    for path in inputs:
+        try:
+            if path in clashes:
+                raise UserError(clashes[path])
+            scene = _plan(path, out_file, args, job, settings, records)
+        except (UserError, RasterioError, OSError) as error:
+            fail(path, str(error) if isinstance(error, UserError) else f"{path}: {one_line(error)}")
+            continue
+        if scene is not None:
+            scenes.append(scene)
+
+    def on_scene(scene: Scene) -> None:
+        if scene.failed:
+            fail(scene.path, scene.failed)
+            return
+        try:
+            counts, _ = assemble(scene, job)
+        except (UserError, RasterioError, OSError) as error:
+            fail(
+                scene.path, str(error) if isinstance(error, UserError) else f"{scene.path}: {one_line(error)}"
+            )
+            return
+        names = classes.ids_to_names
+        pixels = {name: int(counts[i]) for i, name in enumerate(names)} | {"nodata": int(counts[255])}
+        seconds = round(time.perf_counter() - scene.start, 3)
+        records[scene.path].update(status="ok", seconds=seconds, pixels=pixels, units=len(scene.bands))
+
+    if any(len(s.done) < len(s.bands) for s in scenes):
+        connect(args.ray)
+    cluster = Cluster(args.ray, args.ray_workers, args.ray_threads, args.device)
+    stats = run_units(scenes, job, model, cluster, quiet=args.quiet, on_scene=on_scene)
+    if not args.quiet and stats.units:
+        rate = stats.windows / max(stats.seconds, 1e-9)
+        print(
+            f"aeroseg predict: ray: {stats.units} units on {stats.workers} workers in {stats.seconds:.1f} s, "
+            f"{stats.windows} windows ({rate:.1f}/s), {stats.retried} retried, {stats.failed} failed, "
+            f"{stats.reused} reused from an earlier run",
+            file=sys.stderr,
+        )
+    for record in records.values():
+        record.setdefault("ray", {"retried_units": stats.retried, "reused_units": stats.reused})
+    return [records[path] for path in inputs]
+
+
+def predict_on_ray(
+    model: Any,
+    path: str,
+    classes: ClassList,
+    paths: dict[str, Path] | None,
+    *,
+    read: ReadOptions,
+    options: WindowOptions,
+    precision: str,
+    device: torch.device | None,
+    address: str,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predict one image on Ray for :func:`aeroseg.predict`; its class map and scores."""
+    require_ray()
+    from aeroseg.distributed.runner import Cluster, connect, run_units
+
+    connect(address)
+    job = Job(classes, read, options, precision, True, 0, "python object")
+    threads = torch.get_num_threads()  # CPU workers compute as this process does: the same results
+    cluster = Cluster(address, threads=threads, device="auto" if device is None else device.type)
+    with tempfile.TemporaryDirectory(prefix="aeroseg-parts-") as parts, RasterSource(path, read) as source:
+        scene = plan_scene(path, paths or {}, Path(parts) / "scene", source, _sized(job, source))
+        run_units([scene], job, model, cluster, quiet=not progress, on_scene=lambda s: None)
+        if scene.failed:
+            raise UserError(scene.failed)
+        _, arrays = assemble(scene, _sized(job, source), collect=True)
+    assert arrays is not None
+    return arrays.ids, arrays.confidence
+
+
+def _plan(
+    path: str,
+    out_file: Path | None,
+    args: argparse.Namespace,
+    job: Job,
+    settings: dict[str, Any],
+    records: dict[str, dict[str, Any]],
+) -> Scene | None:
+    """The scene of one input, or None when its outputs exist with the same settings (a skipped record)."""
+    with RasterSource(path, job.read) as source:
+        class_path = out_file or Path(args.output) / f"{_stem(path)}{places.class_suffix(source)}"
+        paths = places.output_paths(class_path, scores=args.scores, overlay=args.overlay)
+        places.refuse_overwriting_input(path, paths, args.vector)
+        record: dict[str, Any] = {"input": path, "outputs": {k: str(v) for k, v in paths.items()}}
+        records[path] = dict(record, height=source.height, width=source.width)
+        if args.vector and source.crs is None and not args.vector_pixels:
+            raise UserError(api.no_crs_message(path, "--vector-pixels"))
+        if finished(class_path, paths, settings, overwrite=args.overwrite):
+            records[path]["status"] = "skipped"
+            return None
+        places.make_parent(class_path)
+        parts = class_path.parent / PARTS / _stem(path)
+        if args.overwrite:
+            shutil.rmtree(parts, ignore_errors=True)
+        return plan_scene(path, paths, parts, source, _sized(job, source))
+
+
+def _sized(job: Job, source: RasterSource) -> Job:
+    """``job`` with its unit rows set: about :data:`UNIT_PIXELS` a unit unless given."""
+    if job.unit_rows:
+        return job
+    stride = max(1, int(job.options.window * (1 - job.options.overlap)))
+    rows = max(1, round(UNIT_PIXELS / (max(source.width, 1) * stride)))
+    return Job(**{**job.__dict__, "unit_rows": rows})
+
+
+def _absolute(path: str | None) -> str | None:
+    """A local path made absolute (workers may run elsewhere); hub ids, URLs and None as they are."""
+    if path is None or is_url(path) or not os.path.exists(path):
+        return path
+    return os.path.abspath(path)

@@ -1,0 +1,301 @@
+"""The Ray side of a distributed prediction: the workers, the scheduling of units and the fault handling.
+
+Each worker is a Ray actor (:class:`Segmenter`) that loads the model once and runs units. It takes one GPU
+when the cluster has GPUs (and ``--device`` is not cpu), else ``threads`` CPUs and as many torch threads.
+The driver keeps :data:`IN_FLIGHT` units queued on every worker and saves each part as it comes back. A
+unit whose worker dies (killed, out of memory, node lost) goes back to the queue and runs on another
+worker; the dead worker is replaced. After :data:`ATTEMPTS` lost runs the unit, and its scene, fail.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import torch
+from rasterio.errors import RasterioError
+from ray.exceptions import (
+    NodeDiedError,
+    ObjectLostError,
+    OutOfMemoryError,
+    RayActorError,
+    RayTaskError,
+    WorkerCrashedError,
+)
+from tqdm.auto import tqdm
+
+from aeroseg.distributed.parts import Job, Scene, run_unit, save_part
+from aeroseg.errors import UserError
+from aeroseg.predict import api
+from aeroseg.predict.io import one_line
+
+LOST = (RayActorError, WorkerCrashedError, OutOfMemoryError, ObjectLostError, NodeDiedError)
+ATTEMPTS = 3  # runs of a unit lost with their worker before the unit fails
+IN_FLIGHT = 2  # units queued on each worker, so that none waits for the driver
+NAMESPACE = "aeroseg"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where the units run: a Ray address and the shape of the workers."""
+
+    address: str = "auto"  # auto: a running cluster, else a local one; local: a new local one; or ADDRESS
+    workers: int | None = None  # None: one per GPU, or on CPUs one per ``threads`` CPUs
+    threads: int = 4  # CPUs and torch threads of a CPU worker
+    device: str = "auto"  # auto: GPUs when the cluster has them; cpu; cuda
+
+
+@dataclass
+class Stats:
+    """Counts of a run, for the summary."""
+
+    workers: int = 0
+    units: int = 0  # units run
+    reused: int = 0  # units whose part an earlier run had saved
+    windows: int = 0
+    retried: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+
+def connect(address: str) -> None:
+    """Join the Ray cluster at ``address`` ("auto", "local" or host:port / ray://...); reuse an open one."""
+    if ray.is_initialized():
+        return
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False, namespace=NAMESPACE)
+        elif address == "auto":
+            try:
+                ray.init(address="auto", log_to_driver=False, namespace=NAMESPACE)
+            except ConnectionError:
+                ray.init(include_dashboard=False, log_to_driver=False, namespace=NAMESPACE)
+        else:
+            ray.init(address=address, log_to_driver=False, namespace=NAMESPACE)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {one_line(error)}") from None
+
+
+@ray.remote
+class Segmenter:
+    """A worker: the model, loaded once, and the units it runs."""
+
+    def __init__(self, model: Any, device: str, threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.device = torch.device(device)
+        self.error: str | None = None
+        try:
+            if isinstance(model, dict):  # a checkpoint and weights to load
+                self.model = api.load_segmenter(model["checkpoint"], self.device, **model["weights"])
+            else:
+                self.model = model.to(self.device).eval()
+        except UserError as error:
+            self.error = str(error)
+
+    def ready(self) -> str | None:
+        """None when the model is loaded, else the one-line error."""
+        return self.error
+
+    def run(self, path: str, band: tuple[int, int], job: Job) -> dict[str, Any]:
+        try:
+            return run_unit(self.model, path, band, job, self.device)
+        except UserError as error:
+            return {"error": str(error)}
+        except (RasterioError, OSError) as error:
+            return {"error": f"{path}: {one_line(error)}"}
+
+
+def run_units(
+    scenes: list[Scene],
+    job: Job,
+    model: Any,
+    cluster: Cluster,
+    *,
+    quiet: bool,
+    on_scene: Callable[[Scene], None],
+) -> Stats:
+    """Run every unit of ``scenes`` not saved yet; ``on_scene`` gets each scene once all its parts are
+    saved (or once it failed: ``scene.failed`` holds the one-line reason)."""
+    start = time.perf_counter()
+    queue = deque((s, b) for s in scenes for b in range(len(s.bands)) if b not in s.done and not s.failed)
+    stats = Stats(reused=sum(len(s.done) for s in scenes))
+    for scene in scenes:
+        if not scene.failed and len(scene.done) == len(scene.bands):
+            on_scene(scene)
+    if not queue:
+        return stats
+    pool = _pool(model, cluster)
+    stats.workers = len(pool.workers)
+    try:  # an interrupted run leaves a CLI model's workers to the next run of this process
+        _schedule(queue, pool, job, stats, quiet, on_scene)
+    finally:
+        if not isinstance(model, dict):  # a model object is not kept on the workers after the call
+            pool.close()
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+class _Pool:
+    """The workers of one model and layout. A CLI model's pool is kept for later runs of this process."""
+
+    def __init__(self, model: Any, cluster: Cluster, key: str | None) -> None:
+        count, self.resources, self.device = _layout(cluster)
+        self.spec = model if isinstance(model, dict) else ray.put(model)
+        self.threads, self.key, self.started = cluster.threads, key, 0
+        self.run_id = uuid.uuid4().hex[:8]
+        self.starting: dict[Any, int] = {}  # readiness of the workers still loading the model -> slot
+        self.workers = [self._start(slot) for slot in range(count)]
+
+    def _start(self, slot: int) -> Any:
+        self.started += 1
+        name = f"segmenter-{self.run_id}-{self.started}"
+        options = dict(name=name, namespace=NAMESPACE, **self.resources)
+        worker = Segmenter.options(**options).remote(self.spec, self.device, self.threads)
+        self.starting[worker.ready.remote()] = slot
+        return worker
+
+    def started_up(self, ready: Any) -> None:
+        """A worker finished loading the model (or failed to: a one-line :class:`UserError`)."""
+        slot = self.starting.pop(ready)
+        try:
+            error = ray.get(ready)
+        except LOST:
+            self.workers[slot] = self._start(slot)
+            return
+        if error:
+            self.close()
+            raise UserError(error)
+
+    def idle(self, slot: int) -> bool:
+        """Whether the worker of ``slot`` has loaded the model."""
+        return slot not in self.starting.values()
+
+    def replace(self, slot: int, dead: Any) -> None:
+        """Start a worker in place of ``dead`` (once, however many of its units were lost)."""
+        if self.workers[slot] is dead:
+            ray.kill(dead, no_restart=True)
+            self.starting = {ref: s for ref, s in self.starting.items() if s != slot}
+            self.workers[slot] = self._start(slot)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            ray.kill(worker, no_restart=True)
+        _POOLS.pop(self.key or "", None)
+
+
+_POOLS: dict[str, _Pool] = {}
+
+
+def _pool(model: Any, cluster: Cluster) -> _Pool:
+    """The workers for ``model``: those of the previous run when it had the same, else new ones (the
+    previous run's are stopped first: they hold the cluster's CPUs and GPUs)."""
+    key = (
+        repr((sorted(model.items()), cluster, ray.get_runtime_context().get_job_id()))
+        if isinstance(model, dict)
+        else ""
+    )
+    if key in _POOLS:
+        return _POOLS[key]
+    for pool in list(_POOLS.values()):
+        pool.close()
+    if not isinstance(model, dict):
+        return _Pool(model, cluster, None)
+    _POOLS[key] = _Pool(model, cluster, key)
+    return _POOLS[key]
+
+
+def _schedule(
+    queue: deque[tuple[Scene, int]],
+    pool: _Pool,
+    job: Job,
+    stats: Stats,
+    quiet: bool,
+    on_scene: Callable[[Scene], None],
+) -> None:
+    """Keep every worker busy until the queue is empty; save the parts, retry the units of lost workers."""
+    workers = pool.workers
+    lost: dict[tuple[int, int], int] = {}
+    in_flight: dict[Any, tuple[int, Any, Scene, int]] = {}  # task -> (worker slot, worker, scene, band)
+    total = sum(s.windows[b] for s, b in queue)
+    with tqdm(
+        total=total, unit="window", disable=True if quiet else None, file=sys.stderr, desc="ray"
+    ) as bar:
+        while queue or in_flight:
+            for slot, worker in enumerate(workers):
+                while (
+                    pool.idle(slot)
+                    and queue
+                    and sum(1 for v in in_flight.values() if v[1] is worker) < IN_FLIGHT
+                ):
+                    scene, band = queue.popleft()
+                    if scene.failed:
+                        continue
+                    task = worker.run.remote(scene.location, scene.bands[band], job)
+                    in_flight[task] = (slot, worker, scene, band)
+            if not in_flight and not pool.starting:
+                break
+            (task,), _ = ray.wait([*in_flight, *pool.starting], num_returns=1)
+            if task in pool.starting:
+                pool.started_up(task)
+                continue
+            slot, worker, scene, band = in_flight.pop(task)
+            try:
+                result = ray.get(task)
+            except LOST:
+                key = (id(scene), band)
+                lost[key] = lost.get(key, 0) + 1
+                pool.replace(slot, worker)
+                if lost[key] < ATTEMPTS:
+                    stats.retried += 1
+                    queue.appendleft((scene, band))
+                else:
+                    result = {"error": f"{scene.path}: a worker was lost {ATTEMPTS} times running its rows"}
+                    _fail(scene, result["error"], stats, on_scene)
+                bar.set_postfix_str(_postfix(stats), refresh=False)
+                continue
+            except RayTaskError as error:
+                result = {"error": f"{scene.path}: {one_line(error.cause or error)}"}
+            if scene.failed:
+                continue
+            if "error" in result:
+                _fail(scene, result["error"], stats, on_scene)
+                continue
+            save_part(scene, band, result)
+            stats.units += 1
+            stats.windows += scene.windows[band]
+            bar.update(scene.windows[band])
+            bar.set_postfix_str(_postfix(stats), refresh=False)
+            if len(scene.done) == len(scene.bands):
+                on_scene(scene)
+
+
+def _fail(scene: Scene, message: str, stats: Stats, on_scene: Callable[[Scene], None]) -> None:
+    if scene.failed:
+        return
+    scene.failed = message
+    stats.failed += 1
+    on_scene(scene)
+
+
+def _postfix(stats: Stats) -> str:
+    return f"units {stats.units}, retried {stats.retried}, failed {stats.failed}"
+
+
+def _layout(cluster: Cluster) -> tuple[int, dict[str, Any], str]:
+    """Number of workers, the resources of each and their torch device."""
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+    if cluster.device.startswith("cuda") and not gpus:
+        raise UserError(
+            f"--device {cluster.device} asked for but the Ray cluster has no GPU; use --device cpu"
+        )
+    if gpus and cluster.device != "cpu":
+        return cluster.workers or gpus, {"num_gpus": 1, "num_cpus": 1}, "cuda"
+    count = cluster.workers or max(1, cpus // cluster.threads)
+    return count, {"num_cpus": min(cluster.threads, cpus)}, "cpu"
