@@ -39,7 +39,7 @@ from aeroseg.predict.io import one_line
 from aeroseg.predict.outputs import class_colours
 from aeroseg.presets import presets
 from aeroseg.serve.catalog import DEFAULT_MODEL, Catalog
-from aeroseg.serve.files import ForbiddenPath, TooLarge, save_upload
+from aeroseg.serve.files import ForbiddenPath, TooLarge, save_upload, too_large
 from aeroseg.serve.jobs import JobRunner
 from aeroseg.serve.tiles import colour_table, empty_png, png, read_tile, view_window
 
@@ -65,6 +65,7 @@ def create_app(catalog: Catalog, runner: JobRunner, *, max_upload_bytes: int, mo
     static = resources.files("aeroseg.serve") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     _error_handlers(app)
+    app.state.catalog, app.state.runner = catalog, runner  # for tests and benchmarks
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -88,9 +89,7 @@ def create_app(catalog: Catalog, runner: JobRunner, *, max_upload_bytes: int, mo
     async def upload(request: Request, filename: str) -> dict[str, Any]:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes:
-            raise TooLarge(
-                f"upload {filename!r} is larger than the limit of {max_upload_bytes / 2**20:g} MiB"
-            )
+            raise too_large(filename, max_upload_bytes)
         path = await save_upload(
             filename, request.stream(), catalog.access.upload_dir, max_bytes=max_upload_bytes
         )

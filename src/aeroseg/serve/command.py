@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from aeroseg.errors import CheckpointError, UserError
-from aeroseg.predict.io import ReadOptions, expand_inputs, one_line
+from aeroseg.predict.io import ReadOptions, expand_inputs, is_url, one_line
 from aeroseg.predict.streaming import PRECISIONS, WindowOptions
 from aeroseg.presets import presets
 
@@ -67,8 +69,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
+    with served_app(args) as (app, label):
         import uvicorn
+
+        config = uvicorn.Config(
+            app, host=args.host, port=args.port, log_level="warning", access_log=not args.quiet
+        )
+        server = uvicorn.Server(config)
+        config.setup_event_loop()
+        socket = config.bind_socket()
+        host, port = socket.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"aeroseg serve: {label} on http://{shown}:{port}/ (Ctrl+C stops)", flush=True)
+        server.run(sockets=[socket])
+    return 0
+
+
+@contextmanager
+def served_app(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
+    """The application of the parsed ``aeroseg serve`` arguments and the name of its model; its work
+    folder (uploads, class rasters) is removed on exit."""
+    try:
+        import uvicorn  # noqa: F401
 
         from aeroseg.serve.app import create_app
     except ImportError as error:
@@ -81,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     from aeroseg.serve.jobs import JobRunner
 
     inputs = expand_inputs(args.inputs) if args.inputs else []
+    if any(is_url(p) for p in inputs):
+        raise UserError("aeroseg serve opens local files only; download the image first")
     if args.root is not None and not Path(args.root).is_dir():
         raise UserError(f"--root {args.root} is not a folder")
     roots = [args.root] if args.root else list(dict.fromkeys(str(Path(p).resolve().parent) for p in inputs))
@@ -90,10 +114,10 @@ def run(args: argparse.Namespace) -> int:
     read = ReadOptions(args.bands, None, args.percentiles, None)
     device = api.resolve_device(args.device)
     label = args.checkpoint or args.preset or "training-free"
+    default = load_model(args.checkpoint, args.preset, device, clip=args.clip, guidance=args.guidance)
     work = Path(tempfile.mkdtemp(prefix="aeroseg-serve-"))
     (work / "uploads").mkdir()
     access = FileAccess(roots, work / "uploads")
-    default = load_model(args.checkpoint, args.preset, device, clip=args.clip, guidance=args.guidance)
 
     def load(name: str) -> Any:
         if name == "default":
@@ -116,22 +140,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         for path in inputs:
             catalog.open(str(Path(path).resolve()))
-        app = create_app(catalog, runner, max_upload_bytes=int(args.max_upload_mb * 2**20), model_label=label)
-        config = uvicorn.Config(
-            app, host=args.host, port=args.port, log_level="warning", access_log=not args.quiet
+        yield (
+            create_app(catalog, runner, max_upload_bytes=int(args.max_upload_mb * 2**20), model_label=label),
+            label,
         )
-        server = uvicorn.Server(config)
-        server.config.setup_event_loop()
-        sockets = [config.bind_socket()]
-        host, port = sockets[0].getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else host
-        print(f"aeroseg serve: {label} on http://{shown}:{port}/ (Ctrl+C stops)", flush=True)
-        server.run(sockets=sockets)
     finally:
         runner.close()
         catalog.close()
         shutil.rmtree(work, ignore_errors=True)
-    return 0
 
 
 def load_model(checkpoint: str | None, preset: str | None, device: Any, **weights: str | None) -> Any:

@@ -81,6 +81,13 @@ class FileAccess:
         return found
 
 
+def too_large(filename: str, max_bytes: int) -> TooLarge:
+    return TooLarge(
+        f"upload {filename!r} is larger than the limit of {max_bytes / 2**20:.3g} MiB "
+        "(start the server with a higher --max-upload-mb)"
+    )
+
+
 async def save_upload(
     filename: str, chunks: AsyncIterator[bytes], upload_dir: Path, *, max_bytes: int
 ) -> Path:
@@ -97,10 +104,7 @@ async def save_upload(
             async for chunk in chunks:
                 size += len(chunk)
                 if size > max_bytes:
-                    raise TooLarge(
-                        f"upload {filename!r} is larger than the limit of {max_bytes / 2**20:g} MiB "
-                        "(start the server with a higher --max-upload-mb)"
-                    )
+                    raise too_large(filename, max_bytes)
                 file.write(chunk)
     except BaseException:
         path.unlink(missing_ok=True)
