@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,16 +73,12 @@ def run(args: argparse.Namespace) -> int:
     with served_app(args) as (app, label):
         import uvicorn
 
-        config = uvicorn.Config(
-            app, host=args.host, port=args.port, log_level="warning", access_log=not args.quiet
-        )
-        server = uvicorn.Server(config)
-        config.setup_event_loop()
-        socket = config.bind_socket()
-        host, port = socket.getsockname()[:2]
+        config = uvicorn.Config(app, log_level="warning", access_log=not args.quiet)
+        sock = _listen(args.host, args.port)  # bound before the URL is printed (--port 0: any free port)
+        host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         print(f"aeroseg serve: {label} on http://{shown}:{port}/ (Ctrl+C stops)", flush=True)
-        server.run(sockets=[socket])
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -175,6 +172,20 @@ def load_model(checkpoint: str | None, preset: str | None, device: Any, **weight
         raise CheckpointError(
             f"preset {preset}: its public weights cannot be loaded: {one_line(error)}"
         ) from None
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise UserError(
+            f"cannot listen on {host}:{port}: {error.strerror}; choose another --host or --port"
+        ) from None
+    return sock
 
 
 def _ints(text: str) -> tuple[int, ...]:
