@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -18,7 +17,9 @@ from tests.test_predict import smooth_image
 from tests.test_predict_inputs import write_geotiff
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Chromium (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason="needs Chromium (apt-get install chromium)"
+)
 
 
 @pytest.fixture
@@ -43,8 +44,8 @@ def map_pixels(page):
     """The map area as an RGB array, and the box of the image on it (x0, y0, x1, y1)."""
     png = page.locator("#map").screenshot()
     box = page.evaluate(
-        """() => { const b = state.imageLayer.options.bounds;
-        const a = state.map.latLngToContainerPoint(b.getNorthWest()), c = state.map.latLngToContainerPoint(b.getSouthEast());
+        """() => { const b = state.imageLayer.options.bounds, map = state.map;
+        const a = map.latLngToContainerPoint(b.getNorthWest()), c = map.latLngToContainerPoint(b.getSouthEast());
         return [a.x, a.y, c.x, c.y].map(Math.round); }"""
     )
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int), box
@@ -54,7 +55,9 @@ def segment(page, classes, previous=None):
     page.fill("#classes", classes)
     page.click("#segment")
     page.wait_for_function(
-        "(old) => document.body.dataset.overlay && document.body.dataset.overlay !== old", arg=previous, timeout=60_000
+        "(old) => document.body.dataset.overlay && document.body.dataset.overlay !== old",
+        arg=previous,
+        timeout=60_000,
     )
     page.wait_for_timeout(300)  # the tiles are drawn
     return page.evaluate("() => document.body.dataset.overlay")
@@ -78,14 +81,16 @@ def test_segment_in_the_browser_change_classes_and_download(server, tmp_path):
             page.wait_for_function("() => document.body.dataset.ready && document.body.dataset.raster")
             page.wait_for_load_state("networkidle")
             before, box = map_pixels(page)
-            assert box[2] - box[0] > 100 and before[box[1] + 5 : box[3] - 5, box[0] + 5 : box[2] - 5].std() > 10
+            assert (
+                box[2] - box[0] > 100 and before[box[1] + 5 : box[3] - 5, box[0] + 5 : box[2] - 5].std() > 10
+            )
 
             first = segment(page, "building, road, tree|forest")
             assert page.locator("#legend li .name").all_inner_texts() == ["building", "road", "tree"]
             after, _ = map_pixels(page)
             assert changed(before, after, box) > 0.5  # the overlay covers the image
 
-            second = segment(page, "water, car|truck, ship, field", previous=first)
+            segment(page, "water, car|truck, ship, field", previous=first)
             assert page.locator("#legend li .name").all_inner_texts() == ["water", "car", "ship", "field"]
             assert "from the cache" in page.inner_text("#status")
             again, _ = map_pixels(page)
@@ -106,4 +111,3 @@ def test_segment_in_the_browser_change_classes_and_download(server, tmp_path):
             assert not errors
         finally:
             browser.close()
-        time.sleep(0)
