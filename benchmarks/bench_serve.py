@@ -50,6 +50,13 @@ CLASS_LISTS = [
 ]
 
 
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
 def memory_mb() -> dict[str, float]:
     status = Path("/proc/self/status").read_text().splitlines()
     values = {line.split(":")[0]: float(line.split()[1]) / 1024 for line in status if line.startswith("Vm")}
@@ -121,7 +128,7 @@ def main() -> None:
     client = TestClient(app)
     info = client.post("/api/open", json={"path": "scene.tif"}).json()
     result: dict = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other "
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores shared with other "
         f"people's work (load average {os.getloadavg()[0]:.1f} at the start), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
         "model": f"training-free, guidance {'SAM ViT-B' if guidance else 'none'}, random weights",

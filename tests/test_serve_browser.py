@@ -57,7 +57,6 @@ def segment(page, classes, previous=None):
     page.wait_for_function(
         "(old) => document.body.dataset.overlay && document.body.dataset.overlay !== old",
         arg=previous,
-        timeout=60_000,
     )
     page.wait_for_timeout(300)  # the tiles are drawn
     return page.evaluate("() => document.body.dataset.overlay")
@@ -75,6 +74,7 @@ def test_segment_in_the_browser_change_classes_and_download(server, tmp_path):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 700}, accept_downloads=True)
+            page.set_default_timeout(180_000)  # generous: CI shares two cores between two test processes
             errors = []
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(server)

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     with served_app(args) as (app, label):
         import uvicorn
 
-        config = uvicorn.Config(app, log_level="warning", access_log=not args.quiet)
+        config = uvicorn.Config(app, log_level="warning" if args.quiet else "info", access_log=not args.quiet)
         sock = _listen(args.host, args.port)  # bound before the URL is printed (--port 0: any free port)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
