@@ -274,3 +274,25 @@ def test_the_command_needs_images_or_a_root(capsys, tmp_path):
     assert main(["serve", "--root", str(tmp_path / "nope")]) == 2
     assert main(["serve", "--root", str(tmp_path), "--checkpoint", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_feature_cache_holds_what_fits_its_memory_budget():
+    import torch
+
+    from aeroseg.serve.catalog import FeatureBudget
+
+    class Encoder:
+        calls = 0
+
+        def encode_image(self, images):
+            Encoder.calls += 1
+            return {"feats": torch.zeros(len(images), 256, dtype=torch.float32)}  # 1 KiB a window
+
+    model, cache = Encoder(), FeatureBudget(max_bytes=3 * 1024)
+    windows = [torch.full((1, 3, 4, 4), float(i)) for i in range(5)]
+    for window in windows:
+        cache.features(model, window)
+    assert cache.window_bytes == 1024 and cache.max_windows == 3 and cache.held_bytes == 3 * 1024
+    cache.features(model, windows[4])  # still held
+    cache.features(model, windows[0])  # evicted: encoded again
+    assert Encoder.calls == 6 and cache.hits == 1
