@@ -31,7 +31,7 @@ def main(out: Path) -> None:
             url = server.stdout.readline().split(" on ")[1].split()[0]
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-                page = browser.new_page(viewport={"width": 1200, "height": 720})
+                page = browser.new_page(viewport={"width": 1200, "height": 800})
                 page.goto(url)
                 page.wait_for_function("() => document.body.dataset.raster")
                 page.fill("#classes", "building, road, tree|forest, water")
