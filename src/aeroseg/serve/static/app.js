@@ -32,7 +32,6 @@ function showRaster(info) {
     crs: info.georeferenced ? L.CRS.EPSG3857 : L.CRS.Simple,
     minZoom: info.georeferenced ? Math.max(0, info.min_zoom - 2) : info.min_zoom - 1,
     maxZoom: info.max_zoom + 3,
-    zoomSnap: info.georeferenced ? 1 : 0.25,
   });
   const tileOptions = {
     bounds, noWrap: true, minNativeZoom: info.min_zoom, maxNativeZoom: info.max_zoom,
