@@ -9,6 +9,7 @@ import pyogrio
 import pytest
 import rasterio
 from PIL import Image
+from rasterio.warp import transform as warp
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
@@ -114,8 +115,6 @@ def test_tiles_at_several_zooms_show_the_pixels_as_predict_reads_them(client, sc
         x, y = tms.xy(lon, lat)
         col = int((x - box.left) / (box.right - box.left) * 256)
         row = int((box.top - y) / (box.top - box.bottom) * 256)
-        from rasterio.warp import transform as warp
-
         (ex,), (ny,) = warp("EPSG:4326", "EPSG:32633", [lon], [lat])
         r, c = rasterio.transform.rowcol(source.transform, ex, ny)
         expected = source.read(Window(c, r, 1, 1))[0][:, 0, 0] * 255
