@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("aeroseg.evaluation.report", "print the paper's tables from evaluation JSON files"),
     "predict": ("aeroseg.predict.command", "segment images or GeoTIFFs of any size"),
     "bench": ("aeroseg.bench", "measure speed, FLOPs and memory of a preset"),
+    "serve": ("aeroseg.serve.command", "a map in the browser: segment GeoTIFFs with any class list"),
     "demo": (
         "aeroseg.training_free.demo",
         "segment a public sample aerial image with the training-free model",

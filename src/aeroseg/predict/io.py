@@ -194,6 +194,14 @@ class RasterSource:
         np.clip(image, 0, 1, out=image)
         return np.nan_to_num(image, copy=False, nan=0.0)
 
+    def to_unit(self, values: np.ndarray) -> np.ndarray:
+        """Values of :attr:`bands` as stored in the file (bands×h×w) → float32 3×h×w in [0, 1], with the
+        same palette, scaling and grey handling as :meth:`read` (``aeroseg serve`` renders its tiles so)."""
+        if self._palette is not None:
+            values = self._palette[values[0]].transpose(2, 0, 1)  # (3, h, w)
+        image = self._scale(values)
+        return np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image
+
     def read_overview(self, max_side: int) -> np.ndarray:
         """The whole image decimated to at most ``max_side`` pixels a side, uint8 h×w×3 (for overlays)."""
         factor = max(1, max(self.height, self.width) / max_side)

@@ -1,0 +1,222 @@
+"""The web application of ``aeroseg serve``: the page, raster and class tiles, segmentation runs, downloads.
+
+Every error reaches the page as JSON ``{"error": "<one line>"}`` with a 4xx status (403 outside the
+allowed folders, 404 unknown tile ids, 413 upload too large, 400 anything else the user can fix); an
+unexpected failure answers 500 with one line, never a stack trace.
+
+Routes (JSON unless said otherwise):
+    GET  /                                      the page (static files, no CDN)
+    GET  /api/state                             files under the roots, open rasters, models, limits
+    POST /api/open            {path}            open an image → its map frame
+    POST /api/upload?filename=NAME  (raw body)  upload a GeoTIFF, PNG or JPEG → its map frame
+    GET  /api/rasters/{id}/tiles/{z}/{x}/{y}.png     image tiles (RGBA PNG)
+    POST /api/segment         {raster, classes, background_threshold, scope, bounds, model} → a run
+    GET  /api/jobs/{id}                         progress, then classes, colours and pixel counts
+    GET  /api/jobs/{id}/tiles/{z}/{x}/{y}.png?hide=1,2   class tiles (RGBA PNG)
+    GET  /api/jobs/{id}/classes.tif             class GeoTIFF (the input's CRS and pixel grid)
+    GET  /api/jobs/{id}/polygons.gpkg           polygons (GeoPackage, the input's CRS)
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+from rio_tiler.errors import RioTilerError
+from starlette.exceptions import HTTPException
+
+from aeroseg.errors import UserError
+from aeroseg.predict.classes import parse_classes
+from aeroseg.predict.io import one_line
+from aeroseg.predict.outputs import class_colours
+from aeroseg.presets import presets
+from aeroseg.serve.catalog import DEFAULT_MODEL, Catalog
+from aeroseg.serve.files import ForbiddenPath, TooLarge, save_upload, too_large
+from aeroseg.serve.jobs import JobRunner
+from aeroseg.serve.tiles import colour_table, empty_png, png, read_tile, view_window
+
+PNG = "image/png"
+
+
+class OpenRequest(BaseModel):
+    path: str
+
+
+class SegmentRequest(BaseModel):
+    raster: str
+    classes: str
+    background_threshold: float | None = None
+    scope: str = "view"  # "view" (needs bounds) or "image"
+    bounds: tuple[float, float, float, float] | None = None  # south, west, north, east (map units)
+    model: str = DEFAULT_MODEL
+
+
+def create_app(catalog: Catalog, runner: JobRunner, *, max_upload_bytes: int, model_label: str) -> FastAPI:
+    """The FastAPI application over an open :class:`Catalog` and :class:`JobRunner`."""
+    app = FastAPI(title="aeroseg serve", docs_url=None, redoc_url=None, openapi_url=None)
+    static = resources.files("aeroseg.serve") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    _error_handlers(app)
+    app.state.catalog, app.state.runner = catalog, runner  # for tests and benchmarks
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(str(static / "index.html"), media_type="text/html")
+
+    @app.get("/api/state")
+    def state() -> dict[str, Any]:
+        return {
+            "files": catalog.access.listing(),
+            "rasters": [r.info() for r in catalog.rasters()],
+            "model": model_label,
+            "presets": presets(),
+            "max_upload_mb": max_upload_bytes / 2**20,
+        }
+
+    @app.post("/api/open")
+    def open_raster(request: OpenRequest) -> dict[str, Any]:
+        return catalog.open(request.path).info()
+
+    @app.post("/api/upload")
+    async def upload(request: Request, filename: str) -> dict[str, Any]:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes:
+            raise too_large(filename, max_upload_bytes)
+        path = await save_upload(
+            filename, request.stream(), catalog.access.upload_dir, max_bytes=max_upload_bytes
+        )
+        try:
+            return catalog.open(path).info()
+        except UserError:
+            path.unlink(missing_ok=True)
+            raise
+
+    @app.get("/api/rasters/{raster_id}/tiles/{z}/{x}/{y}.png")
+    def raster_tile(raster_id: str, z: int, x: int, y: int) -> Response:
+        raster = _found(lambda: catalog.raster(raster_id))
+        source = raster.source
+        tile = read_tile(
+            str(raster.path),
+            x,
+            y,
+            z,
+            list(dict.fromkeys(source.bands)),
+            georeferenced=raster.frame.georeferenced,
+        )
+        if tile is None:
+            return Response(empty_png(), media_type=PNG)
+        values, valid = tile
+        bands = list(dict.fromkeys(source.bands))
+        rgb = source.to_unit(values[[bands.index(b) for b in source.bands]])  # (3, 256, 256) in [0, 1]
+        rgb = (rgb * 255).round().astype(np.uint8).transpose(1, 2, 0)
+        return Response(png(rgb, valid), media_type=PNG)
+
+    @app.post("/api/segment")
+    def segment(request: SegmentRequest) -> dict[str, Any]:
+        raster = catalog.raster(request.raster)
+        classes = parse_classes(request.classes, background_threshold=request.background_threshold)
+        source = raster.source
+        if request.scope == "image":
+            window = Window(0, 0, source.width, source.height)
+        elif request.scope == "view":
+            if request.bounds is None:
+                raise UserError("segmenting the view needs its bounds")
+            window = view_window(
+                request.bounds, frame=raster.frame, crs=source.crs, transform=source.transform,
+                size=(source.height, source.width),
+            )  # fmt: skip
+        else:
+            raise UserError(f"scope must be 'view' or 'image', got {request.scope!r}")
+        model = catalog.model(request.model)
+        job = runner.submit(model, catalog.cache(request.model, raster.id), raster, classes, window)
+        return job.info()
+
+    @app.get("/api/jobs/{job_id}")
+    def job_state(job_id: str) -> dict[str, Any]:
+        return _found(lambda: runner.job(job_id)).info()
+
+    @app.get("/api/jobs/{job_id}/tiles/{z}/{x}/{y}.png")
+    def class_tile(job_id: str, z: int, x: int, y: int, hide: str = "") -> Response:
+        job = _finished(runner, job_id)
+        window = job.window
+        tile = read_tile(
+            str(job.class_path), x, y, z, [1], georeferenced=job.raster.frame.georeferenced,
+            resampling="nearest", offset=(int(window.col_off), int(window.row_off)),
+        )  # fmt: skip
+        if tile is None:
+            return Response(empty_png(), media_type=PNG)
+        hidden = {int(h) for h in hide.split(",") if h.strip().isdigit()}
+        table = colour_table(class_colours(job.classes.ids_to_names), hidden)
+        rgba = table[tile[0][0].astype(np.uint8)]  # (256, 256, 4)
+        rgba[..., 3] *= tile[1]
+        return Response(png(rgba[..., :3], rgba[..., 3]), media_type=PNG)
+
+    @app.get("/api/jobs/{job_id}/classes.tif")
+    def class_geotiff(job_id: str) -> FileResponse:
+        job = _finished(runner, job_id)
+        return FileResponse(job.class_path, media_type="image/tiff", filename=job.class_path.name)
+
+    @app.get("/api/jobs/{job_id}/polygons.gpkg")
+    def polygons(job_id: str) -> FileResponse:
+        job = _finished(runner, job_id)
+        path = runner.polygons(job)
+        return FileResponse(path, media_type="application/geopackage+sqlite3", filename=path.name)
+
+    return app
+
+
+class _NotFound(UserError):
+    pass
+
+
+def _found(get):
+    try:
+        return get()
+    except UserError as error:
+        raise _NotFound(str(error)) from None
+
+
+def _finished(runner: JobRunner, job_id: str):
+    job = _found(lambda: runner.job(job_id))
+    if job.status != "done":
+        raise _NotFound(f"segmentation {job_id} is {job.status}" + (f": {job.error}" if job.error else ""))
+    return job
+
+
+def _error_handlers(app: FastAPI) -> None:
+    def answer(status: int):
+        return lambda request, error: JSONResponse({"error": str(error)}, status_code=status)
+
+    app.add_exception_handler(ForbiddenPath, answer(403))
+    app.add_exception_handler(TooLarge, answer(413))
+    app.add_exception_handler(_NotFound, answer(404))
+    app.add_exception_handler(UserError, answer(400))
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return JSONResponse(
+            {"error": f"bad request: {where}: {first.get('msg', 'invalid')}"}, status_code=422
+        )
+
+    @app.exception_handler(HTTPException)
+    def http(request: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(RasterioError)
+    @app.exception_handler(RioTilerError)
+    def raster_error(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"cannot read the image: {one_line(error)}"}, status_code=400)
+
+    @app.exception_handler(Exception)
+    def unexpected(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"internal error: {one_line(error)}"}, status_code=500)
