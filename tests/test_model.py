@@ -56,7 +56,7 @@ def test_preset_trains(preset):
 
 def _expected_trainable(model) -> set[str]:
     """By name: CLIP q/v projections (not the last vision block's q, unused by the dense block), the new
-    modules, and nothing of the guidance encoder."""
+    modules (with the learned upsamplers of the CLIP guidance), and nothing of the guidance encoder."""
     last = len(model.backbone.clip.vision_model.encoder.layers) - 1
     names = set()
     for name, _ in model.named_parameters():
@@ -65,7 +65,7 @@ def _expected_trainable(model) -> set[str]:
             unused_q = f"vision_model.encoder.layers.{last}.self_attn.q_proj" in name
             if is_qv and not unused_q:
                 names.add(name)
-        elif not name.startswith("guidance_encoder."):
+        elif not name.startswith("guidance_encoder.") or name.startswith("guidance_encoder.upsample"):
             names.add(name)
     return names
 

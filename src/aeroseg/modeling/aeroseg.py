@@ -24,14 +24,10 @@ from aeroseg.modeling.backbones import (
     load_clip,
     load_guidance_encoder,
 )
+from aeroseg.modeling.clip_guidance import ClipGuidance
 from aeroseg.modeling.correlation import CorrelationFeatures
 from aeroseg.modeling.correlation_refinement import CorrelationRefinement
-from aeroseg.modeling.guidance_encoder import (
-    ClipGuidance,
-    GuidanceFeatures,
-    Sam2GuidanceEncoder,
-    SamGuidanceEncoder,
-)
+from aeroseg.modeling.guidance_encoder import GuidanceFeatures, Sam2GuidanceEncoder, SamGuidanceEncoder
 from aeroseg.modeling.upsampling_decoder import UpsamplingDecoder
 from aeroseg.modeling.vision_language_backbone import VisionLanguageBackbone
 
@@ -107,9 +103,9 @@ class AerOSeg(nn.Module):
 
     def encode_image(self, images: torch.Tensor) -> ImageFeatures:
         """Run the CLIP image encoder (all rotations, one batch) and the guidance encoder once."""
-        clip, intermediate = self.backbone.encode_image(images)  # B×R×C×h×w
+        clip, clip_guidance = self.backbone.encode_image(images)  # B×R×C×h×w, [B×C×h×w, B×D×h×w, ...]
         if isinstance(self.guidance_encoder, ClipGuidance):
-            guidance = self.guidance_encoder(clip[:, self._unrotated], intermediate)
+            guidance = self.guidance_encoder(clip_guidance[0], clip_guidance[1:])
         else:
             guidance = self.guidance_encoder(images, self.backbone.grid_size)
         return ImageFeatures(clip=clip, guidance=guidance, image_size=(images.shape[-2], images.shape[-1]))
@@ -235,7 +231,12 @@ class AerOSeg(nn.Module):
             size = config.guidance_image_size or guidance.config.backbone_config.image_size[0]
             encoder = Sam2GuidanceEncoder(guidance, image_size=size, trainable=config.guidance_trainable)
         else:
-            encoder = ClipGuidance(embed_dim=backbone.embed_dim, hidden_size=backbone.hidden_size)
+            encoder = ClipGuidance(
+                embed_dim=backbone.embed_dim,
+                hidden_size=backbone.hidden_size,
+                upsample_dims=config.clip_guidance_dims,
+                normalized=config.clip_guidance_normalized,
+            )
         d = config.hidden_dim
         back_projection = None
         if config.back_projection:
@@ -265,6 +266,13 @@ class AerOSeg(nn.Module):
                 window_size=config.window_size,
                 mlp_ratio=config.mlp_ratio,
                 class_pool=config.class_pool,
+                class_pool_eval=config.class_pool_eval,
+                class_pad_length=config.class_pad_length,
+                class_residual=config.class_residual,
+                class_align_corners=config.class_align_corners,
+                class_attention_proj=config.class_attention_proj,
+                spatial_position_bias=config.spatial_position_bias,
+                shared_guidance_norm=config.shared_guidance_norm,
             ),
             back_projection,
             UpsamplingDecoder(
@@ -274,6 +282,7 @@ class AerOSeg(nn.Module):
                 out_dims=config.decoder_dims,
                 attention=config.decoder_attention,
                 activation=config.decoder_attention_activation,
+                fuse_bias=config.decoder_fuse_bias,
             ),
         )
 
