@@ -77,7 +77,7 @@ class VisionLanguageBackbone(nn.Module):
         """
         x = F.interpolate(images, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
         x = (x - self.mean) / self.std
-        B, R = x.shape[0], len(self.rotations)
+        B = x.shape[0]
         x = torch.cat([torch.rot90(x, k=r // 90, dims=(2, 3)) for r in self.rotations])  # (R*B, 3, S, S)
         tokens, intermediate = self._dense_tokens(x)  # (R*B, 1+h*w, C), [(R*B, 1+h*w, D)]
         if not self.guidance_layers:
