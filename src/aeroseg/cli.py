@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("aeroseg.evaluation.report", "print the paper's tables from evaluation JSON files"),
     "predict": ("aeroseg.predict.command", "segment images or GeoTIFFs of any size"),
     "bench": ("aeroseg.bench", "measure speed, FLOPs and memory of a preset"),
+    "convert": ("aeroseg.commands.convert", "turn a CAT-Seg / OVRS checkpoint into an AerOSeg checkpoint"),
     "demo": (
         "aeroseg.training_free.demo",
         "segment a public sample aerial image with the training-free model",

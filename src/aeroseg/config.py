@@ -148,7 +148,9 @@ class AerOSegConfig(ConfigBase):
         if self.class_pad_length < 0:
             raise ValueError(f"class_pad_length must be >= 0, got {self.class_pad_length}")
         if self.clip_activation not in ("auto", "quick_gelu", "gelu"):
-            raise ValueError(f"clip_activation must be 'auto', 'quick_gelu' or 'gelu', got {self.clip_activation!r}")
+            raise ValueError(
+                f"clip_activation must be 'auto', 'quick_gelu' or 'gelu', got {self.clip_activation!r}"
+            )
         if self.class_residual not in ("reference", "update"):
             raise ValueError(f"class_residual must be 'reference' or 'update', got {self.class_residual!r}")
 

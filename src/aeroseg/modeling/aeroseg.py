@@ -18,8 +18,11 @@ from aeroseg.config import AerOSegConfig
 from aeroseg.errors import CheckpointError
 from aeroseg.modeling.back_projection import SemanticBackProjection
 from aeroseg.modeling.backbones import (
+    TOKENIZER_FILES,
     backbone_configs,
     backbones_from_configs,
+    directory_tokenizer,
+    hub_file,
     hub_offline,
     load_clip,
     load_guidance_encoder,
@@ -197,7 +200,9 @@ class AerOSeg(nn.Module):
     @classmethod
     def from_config(cls, config: AerOSegConfig, *, pretrained: bool = True) -> AerOSeg:
         """Build the model of ``config``, loading the backbones it names (random when ``pretrained=False``)."""
-        clip, tokenizer = load_clip(config.clip, arch=config.clip_arch, pretrained=pretrained)
+        clip, tokenizer = load_clip(
+            config.clip, arch=config.clip_arch, pretrained=pretrained, activation=config.clip_activation
+        )
         guidance = None
         if config.guidance_type != "clip":
             guidance = load_guidance_encoder(
@@ -288,7 +293,8 @@ class AerOSeg(nn.Module):
 
     # ------------------------------------------------------------------------------------- checkpoints
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
-        """Write ``config.json`` (AerOSeg config + backbone architectures) and ``model.safetensors``."""
+        """Write ``config.json`` (AerOSeg config + backbone architectures), ``model.safetensors`` and the CLIP
+        tokenizer the model was built with (``tokenizer.json``, ``vocab.json``, ``merges.txt``, ...)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         guidance = None if isinstance(self.guidance_encoder, ClipGuidance) else self.guidance_encoder.encoder
@@ -298,14 +304,37 @@ class AerOSeg(nn.Module):
             **backbone_configs(self.backbone.clip, guidance),
         }
         tmp_weights, tmp_config = directory / f".{WEIGHTS_NAME}.tmp", directory / f".{CONFIG_NAME}.tmp"
+        tmp_tokenizer = directory / ".tokenizer.tmp"
         save_model(self, str(tmp_weights), metadata={"format": "pt"})
         tmp_config.write_text(json.dumps(meta, indent=2))
+        self.backbone.tokenizer.save_pretrained(tmp_tokenizer)
+        for file in sorted(tmp_tokenizer.iterdir()):
+            os.replace(file, directory / file.name)
+        tmp_tokenizer.rmdir()
         os.replace(tmp_weights, directory / WEIGHTS_NAME)
         os.replace(tmp_config, directory / CONFIG_NAME)
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike[str], *, map_location: str = "cpu") -> AerOSeg:
-        """Load a model saved by :meth:`save_pretrained` from a directory or a hub id, with no other file."""
+    def from_pretrained(
+        cls,
+        source: str | os.PathLike[str],
+        *,
+        map_location: str = "cpu",
+        preset: str | None = None,
+        **overrides: Any,
+    ) -> AerOSeg:
+        """Load a model from a directory or hub id saved by :meth:`save_pretrained`, with no other file; or
+        from a CAT-Seg / OVRS checkpoint file (local, or ``hf://OWNER/REPO/FILE``), converted at load time
+        (:mod:`aeroseg.convert.catseg`; ``preset`` and ``overrides`` adjust what such a file does not say)."""
+        file = Path(hub_file(str(source), "checkpoint")).expanduser()
+        if file.is_file():
+            from aeroseg.convert.catseg import load_catseg
+
+            return load_catseg(file, preset=preset, **overrides).to(map_location)
+        if overrides:
+            raise CheckpointError(
+                f"{source}: config overrides apply to CAT-Seg / OVRS files; an AerOSeg checkpoint carries its config"
+            )
         directory = _checkpoint_directory(source)
         try:
             meta = json.loads((directory / CONFIG_NAME).read_text())
@@ -316,8 +345,10 @@ class AerOSeg(nn.Module):
                 f"{directory} is not an AerOSeg checkpoint (its config.json has no AerOSeg config)"
             )
         config = AerOSegConfig.from_dict(meta["config"])
-        clip, tokenizer, guidance = backbones_from_configs(config.guidance_type, meta)
-        model = cls._assemble(config, clip, tokenizer, guidance)
+        if preset is not None and preset != config.preset:
+            raise CheckpointError(f"{source} holds a {config.preset!r} model, not {preset!r}")
+        clip, guidance = backbones_from_configs(config.guidance_type, meta)
+        model = cls._assemble(config, clip, directory_tokenizer(directory), guidance)
         missing, unexpected = load_model(
             model, str(directory / WEIGHTS_NAME), strict=False, device=map_location
         )
@@ -338,8 +369,6 @@ def _checkpoint_directory(source: str | os.PathLike[str]) -> Path:
                 "(written by AerOSeg.save_pretrained or aeroseg train)"
             )
         return path
-    if path.exists():
-        raise CheckpointError(f"{path} is a file; an AerOSeg checkpoint is a directory with {CONFIG_NAME}")
     if str(source).startswith((".", "/", "~")) or str(source).count("/") != 1:
         raise CheckpointError(f"AerOSeg checkpoint {str(source)!r} does not exist")
     from huggingface_hub import snapshot_download
@@ -347,7 +376,9 @@ def _checkpoint_directory(source: str | os.PathLike[str]) -> Path:
     try:
         return Path(
             snapshot_download(
-                str(source), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME], local_files_only=hub_offline()
+                str(source),
+                allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, *TOKENIZER_FILES],
+                local_files_only=hub_offline(),
             )
         )
     except Exception as error:  # noqa: BLE001 - any hub failure becomes one line for the user

@@ -53,7 +53,9 @@ class GuidedWindowAttention(nn.Module):
         if self.relative_position_bias is not None:
             attn_mask = self.bias(int(L**0.5)).expand(nW, heads, L, L)
         if mask is not None:
-            attn_mask = mask[:, None] if attn_mask is None else attn_mask + mask[:, None]  # (nW, heads|1, L, L)
+            attn_mask = (
+                mask[:, None] if attn_mask is None else attn_mask + mask[:, None]
+            )  # (nW, heads|1, L, L)
         if attn_mask is not None:
             # a 4-D mask lets the fused CPU kernel run (a 3-D one falls back to the unfused math path)
             attn_mask = attn_mask.expand(nW, heads, L, L).reshape(1, nW * heads, L, L).to(q.dtype)
@@ -256,7 +258,9 @@ class ClassRefinement(nn.Module):
         self.residual = residual
         self.align_corners = align_corners
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = LinearAttention(dim=dim, guidance_dim=guidance_dim, num_heads=num_heads, out_proj=out_proj)
+        self.attn = LinearAttention(
+            dim=dim, guidance_dim=guidance_dim, num_heads=num_heads, out_proj=out_proj
+        )
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = _mlp(dim, mlp_ratio, nn.ReLU)
         self.padding_tokens = self.padding_guidance = None

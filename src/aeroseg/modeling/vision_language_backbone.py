@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
+from aeroseg.convert.tokenizer import clean_text
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -92,7 +94,9 @@ class VisionLanguageBackbone(nn.Module):
         h = w = self.grid_size
         R = len(self.rotations)
         grid = tokens[:, 1:].transpose(1, 2).reshape(R, B, -1, h, w)  # (R, B, C, h, w)
-        return torch.stack([torch.rot90(grid[i], k=-(r // 90), dims=(2, 3)) for i, r in enumerate(self.rotations)], 1)
+        return torch.stack(
+            [torch.rot90(grid[i], k=-(r // 90), dims=(2, 3)) for i, r in enumerate(self.rotations)], 1
+        )
 
     def _dense_tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the CLIP vision tower on N×3×S×S pixels → (N, 1+h·w, C) projected tokens, intermediates."""
@@ -126,7 +130,7 @@ class VisionLanguageBackbone(nn.Module):
         Returns:
             T×P×C, L2-normalised along C.
         """
-        prompts = [template.format(name) for name in classes for template in self.templates]
+        prompts = [clean_text(template.format(name)) for name in classes for template in self.templates]
         max_length = self.clip.config.text_config.max_position_embeddings
         batch = self.tokenizer(
             prompts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
