@@ -103,11 +103,15 @@ def test_every_entry_point_takes_the_file(official, checkpoints, tmp_path, monke
     import huggingface_hub
 
     def download(repo, filename, **kwargs):
-        assert (repo, filename) == ("hamacojr/CAT-Seg-weights", "model_base.pth")
+        assert (repo, filename, kwargs.get("repo_type")) == (
+            "hamacojr/CAT-Seg-weights",
+            "model_base.pth",
+            "space",
+        )
         return str(path)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
-    from_hub = AerOSeg.from_pretrained("hf://hamacojr/CAT-Seg-weights/model_base.pth")
+    from_hub = AerOSeg.from_pretrained("hf://spaces/hamacojr/CAT-Seg-weights/model_base.pth")
     torch.testing.assert_close(from_hub(train_image[None], classes), expected, rtol=0, atol=0)
 
     out = tmp_path / "converted"

@@ -71,16 +71,21 @@ def _from_hub(cls: Any, source: str, what: str, flag: str) -> Any:
 
 
 def hub_file(source: str, what: str) -> str:
-    """``hf://owner/repo/path/in/repo.pt`` → a local copy of that one file (original checkpoints on the hub)."""
+    """``hf://owner/repo/path/in/repo.pt`` (a model repository) or ``hf://spaces/owner/repo/path`` (a Space,
+    where CAT-Seg publishes its weights) → a local copy of that one file."""
     if not source.startswith("hf://"):
         return source
     parts = source[len("hf://") :].split("/")
+    kind = {"spaces": "space", "datasets": "dataset"}.get(parts[0])
+    parts = parts[1:] if kind else parts
     if len(parts) < 3:
-        raise CheckpointError(f"{what} source {source!r} must look like hf://OWNER/REPO/PATH/FILE")
+        raise CheckpointError(f"{what} source {source!r} must look like hf://[spaces/]OWNER/REPO/PATH/FILE")
     from huggingface_hub import hf_hub_download
 
     try:
-        return hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), local_files_only=hub_offline())
+        repo, file = "/".join(parts[:2]), "/".join(parts[2:])
+        options = {"repo_type": kind} if kind else {}
+        return hf_hub_download(repo, file, local_files_only=hub_offline(), **options)
     except Exception as error:  # noqa: BLE001 - any hub failure becomes one line for the user
         raise CheckpointError(
             f"cannot download {source!r} ({type(error).__name__}); download the file where the hub is reachable "
