@@ -158,3 +158,13 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({"model": {"x": torch.zeros(1)}, "cfg": Path("/")}, evil)  # needs unpickling a Path
     with pytest.raises(CheckpointError, match="cannot read it"):
         AerOSeg.from_pretrained(evil)
+
+
+def test_evaluate_cli_runs_a_catseg_file(checkpoints, tmp_path):
+    from tests.test_evaluate import CLASSES, make_dataset
+
+    data, out = make_dataset(tmp_path / "toy"), tmp_path / "eval.json"
+    argv = ["evaluate", "--data", str(data), "--checkpoint", str(checkpoints["cat-seg"]), "--json", str(out)]
+    assert main([*argv, "--device", "cpu", "--workers", "0", "--quiet"]) == 0
+    document = json.loads(out.read_text())
+    assert len(document["confusion_matrix"]) == len(CLASSES)

@@ -212,16 +212,32 @@ class LinearAttention(nn.Module):
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim) if out_proj else nn.Identity()
 
-    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, g: torch.Tensor, padding: tuple[torch.Tensor, torch.Tensor, int] | None = None
+    ) -> torch.Tensor:
         """x: N×T×d, g: T×g (the same for all N sets) → N×T×d. No positional embedding: equivariant to
-        permutations of T."""
+        permutations of T.
+
+        ``padding = (token d, guidance g, count)``: ``count`` more keys and values from one token that every set
+        shares (CAT-Seg's padding tokens). Their outputs are not needed, and as keys and values they add
+        ``count`` times one token's terms to the sums, computed once: the same result as attending over the
+        T + count tokens, at the cost of T.
+        """
         N, T, d = x.shape
-        heads = lambda t: t.view(N, T, self.num_heads, -1)  # (N, T, heads, d/heads)
+        heads = lambda t: t.view(t.shape[0], t.shape[1], self.num_heads, -1)  # (N, T, heads, d/heads)
         q = F.elu(heads(_guided_linear(self.q, x, g))) + 1
         k = F.elu(heads(_guided_linear(self.k, x, g))) + 1
         v = heads(self.v(x))
         kv = torch.einsum("nthd,nthe->nhde", k, v)
-        norm = 1.0 / (torch.einsum("nthd,nhd->nth", q, k.sum(dim=1)) + self.eps)
+        k_sum = k.sum(dim=1)  # (N, heads, d/heads)
+        if padding is not None:
+            token, guidance, count = padding
+            token, guidance = token.view(1, 1, -1), guidance.view(1, -1)
+            k_pad = F.elu(heads(_guided_linear(self.k, token, guidance))) + 1  # (1, 1, heads, d/heads)
+            v_pad = heads(self.v(token))
+            kv = kv + count * torch.einsum("nthd,nthe->nhde", k_pad, v_pad)
+            k_sum = k_sum + count * k_pad[:, 0]
+        norm = 1.0 / (torch.einsum("nthd,nhd->nth", q, k_sum) + self.eps)
         out = torch.einsum("nthd,nhde->nthe", q, kv) * norm[..., None]
         return self.proj(out.reshape(N, T, d))
 
@@ -277,18 +293,18 @@ class ClassRefinement(nn.Module):
             y = F.avg_pool2d(y, pool, ceil_mode=True, count_include_pad=False)
         hp, wp = y.shape[-2:]
         y = y.view(B, T, d, hp, wp).permute(0, 3, 4, 1, 2).reshape(B * hp * wp, T, d)  # (B*h'*w', T, d)
+        padding = None
         pad = -T % self.pad_length if self.pad_length else 0
-        if pad:  # learned tokens and their guidance, the same at every position
+        if pad:  # learned tokens and their guidance, the same at every position; only keys and values
             assert self.padding_tokens is not None and self.padding_guidance is not None
-            y = torch.cat([y, self.padding_tokens.expand(y.shape[0], pad, d)], dim=1)
-            text = torch.cat([text, self.padding_guidance.expand(pad, -1)])
-        update = self.attn(self.norm1(y), text)
+            padding = (self.norm1(self.padding_tokens), self.padding_guidance, pad)
+        update = self.attn(self.norm1(y), text, padding)
         if self.residual == "reference":
             update = y + update
             update = update + self.mlp(self.norm2(update))
         else:
             update = update + self.mlp(self.norm2(y + update))
-        update = update[:, :T].reshape(B, hp, wp, T, d).permute(0, 3, 4, 1, 2).reshape(B * T, d, hp, wp)
+        update = update.view(B, hp, wp, T, d).permute(0, 3, 4, 1, 2).reshape(B * T, d, hp, wp)
         if (hp, wp) != (h, w):
             update = F.interpolate(update, size=(h, w), mode="bilinear", align_corners=self.align_corners)
         return x + update.view(B, T, d, h, w).transpose(1, 2)
