@@ -1,6 +1,7 @@
 """CLIP text as upstream: the activation each file was trained with, OpenAI's text cleaning, and the tokenizer
 that travels with a model."""
 
+import json
 import shutil
 
 import pytest
@@ -94,11 +95,13 @@ def test_a_clip_directory_tokenizer_is_used_and_travels_with_the_checkpoint(tiny
 
 
 def test_a_directory_with_only_vocab_and_merges_uses_them(tiny_backbones, tmp_path):
+    """The files OpenAI-era CLIP repositories on the hub carry (no tokenizer.json)."""
     clip_dir = tmp_path / "clip"
     CLIPModel.from_pretrained(tiny_backbones["clip"]).save_pretrained(clip_dir)
-    other = _other_vocabulary()
-    other.save_pretrained(tmp_path / "tok")
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copy(tmp_path / "tok" / name, clip_dir / name)
+    vocab, merges = _vocab_and_merges()
+    vocab = dict(vocab)
+    vocab["tree</w>"], vocab["road</w>"] = vocab["road</w>"], vocab["tree</w>"]
+    (clip_dir / "vocab.json").write_text(json.dumps(vocab))
+    (clip_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
     _, tokenizer = load_clip(str(clip_dir), arch="clip-vit-b-16")
-    assert tokenizer("a tree").input_ids == other("a tree").input_ids
+    assert tokenizer("a tree").input_ids == _other_vocabulary()("a tree").input_ids
