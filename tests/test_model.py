@@ -148,7 +148,10 @@ def test_reconstruction_targets(target, channels):
 def test_save_and_reload_is_bit_identical(tmp_path):
     model = build_tiny_model(preset="aeroseg").eval()
     model.save_pretrained(tmp_path / "ckpt")
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    names = {p.name for p in (tmp_path / "ckpt").iterdir()}  # with the tokenizer the model was built with
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= names and not any(
+        n.startswith(".") for n in names
+    )
     loaded = aeroseg.AerOSeg.from_pretrained(tmp_path / "ckpt")
     assert loaded.config == model.config
     reference, restored = model.state_dict(), loaded.state_dict()

@@ -212,31 +212,34 @@ class LinearAttention(nn.Module):
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim) if out_proj else nn.Identity()
 
+    def key_value(self, token: torch.Tensor, guidance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feature-mapped key and value of one token shared by all sets: token d, guidance g → 2 × heads×(d/heads)."""
+        k = F.elu(_guided_linear(self.k, token[None], guidance[None])) + 1
+        v = F.linear(token, self.v.weight, self.v.bias)
+        return k.view(self.num_heads, -1), v.view(self.num_heads, -1)
+
     def forward(
         self, x: torch.Tensor, g: torch.Tensor, padding: tuple[torch.Tensor, torch.Tensor, int] | None = None
     ) -> torch.Tensor:
         """x: N×T×d, g: T×g (the same for all N sets) → N×T×d. No positional embedding: equivariant to
         permutations of T.
 
-        ``padding = (token d, guidance g, count)``: ``count`` more keys and values from one token that every set
-        shares (CAT-Seg's padding tokens). Their outputs are not needed, and as keys and values they add
-        ``count`` times one token's terms to the sums, computed once: the same result as attending over the
-        T + count tokens, at the cost of T.
+        ``padding = (key, value, count)`` (from :meth:`key_value`): ``count`` more keys and values of one token
+        that every set shares (CAT-Seg's padding tokens). Their outputs are not needed, and as keys and values
+        they add ``count`` times one token's terms to the sums, computed once: the same result as attending
+        over the T + count tokens, at the cost of T.
         """
         N, T, d = x.shape
-        heads = lambda t: t.view(t.shape[0], t.shape[1], self.num_heads, -1)  # (N, T, heads, d/heads)
+        heads = lambda t: t.view(N, T, self.num_heads, -1)  # (N, T, heads, d/heads)
         q = F.elu(heads(_guided_linear(self.q, x, g))) + 1
         k = F.elu(heads(_guided_linear(self.k, x, g))) + 1
         v = heads(self.v(x))
         kv = torch.einsum("nthd,nthe->nhde", k, v)
         k_sum = k.sum(dim=1)  # (N, heads, d/heads)
         if padding is not None:
-            token, guidance, count = padding
-            token, guidance = token.view(1, 1, -1), guidance.view(1, -1)
-            k_pad = F.elu(heads(_guided_linear(self.k, token, guidance))) + 1  # (1, 1, heads, d/heads)
-            v_pad = heads(self.v(token))
-            kv = kv + count * torch.einsum("nthd,nthe->nhde", k_pad, v_pad)
-            k_sum = k_sum + count * k_pad[:, 0]
+            k_pad, v_pad, count = padding
+            kv = kv + count * torch.einsum("hd,he->hde", k_pad, v_pad)
+            k_sum = k_sum + count * k_pad
         norm = 1.0 / (torch.einsum("nthd,nhd->nth", q, k_sum) + self.eps)
         out = torch.einsum("nthd,nhde->nthe", q, kv) * norm[..., None]
         return self.proj(out.reshape(N, T, d))
@@ -297,7 +300,11 @@ class ClassRefinement(nn.Module):
         pad = -T % self.pad_length if self.pad_length else 0
         if pad:  # learned tokens and their guidance, the same at every position; only keys and values
             assert self.padding_tokens is not None and self.padding_guidance is not None
-            padding = (self.norm1(self.padding_tokens), self.padding_guidance, pad)
+            norm1 = self.norm1
+            token = F.layer_norm(
+                self.padding_tokens, norm1.normalized_shape, norm1.weight, norm1.bias, norm1.eps
+            )
+            padding = (*self.attn.key_value(token, self.padding_guidance), pad)
         update = self.attn(self.norm1(y), text, padding)
         if self.residual == "reference":
             update = y + update
