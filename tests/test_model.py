@@ -56,7 +56,7 @@ def test_preset_trains(preset):
 
 def _expected_trainable(model) -> set[str]:
     """By name: CLIP q/v projections (not the last vision block's q, unused by the dense block), the new
-    modules, and nothing of the guidance encoder."""
+    modules (with the learned upsamplers of the CLIP guidance), and nothing of the guidance encoder."""
     last = len(model.backbone.clip.vision_model.encoder.layers) - 1
     names = set()
     for name, _ in model.named_parameters():
@@ -65,7 +65,7 @@ def _expected_trainable(model) -> set[str]:
             unused_q = f"vision_model.encoder.layers.{last}.self_attn.q_proj" in name
             if is_qv and not unused_q:
                 names.add(name)
-        elif not name.startswith("guidance_encoder."):
+        elif not name.startswith("guidance_encoder.") or name.startswith("guidance_encoder.upsample"):
             names.add(name)
     return names
 
@@ -148,7 +148,10 @@ def test_reconstruction_targets(target, channels):
 def test_save_and_reload_is_bit_identical(tmp_path):
     model = build_tiny_model(preset="aeroseg").eval()
     model.save_pretrained(tmp_path / "ckpt")
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    names = {p.name for p in (tmp_path / "ckpt").iterdir()}  # with the tokenizer the model was built with
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= names and not any(
+        n.startswith(".") for n in names
+    )
     loaded = aeroseg.AerOSeg.from_pretrained(tmp_path / "ckpt")
     assert loaded.config == model.config
     reference, restored = model.state_dict(), loaded.state_dict()

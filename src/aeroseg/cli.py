@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("aeroseg.predict.command", "segment images or GeoTIFFs of any size"),
     "bench": ("aeroseg.bench", "measure speed, FLOPs and memory of a preset"),
     "serve": ("aeroseg.serve.command", "a map in the browser: segment GeoTIFFs with any class list"),
+    "convert": ("aeroseg.commands.convert", "turn a CAT-Seg / OVRS checkpoint into an AerOSeg checkpoint"),
     "demo": (
         "aeroseg.training_free.demo",
         "segment a public sample aerial image with the training-free model",

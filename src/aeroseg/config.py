@@ -21,8 +21,9 @@ REMOTE_SENSING_TEMPLATES: tuple[str, ...] = (
 )
 """The paper's remote-sensing prompt templates (Sec. 3.1, after RS-CLIP)."""
 
-GENERIC_TEMPLATES: tuple[str, ...] = ("A photo of a {} in a scene",)
-"""The generic prompt of CAT-Seg and OVRS (Baseline, Config-A, Config-B)."""
+GENERIC_TEMPLATES: tuple[str, ...] = ("A photo of a {} in the scene",)
+"""The generic prompt of CAT-Seg and OVRS (Baseline, Config-A, Config-B): their ``PROMPT_ENSEMBLE_TYPE:
+single`` template, word for word."""
 
 GuidanceType = Literal["sam", "sam2", "clip"]
 C = TypeVar("C", bound="ConfigBase")
@@ -123,6 +124,8 @@ class AerOSegConfig(ConfigBase):
     # --- 1. Vision-language backbone (CLIP) --------------------------------------------------------
     clip: str = "openai/clip-vit-base-patch16"  # hub id, local directory, or original .pt/.bin/.safetensors
     clip_arch: str = "clip-vit-b-16"  # shipped architecture used with pretrained=False and for original files
+    clip_activation: Literal["auto", "quick_gelu", "gelu"] = "auto"  # MLP activation of an original CLIP
+    # file: "auto" reads it from the file (OpenAI and *-quickgelu open_clip: QuickGELU, other open_clip: GELU)
     clip_image_size: int = 384  # CLIP input side (384 for ViT-B/16, 336 for ViT-L/14): grid = size / patch
     rotations: tuple[int, ...] = (0, 90, 180, 270)  # degrees; one CLIP batch of B*R, rotated back (Eq. 1)
     prompt_templates: tuple[str, ...] = REMOTE_SENSING_TEMPLATES  # P templates, "{}" is the class name
@@ -137,6 +140,10 @@ class AerOSegConfig(ConfigBase):
     guidance_image_size: int | None = None  # SAM / SAM2 input side; None = the encoder's own (1024)
     guidance_layers: tuple[int, int] = (8, 16)  # 1-based ViT blocks feeding decoder stages 1 and 2
     sam_final: Literal["neck", "last_block"] = "neck"  # **choice**: final feature = neck (256 ch)
+    clip_guidance_dims: tuple[int, int] | None = (256, 128)  # guidance_type "clip": CAT-Seg's learned
+    # upsamplers (ConvTranspose ×2 and ×4) of the two CLIP blocks to these widths; None = raw blocks
+    clip_guidance_normalized: bool = False  # "clip": spatial refinement sees the raw dense CLIP features
+    # (CAT-Seg); True = L2-normalised ones, which our first version used
     guidance_trainable: bool = False  # fine-tune the guidance encoder (paper Table 4)
     guidance_lr: float = 2e-6  # lr of the guidance encoder when it trains (**choice**)
     guidance_resize: Literal["antialias", "area", "bilinear"] = "antialias"  # shrinking maps to the grids
@@ -153,7 +160,16 @@ class AerOSegConfig(ConfigBase):
     mlp_ratio: float = 4.0
     guidance_proj_dim: int = 128  # width of proj(guidance) concatenated into query and key (Eq. 5)
     text_proj_dim: int = 128  # width of proj(text) concatenated into query and key (Eq. 6)
-    class_pool: int = 2  # CAT-Seg average-pools the grid for class attention; 1 disables
+    class_pool: int = 2  # CAT-Seg average-pools the grid for class attention in training (POOLING_SIZES)
+    class_pool_eval: int = 1  # ... and evaluates without pooling (its eval.sh: POOLING_SIZES [1,1])
+    class_pad_length: int = 256  # CAT-Seg pad_len: learned padding tokens (and guidance) bring the class
+    # axis to this length; more classes pad to the next multiple (CAT-Seg keeps its top 256); 0 disables
+    class_residual: Literal["reference", "update"] = "reference"  # "reference": CAT-Seg's
+    # x + up(x_pool + attn + mlp); "update": x + up(attn + mlp), which our first version used
+    class_align_corners: bool = True  # CAT-Seg upsamples the pooled class update with align_corners=True
+    class_attention_proj: bool = False  # an output projection after the linear attention (CAT-Seg: none)
+    spatial_position_bias: bool = False  # Swin relative-position bias (CAT-Seg's guided Swin: none)
+    shared_guidance_norm: bool = True  # one guidance LayerNorm for the two Swin blocks of a layer (CAT-Seg)
 
     # --- 5. Semantic back-projection ------------------------------------------------------------------
     back_projection: bool = True  # reconstruct the target from the refined features (Eq. 7)
@@ -168,6 +184,7 @@ class AerOSegConfig(ConfigBase):
     decoder_guidance_dims: tuple[int, int] = (32, 16)  # g: guidance widths of the two stages
     decoder_attention: bool = True  # channel + spatial attention gating (OVRS); False = CAT-Seg decoder
     decoder_attention_activation: Literal["none", "sigmoid"] = "none"  # **choice**: gate as in DESIGN §6
+    decoder_fuse_bias: bool = False  # bias in the two fusing Conv3×3 of a stage (CAT-Seg/OVRS: none)
 
     # --- 7. Training ---------------------------------------------------------------------------------
     lr: float = 2e-4  # lr of the new modules
@@ -202,8 +219,16 @@ class AerOSegConfig(ConfigBase):
             raise ValueError(
                 f"guidance_resize must be antialias, area or bilinear, got {self.guidance_resize!r}"
             )
-        if self.window_size < 1 or self.class_pool < 1 or self.refinement_layers < 1:
-            raise ValueError("window_size, class_pool and refinement_layers must be >= 1")
+        if min(self.window_size, self.class_pool, self.class_pool_eval, self.refinement_layers) < 1:
+            raise ValueError("window_size, class_pool, class_pool_eval and refinement_layers must be >= 1")
+        if self.class_pad_length < 0:
+            raise ValueError(f"class_pad_length must be >= 0, got {self.class_pad_length}")
+        if self.clip_activation not in ("auto", "quick_gelu", "gelu"):
+            raise ValueError(
+                f"clip_activation must be 'auto', 'quick_gelu' or 'gelu', got {self.clip_activation!r}"
+            )
+        if self.class_residual not in ("reference", "update"):
+            raise ValueError(f"class_residual must be 'reference' or 'update', got {self.class_residual!r}")
 
     @property
     def num_correlation_channels(self) -> int:

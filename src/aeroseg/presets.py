@@ -75,19 +75,29 @@ def aeroseg_clip_vit_l() -> AerOSegConfig:
 
 
 def aeroseg_georsclip() -> AerOSegConfig:
-    """Supplementary Table 7: GeoRSCLIP ViT-L/14 (open_clip checkpoint RS5M_ViT-L-14.pt) at 336²."""
+    """Supplementary Table 7: GeoRSCLIP ViT-L/14 (open_clip checkpoint RS5M_ViT-L-14.pt) at 336². QuickGELU:
+    RS5M fine-tunes OpenAI's CLIP, loaded as its README does with ``create_model_and_transforms(...,
+    pretrained="openai")``, which builds QuickGELU."""
     return AerOSegConfig(
         preset="aeroseg-georsclip",
         clip="hf://Zilun/GeoRSCLIP/ckpt/RS5M_ViT-L-14.pt",
         clip_arch="clip-vit-l-14",
         clip_image_size=336,
+        clip_activation="quick_gelu",
     )
 
 
 def aeroseg_skyclip() -> AerOSegConfig:
     """Supplementary Table 7: SkyCLIP ViT-L/14 (open_clip checkpoint from the SkyScript release) at 336²;
-    the checkpoint file must be given with ``clip=``."""
-    return AerOSegConfig(preset="aeroseg-skyclip", clip="", clip_arch="clip-vit-l-14", clip_image_size=336)
+    the checkpoint file must be given with ``clip=``. QuickGELU: SkyCLIP continues OpenAI's CLIP and SkyScript's
+    notebooks load it with ``force_quick_gelu=True``."""
+    return AerOSegConfig(
+        preset="aeroseg-skyclip",
+        clip="",
+        clip_arch="clip-vit-l-14",
+        clip_image_size=336,
+        clip_activation="quick_gelu",
+    )
 
 
 def cat_seg() -> AerOSegConfig:
@@ -99,6 +109,18 @@ def cat_seg() -> AerOSegConfig:
         back_projection=False,
         decoder_attention=False,
         **_CLIP_GUIDANCE,
+    )
+
+
+def cat_seg_large() -> AerOSegConfig:
+    """CAT-Seg with CLIP ViT-L/14 at 336² (its released ``model_large.pth``; ``configs/vitl_336.yaml``):
+    CLIP blocks 8 and 16 guide the decoder through 1024-channel upsamplers."""
+    return cat_seg().replace(
+        preset="cat-seg-large",
+        clip="openai/clip-vit-large-patch14-336",
+        clip_arch="clip-vit-l-14-336",
+        clip_image_size=336,
+        guidance_layers=(8, 16),
     )
 
 
@@ -122,6 +144,7 @@ PRESETS: dict[str, Callable[[], AerOSegConfig | TrainingFreeConfig]] = {
     "aeroseg-georsclip": aeroseg_georsclip,
     "aeroseg-skyclip": aeroseg_skyclip,
     "cat-seg": cat_seg,
+    "cat-seg-large": cat_seg_large,
     "ovrs": ovrs,
     "training-free": training_free,
 }
@@ -143,25 +166,33 @@ def preset_config(name: str, **overrides: Any) -> AerOSegConfig | TrainingFreeCo
 
 
 def build(
-    preset: str = "aeroseg",
+    preset: str | None = None,
     *,
     clip: str | None = None,
     guidance: str | None = None,
     pretrained: bool = True,
+    checkpoint: str | None = None,
     **overrides: Any,
 ):
-    """Build the model of a preset.
+    """Build the model of a preset (or load a checkpoint of it).
 
     Args:
-        preset: a name from :func:`presets`.
+        preset: a name from :func:`presets` (default ``aeroseg``; with ``checkpoint``, the checkpoint's own).
         clip, guidance: hub id, local directory or original checkpoint file of the backbones (default: the
             preset's public weights).
         pretrained: ``False`` builds the paper-size architecture with random weights, offline.
+        checkpoint: a trained model instead of the backbones' weights: an AerOSeg checkpoint directory or a
+            CAT-Seg / OVRS checkpoint file (see :meth:`aeroseg.AerOSeg.from_pretrained`).
         overrides: any field of the preset's config (:class:`aeroseg.config.AerOSegConfig`, or
             :class:`aeroseg.training_free.TrainingFreeConfig` for ``training-free``).
     """
     from aeroseg.modeling.aeroseg import AerOSeg
 
+    if checkpoint is not None:
+        if clip is not None or guidance is not None:
+            raise UserError("a checkpoint carries its own CLIP and guidance weights: drop clip= / guidance=")
+        return AerOSeg.from_pretrained(checkpoint, preset=preset, **overrides)
+    preset = preset or "aeroseg"
     if clip is not None:
         overrides["clip"] = clip
     if guidance is not None:

@@ -17,7 +17,7 @@ from aeroseg.errors import CheckpointError
 StateDict = dict[str, torch.Tensor]
 
 
-def _is_torchscript(path: Path) -> bool:
+def is_torchscript(path: Path) -> bool:
     """TorchScript archives are zip files holding ``<name>/constants.pkl``; ``torch.save`` zips have none."""
     if not zipfile.is_zipfile(path):
         return False
@@ -37,7 +37,7 @@ def read_state_dict(path: str | Path, expected: str) -> StateDict:
     try:
         if path.suffix == ".safetensors":
             data = load_file(path)
-        elif _is_torchscript(path):
+        elif is_torchscript(path):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 data = dict(torch.jit.load(str(path), map_location="cpu").state_dict())

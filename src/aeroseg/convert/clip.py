@@ -26,6 +26,7 @@ OpenAI's scalar tensors ``input_resolution``, ``context_length`` and ``vocab_siz
 tensor not in the table (ResNet towers, attention pooling, layer scale, ...) is an error.
 """
 
+import json
 from math import isqrt
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from aeroseg.convert._checkpoint import (
     StateDict,
     build_and_load,
     count_indexed,
+    is_torchscript,
     read_state_dict,
     reject_unknown,
     require,
@@ -153,22 +155,56 @@ def _convert(state: StateDict, path: Path) -> StateDict:
     return out
 
 
-def load_original_clip(path: str | Path, *, hidden_act: str = "quick_gelu") -> CLIPModel:
+ACTIVATIONS = ("auto", "quick_gelu", "gelu")
+
+
+def detect_activation(path: Path, state: StateDict) -> str:
+    """The MLP activation a CLIP file was trained with, where the file says it.
+
+    QuickGELU: OpenAI's TorchScript archives and state dicts that keep OpenAI's scalar tensors
+    (``input_resolution``, ...), files named ``*quickgelu*`` (open_clip's ``-quickgelu`` model names), and
+    files beside an ``open_clip_config.json`` whose ``model_cfg`` sets ``quick_gelu``. Any other open_clip file:
+    GELU, open_clip's default (``quick_gelu: false`` in every model config that does not end in -quickgelu).
+    """
+    if is_torchscript(path) or any(k in state for k in _IGNORED):
+        return "quick_gelu"
+    if "quickgelu" in path.name.lower().replace("_", "").replace("-", ""):
+        return "quick_gelu"
+    config = path.parent / "open_clip_config.json"
+    if config.is_file():
+        try:
+            model_cfg = json.loads(config.read_text()).get("model_cfg", {})
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise CheckpointError(f"{config}: not a readable open_clip config") from None
+        return "quick_gelu" if model_cfg.get("quick_gelu", False) else "gelu"
+    return "gelu"
+
+
+def load_original_clip(path: str | Path, *, hidden_act: str = "auto") -> CLIPModel:
     """Load an OpenAI CLIP or open_clip ViT checkpoint as a ``transformers.CLIPModel`` (float32, eval mode).
 
     The architecture is inferred from tensor shapes; attention heads are ``width // 64`` (OpenAI's rule, true
     for ViT-B and ViT-L; open_clip's ViT-H/g use other head widths and are not supported). ``hidden_act`` is
-    ``"quick_gelu"`` for OpenAI weights and open_clip models trained with QuickGELU, ``"gelu"`` for open_clip
-    models trained with nn.GELU (e.g. open_clip's ``ViT-B-32`` config). Offline; errors are one-line
-    ``CheckpointError``s naming the file.
+    ``"quick_gelu"`` (OpenAI weights and open_clip models trained with QuickGELU), ``"gelu"`` (other open_clip
+    models, trained with nn.GELU) or ``"auto"``: read from the file by :func:`detect_activation`. Offline;
+    errors are one-line ``CheckpointError``s naming the file.
     """
-    if hidden_act not in ("quick_gelu", "gelu"):
-        raise UserError(f"hidden_act must be 'quick_gelu' or 'gelu', not {hidden_act!r}")
     path = Path(path)
+    if hidden_act not in ACTIVATIONS:
+        raise UserError(f"hidden_act must be one of {', '.join(ACTIVATIONS)}, not {hidden_act!r}")
     state = read_state_dict(path, EXPECTED)
+    if hidden_act == "auto":
+        hidden_act = detect_activation(path, state)
+    return load_original_clip_state(state, path, activation=hidden_act)
+
+
+def load_original_clip_state(state: StateDict, path: Path, *, activation: str = "quick_gelu") -> CLIPModel:
+    """:func:`load_original_clip` on tensors already read from ``path`` ("auto" = QuickGELU, OpenAI's)."""
+    if activation not in ACTIVATIONS:
+        raise UserError(f"hidden_act must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
     if "visual.conv1.weight" not in state and any(
         k.startswith(("visual.layer1.", "visual.attnpool.")) for k in state
     ):
         raise CheckpointError(f"{path}: is a ResNet CLIP; only ViT CLIP checkpoints are supported")
-    config = _infer_config(state, path, hidden_act)
+    config = _infer_config(state, path, "quick_gelu" if activation == "auto" else activation)
     return build_and_load(CLIPModel, config, _convert(state, path), path, EXPECTED)

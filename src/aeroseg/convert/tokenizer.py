@@ -3,12 +3,18 @@
 The vocabulary is laid out as in OpenAI CLIP (``clip/simple_tokenizer.py``): the 256 byte symbols, the same
 symbols with the end-of-word suffix ``</w>``, one token per merge rule (48,894 rules), then
 ``<|startoftext|>`` (49406) and ``<|endoftext|>`` (49407): 49,408 tokens in all.
+
+:func:`clean_text` is the text cleaning OpenAI's and open_clip's tokenizers apply before BPE, which the
+``transformers`` tokenizer does not (it only lower-cases and splits).
 """
 
 import gzip
+import html
+import re
 from functools import lru_cache
 from pathlib import Path
 
+import ftfy
 from transformers import CLIPTokenizer
 
 BPE_PATH = Path(__file__).resolve().parent.parent / "assets" / "clip_bpe" / "bpe_simple_vocab_16e6.txt.gz"
@@ -46,3 +52,10 @@ def clip_tokenizer() -> CLIPTokenizer:
     """
     vocab, merges = _vocab_and_merges()
     return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=77)
+
+
+def clean_text(text: str) -> str:
+    """OpenAI / open_clip ``basic_clean`` + ``whitespace_clean``: fix mojibake and typography with ftfy
+    (``children’s`` → ``children's``), unescape HTML twice (``&amp;amp;`` → ``&``), collapse whitespace."""
+    text = html.unescape(html.unescape(ftfy.fix_text(text)))
+    return re.sub(r"\s+", " ", text.strip()).strip()

@@ -19,20 +19,19 @@ from aeroseg.config import AerOSegConfig
 from aeroseg.errors import CheckpointError
 from aeroseg.modeling.back_projection import SemanticBackProjection
 from aeroseg.modeling.backbones import (
+    TOKENIZER_FILES,
     backbone_configs,
     backbones_from_configs,
+    directory_tokenizer,
+    hub_file,
     hub_offline,
     load_clip,
     load_guidance_encoder,
 )
+from aeroseg.modeling.clip_guidance import ClipGuidance
 from aeroseg.modeling.correlation import CorrelationFeatures
 from aeroseg.modeling.correlation_refinement import CorrelationRefinement
-from aeroseg.modeling.guidance_encoder import (
-    ClipGuidance,
-    GuidanceFeatures,
-    Sam2GuidanceEncoder,
-    SamGuidanceEncoder,
-)
+from aeroseg.modeling.guidance_encoder import GuidanceFeatures, Sam2GuidanceEncoder, SamGuidanceEncoder
 from aeroseg.modeling.images import unit_images
 from aeroseg.modeling.upsampling_decoder import UpsamplingDecoder
 from aeroseg.modeling.vision_language_backbone import VisionLanguageBackbone
@@ -110,9 +109,9 @@ class AerOSeg(nn.Module):
     def encode_image(self, images: torch.Tensor) -> ImageFeatures:
         """Run the CLIP image encoder (all rotations, one batch) and the guidance encoder once."""
         images = unit_images(images)  # uint8 → [0, 1]
-        clip, intermediate = self.backbone.encode_image(images)  # B×R×C×h×w
+        clip, clip_guidance = self.backbone.encode_image(images)  # B×R×C×h×w, [B×C×h×w, B×D×h×w, ...]
         if isinstance(self.guidance_encoder, ClipGuidance):
-            guidance = self.guidance_encoder(clip[:, self._unrotated], intermediate)
+            guidance = self.guidance_encoder(clip_guidance[0], clip_guidance[1:])
         else:
             guidance = self.guidance_encoder(images, self.backbone.grid_size)
         return ImageFeatures(clip=clip, guidance=guidance, image_size=(images.shape[-2], images.shape[-1]))
@@ -204,7 +203,9 @@ class AerOSeg(nn.Module):
     @classmethod
     def from_config(cls, config: AerOSegConfig, *, pretrained: bool = True) -> AerOSeg:
         """Build the model of ``config``, loading the backbones it names (random when ``pretrained=False``)."""
-        clip, tokenizer = load_clip(config.clip, arch=config.clip_arch, pretrained=pretrained)
+        clip, tokenizer = load_clip(
+            config.clip, arch=config.clip_arch, pretrained=pretrained, activation=config.clip_activation
+        )
         guidance = None
         if config.guidance_type != "clip":
             guidance = load_guidance_encoder(
@@ -245,7 +246,12 @@ class AerOSeg(nn.Module):
                 guidance, image_size=size, trainable=config.guidance_trainable, resize=config.guidance_resize
             )
         else:
-            encoder = ClipGuidance(embed_dim=backbone.embed_dim, hidden_size=backbone.hidden_size)
+            encoder = ClipGuidance(
+                embed_dim=backbone.embed_dim,
+                hidden_size=backbone.hidden_size,
+                upsample_dims=config.clip_guidance_dims,
+                normalized=config.clip_guidance_normalized,
+            )
         d = config.hidden_dim
         back_projection = None
         if config.back_projection:
@@ -275,6 +281,13 @@ class AerOSeg(nn.Module):
                 window_size=config.window_size,
                 mlp_ratio=config.mlp_ratio,
                 class_pool=config.class_pool,
+                class_pool_eval=config.class_pool_eval,
+                class_pad_length=config.class_pad_length,
+                class_residual=config.class_residual,
+                class_align_corners=config.class_align_corners,
+                class_attention_proj=config.class_attention_proj,
+                spatial_position_bias=config.spatial_position_bias,
+                shared_guidance_norm=config.shared_guidance_norm,
             ),
             back_projection,
             UpsamplingDecoder(
@@ -284,12 +297,14 @@ class AerOSeg(nn.Module):
                 out_dims=config.decoder_dims,
                 attention=config.decoder_attention,
                 activation=config.decoder_attention_activation,
+                fuse_bias=config.decoder_fuse_bias,
             ),
         )
 
     # ------------------------------------------------------------------------------------- checkpoints
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
-        """Write ``config.json`` (AerOSeg config + backbone architectures) and ``model.safetensors``."""
+        """Write ``config.json`` (AerOSeg config + backbone architectures), ``model.safetensors`` and the CLIP
+        tokenizer the model was built with (``tokenizer.json``, ``vocab.json``, ``merges.txt``, ...)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         guidance = None if isinstance(self.guidance_encoder, ClipGuidance) else self.guidance_encoder.encoder
@@ -299,15 +314,38 @@ class AerOSeg(nn.Module):
             **backbone_configs(self.backbone.clip, guidance),
         }
         tmp_weights, tmp_config = directory / f".{WEIGHTS_NAME}.tmp", directory / f".{CONFIG_NAME}.tmp"
+        tmp_tokenizer = directory / ".tokenizer.tmp"
         save_model(self, str(tmp_weights), metadata={"format": "pt"})
         _readable_like_any_file(tmp_weights)  # safetensors creates its files with mode 0600
         tmp_config.write_text(json.dumps(meta, indent=2))
+        self.backbone.tokenizer.save_pretrained(tmp_tokenizer)
+        for file in sorted(tmp_tokenizer.iterdir()):
+            os.replace(file, directory / file.name)
+        tmp_tokenizer.rmdir()
         os.replace(tmp_weights, directory / WEIGHTS_NAME)
         os.replace(tmp_config, directory / CONFIG_NAME)
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike[str], *, map_location: str = "cpu") -> AerOSeg:
-        """Load a model saved by :meth:`save_pretrained` from a directory or a hub id, with no other file."""
+    def from_pretrained(
+        cls,
+        source: str | os.PathLike[str],
+        *,
+        map_location: str = "cpu",
+        preset: str | None = None,
+        **overrides: Any,
+    ) -> AerOSeg:
+        """Load a model from a directory or hub id saved by :meth:`save_pretrained`, with no other file; or
+        from a CAT-Seg / OVRS checkpoint file (local, or ``hf://OWNER/REPO/FILE``), converted at load time
+        (:mod:`aeroseg.convert.catseg`; ``preset`` and ``overrides`` adjust what such a file does not say)."""
+        file = Path(hub_file(str(source), "checkpoint")).expanduser()
+        if file.is_file():
+            from aeroseg.convert.catseg import load_catseg
+
+            return load_catseg(file, preset=preset, **overrides).to(map_location)
+        if overrides:
+            raise CheckpointError(
+                f"{source}: config overrides apply to CAT-Seg / OVRS files; an AerOSeg checkpoint carries its config"
+            )
         directory = _checkpoint_directory(source)
         try:
             meta = json.loads((directory / CONFIG_NAME).read_text())
@@ -318,8 +356,10 @@ class AerOSeg(nn.Module):
                 f"{directory} is not an AerOSeg checkpoint (its config.json has no AerOSeg config)"
             )
         config = AerOSegConfig.from_dict(meta["config"])
-        clip, tokenizer, guidance = backbones_from_configs(config.guidance_type, meta)
-        model = cls._assemble(config, clip, tokenizer, guidance)
+        if preset is not None and preset != config.preset:
+            raise CheckpointError(f"{source} holds a {config.preset!r} model, not {preset!r}")
+        clip, guidance = backbones_from_configs(config.guidance_type, meta)
+        model = cls._assemble(config, clip, directory_tokenizer(directory), guidance)
         missing, unexpected = load_model(
             model, str(directory / WEIGHTS_NAME), strict=False, device=map_location
         )
@@ -374,8 +414,6 @@ def _checkpoint_directory(source: str | os.PathLike[str]) -> Path:
                 "(written by AerOSeg.save_pretrained or aeroseg train)"
             )
         return path
-    if path.exists():
-        raise CheckpointError(f"{path} is a file; an AerOSeg checkpoint is a directory with {CONFIG_NAME}")
     if str(source).startswith((".", "/", "~")) or str(source).count("/") != 1:
         raise CheckpointError(f"AerOSeg checkpoint {str(source)!r} does not exist")
     from huggingface_hub import snapshot_download
@@ -383,7 +421,9 @@ def _checkpoint_directory(source: str | os.PathLike[str]) -> Path:
     try:
         return Path(
             snapshot_download(
-                str(source), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME], local_files_only=hub_offline()
+                str(source),
+                allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, *TOKENIZER_FILES],
+                local_files_only=hub_offline(),
             )
         )
     except Exception as error:  # noqa: BLE001 - any hub failure becomes one line for the user

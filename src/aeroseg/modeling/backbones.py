@@ -27,6 +27,8 @@ from aeroseg.convert.tokenizer import clip_tokenizer
 from aeroseg.errors import CheckpointError
 
 _TOKENIZER_FILES = ("vocab.json", "merges.txt")
+# what CLIPTokenizer.save_pretrained writes; an AerOSeg checkpoint carries them
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", *_TOKENIZER_FILES)
 # CLIP and SAM attention through F.scaled_dot_product_attention (fused kernels), not "eager"
 ATTENTION = "sdpa"
 
@@ -78,17 +80,22 @@ def _from_hub(cls: Any, source: str, what: str, flag: str) -> Any:
     return model
 
 
-def _hub_file(source: str, what: str) -> str:
-    """``hf://owner/repo/path/in/repo.pt`` → a local copy of that one file (original checkpoints on the hub)."""
+def hub_file(source: str, what: str) -> str:
+    """``hf://owner/repo/path/in/repo.pt`` (a model repository) or ``hf://spaces/owner/repo/path`` (a Space,
+    where CAT-Seg publishes its weights) → a local copy of that one file."""
     if not source.startswith("hf://"):
         return source
     parts = source[len("hf://") :].split("/")
+    kind = {"spaces": "space", "datasets": "dataset"}.get(parts[0])
+    parts = parts[1:] if kind else parts
     if len(parts) < 3:
-        raise CheckpointError(f"{what} source {source!r} must look like hf://OWNER/REPO/PATH/FILE")
+        raise CheckpointError(f"{what} source {source!r} must look like hf://[spaces/]OWNER/REPO/PATH/FILE")
     from huggingface_hub import hf_hub_download
 
     try:
-        return hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), local_files_only=hub_offline())
+        repo, file = "/".join(parts[:2]), "/".join(parts[2:])
+        options = {"repo_type": kind} if kind else {}
+        return hf_hub_download(repo, file, local_files_only=hub_offline(), **options)
     except Exception as error:  # noqa: BLE001 - any hub failure becomes one line for the user
         raise CheckpointError(
             f"cannot download {source!r} ({type(error).__name__}); download the file where the hub is reachable "
@@ -96,21 +103,59 @@ def _hub_file(source: str, what: str) -> str:
         ) from None
 
 
-def load_clip(source: str, *, arch: str, pretrained: bool = True) -> tuple[CLIPModel, CLIPTokenizer]:
-    """CLIP model and tokenizer from ``source`` (hub id, directory or original file), or random ``arch``."""
+def load_clip(
+    source: str, *, arch: str, pretrained: bool = True, activation: str = "auto"
+) -> tuple[CLIPModel, CLIPTokenizer]:
+    """CLIP model and tokenizer from ``source`` (hub id, directory or original file), or random ``arch``.
+
+    ``activation`` ("quick_gelu" / "gelu") sets the MLP activation; "auto" keeps what the source says (a
+    ``transformers`` config, or :func:`aeroseg.convert.clip.detect_activation` for an original file). The
+    tokenizer is the source's own (``tokenizer.json`` or ``vocab.json`` + ``merges.txt`` in a directory, or the
+    hub repository's), else OpenAI's shipped one.
+    """
     if not pretrained:
-        return _random(CLIPModel, load_arch_config(arch)), clip_tokenizer()
-    path = Path(_hub_file(source, "CLIP")).expanduser()
+        config = load_arch_config(arch)
+        if activation != "auto":
+            config.text_config.hidden_act = config.vision_config.hidden_act = activation
+        return _random(CLIPModel, config), clip_tokenizer()
+    path = Path(hub_file(source, "CLIP")).expanduser()
     if path.is_dir():
-        model = _load_dir(CLIPModel, path, "CLIP", "--clip")
-        has_tokenizer = all((path / f).exists() for f in _TOKENIZER_FILES)
-        return model, CLIPTokenizer.from_pretrained(path) if has_tokenizer else clip_tokenizer()
-    if path.is_file():
+        model, tokenizer = _load_dir(CLIPModel, path, "CLIP", "--clip"), directory_tokenizer(path)
+    elif path.is_file():
         from aeroseg.convert.clip import load_original_clip
 
-        return load_original_clip(path), clip_tokenizer()
-    model = _from_hub(CLIPModel, source, "CLIP", "--clip")
-    return model, _from_hub(CLIPTokenizer, source, "CLIP tokenizer", "--clip")
+        return load_original_clip(path, hidden_act=activation), clip_tokenizer()
+    else:
+        model = _from_hub(CLIPModel, source, "CLIP", "--clip")
+        tokenizer = _from_hub(CLIPTokenizer, source, "CLIP tokenizer", "--clip")
+    return set_activation(model, activation), tokenizer
+
+
+def set_activation(clip: CLIPModel, activation: str) -> CLIPModel:
+    """Use ``activation`` in every MLP of both towers (and say so in the config); "auto" changes nothing."""
+    if activation == "auto":
+        return clip
+    from transformers.activations import ACT2FN
+
+    for tower in (clip.config.text_config, clip.config.vision_config):
+        tower.hidden_act = activation
+    for module in clip.modules():
+        if hasattr(module, "activation_fn") and hasattr(module, "fc1"):
+            module.activation_fn = ACT2FN[activation]
+    return clip
+
+
+def directory_tokenizer(path: Path) -> CLIPTokenizer:
+    """The tokenizer saved in a CLIP directory (``tokenizer.json``, or ``vocab.json`` + ``merges.txt``), else
+    OpenAI's shipped one."""
+    if (path / "tokenizer.json").is_file() or all((path / f).is_file() for f in _TOKENIZER_FILES):
+        try:
+            return CLIPTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise CheckpointError(
+                f"{path}: its tokenizer files do not load ({error})".splitlines()[0]
+            ) from None
+    return clip_tokenizer()
 
 
 def load_guidance_encoder(
@@ -125,7 +170,7 @@ def load_guidance_encoder(
             )
         model = _random(full_model, load_arch_config(arch))
     else:
-        path = Path(_hub_file(source, kind.upper())).expanduser()
+        path = Path(hub_file(source, kind.upper())).expanduser()
         if path.is_dir():
             model = _load_dir(full_model, path, kind.upper(), "--guidance")
         elif path.is_file():
@@ -204,9 +249,7 @@ def backbone_configs(clip: CLIPModel, guidance: nn.Module | None) -> dict[str, A
     }
 
 
-def backbones_from_configs(
-    kind: str, configs: dict[str, Any]
-) -> tuple[CLIPModel, CLIPTokenizer, nn.Module | None]:
+def backbones_from_configs(kind: str, configs: dict[str, Any]) -> tuple[CLIPModel, nn.Module | None]:
     """Random-weight backbones with the stored architectures (weights are loaded afterwards)."""
     clip = _random(CLIPModel, CLIPConfig.from_dict(configs["clip_config"]))
     guidance = None
@@ -214,4 +257,4 @@ def backbones_from_configs(
         guidance = _random(SamVisionEncoder, SamVisionConfig.from_dict(configs["guidance_config"]))
     elif kind == "sam2":
         guidance = _random(Sam2VisionModel, Sam2VisionConfig.from_dict(configs["guidance_config"]))
-    return clip, clip_tokenizer(), guidance
+    return clip, guidance

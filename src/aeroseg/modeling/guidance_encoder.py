@@ -1,4 +1,4 @@
-"""Guidance encoder (paper Sec. 3.1, DESIGN §2): SAM / SAM2 image features, or CLIP's own for the Baseline.
+"""Guidance encoder (paper Sec. 3.1, DESIGN §2): SAM / SAM2 image features (CLIP's own: ``clip_guidance``).
 
 Every encoder returns :class:`GuidanceFeatures` already resized to the grids they meet: ``final`` to the
 correlation grid h×w (spatial refinement and back-projection target), ``decoder[0]`` to h×w and
@@ -140,18 +140,3 @@ class Sam2GuidanceEncoder(_FrozenImageEncoder):
     def _encode(self, pixels: torch.Tensor, grid: int) -> GuidanceFeatures:
         fine, mid, coarse = self.encoder(pixels).fpn_hidden_states[-3:]  # high to low resolution
         return _to_grids(coarse, mid, fine, grid, self.resize)
-
-
-class ClipGuidance(nn.Module):
-    """The Baseline's guidance (CAT-Seg): CLIP's dense features of the unrotated image for spatial refinement,
-    and two intermediate CLIP blocks for the decoder. It runs no encoder of its own."""
-
-    def __init__(self, *, embed_dim: int, hidden_size: int) -> None:
-        super().__init__()
-        self.final_dim = embed_dim
-        self.decoder_dims = (hidden_size, hidden_size)
-
-    def forward(self, dense: torch.Tensor, intermediate: list[torch.Tensor]) -> GuidanceFeatures:
-        """dense: B×C×h×w; intermediate: two B×D×h×w grids (shallower first)."""
-        grid = dense.shape[-1]
-        return _to_grids(dense, intermediate[0], intermediate[1], grid)

@@ -22,6 +22,7 @@ class AttentionAwareUpsampling(nn.Module):
         guidance_in_dim: channels of the guidance feature before projection.
         guidance_dim: g.
         out_dim: c_out.
+        fuse_bias: bias in the two fusing convolutions (CAT-Seg and OVRS have none).
     """
 
     def __init__(
@@ -33,6 +34,7 @@ class AttentionAwareUpsampling(nn.Module):
         out_dim: int,
         attention: bool = True,
         activation: str = "none",
+        fuse_bias: bool = False,
     ) -> None:
         super().__init__()
         self.up = nn.ConvTranspose2d(in_dim, in_dim - guidance_dim, kernel_size=2, stride=2)
@@ -43,22 +45,23 @@ class AttentionAwareUpsampling(nn.Module):
             self.spatial_attention = nn.Conv2d(1, 1, 1)
         self.gate = torch.sigmoid if activation == "sigmoid" else (lambda t: t)
         self.fuse = nn.Sequential(
-            nn.Conv2d(in_dim, out_dim, 3, padding=1),
+            nn.Conv2d(in_dim, out_dim, 3, padding=1, bias=fuse_bias),
             nn.GroupNorm(out_dim // 16, out_dim),
             nn.ReLU(),
-            nn.Conv2d(out_dim, out_dim, 3, padding=1),
+            nn.Conv2d(out_dim, out_dim, 3, padding=1, bias=fuse_bias),
             nn.GroupNorm(out_dim // 16, out_dim),
             nn.ReLU(),
         )
 
     def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
-        """x: B×c_in×T×h×w, guidance: B×C_g×h×w → B×c_out×T×2h×2w (channels-last memory)."""
+        """x: B×c_in×T×h×w, guidance: B×C_g×h×w, or already B×C_g×2h×2w (CAT-Seg's learned CLIP upsamplers)
+        → B×c_out×T×2h×2w (channels-last memory)."""
         B, c, T, h, w = x.shape
         y = self.up(_classes_as_batch(x))  # (B*T, c_in-g, 2h, 2w), Eq. 8
         y = y.permute(0, 2, 3, 1).view(B, T, 2 * h, 2 * w, -1)  # (B, T, 2h, 2w, c_in-g), channels last
-        G = F.interpolate(
-            self.guidance_proj(guidance), scale_factor=2.0, mode="nearest"
-        )  # (B, g, 2h, 2w), Eq. 10
+        G = self.guidance_proj(guidance)
+        if G.shape[-2:] != (2 * h, 2 * w):
+            G = F.interpolate(G, size=(2 * h, 2 * w), mode="nearest")  # (B, g, 2h, 2w), Eq. 10
         if self.attention:
             A = y.mean(dim=1).permute(0, 3, 1, 2)  # class average, (B, c_in-g, 2h, 2w)
             ca = self.gate(self.channel_attention(A.mean(dim=(2, 3), keepdim=True)))  # (B, g, 1, 1), Eq. 9
@@ -89,6 +92,7 @@ class UpsamplingDecoder(nn.Module):
         out_dims: Sequence[int],
         attention: bool = True,
         activation: str = "none",
+        fuse_bias: bool = False,
     ) -> None:
         super().__init__()
         dims = [in_dim, *out_dims]
@@ -100,13 +104,15 @@ class UpsamplingDecoder(nn.Module):
                 out_dim=dims[i + 1],
                 attention=attention,
                 activation=activation,
+                fuse_bias=fuse_bias,
             )
             for i in range(len(out_dims))
         )
         self.head = nn.Conv2d(dims[-1], 1, 3, padding=1)
 
     def forward(self, x: torch.Tensor, guidance: Sequence[torch.Tensor]) -> torch.Tensor:
-        """x: B×d×T×h×w, guidance: one map per stage (stage i at 2^i·h) → logits B×T×4h×4w."""
+        """x: B×d×T×h×w, guidance: one map per stage (stage i at 2^i·h, or already at its output size
+        2^(i+1)·h) → logits B×T×4h×4w."""
         for stage, g in zip(self.stages, guidance, strict=True):
             x = stage(x, g)
         B, c, T, H, W = x.shape

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
+from aeroseg.convert.tokenizer import clean_text
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -71,29 +73,30 @@ class VisionLanguageBackbone(nn.Module):
             images: B×3×H×W in [0, 1] (any size; resized to the CLIP input).
         Returns:
             embeddings: B×R×C×h×w, L2-normalised along C and rotated back to the input orientation (Eq. 1).
-            intermediate: for each guidance layer, B×D×h×w token grids of the unrotated image (D = width).
+            clip_guidance: with guidance layers, CAT-Seg's CLIP guidance of the unrotated image: the raw (not
+                normalised) dense embedding B×C×h×w, then each guidance layer's B×D×h×w token grid (D = width);
+                empty without guidance layers.
         """
         x = F.interpolate(images, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
         x = (x - self.mean) / self.std
-        B, R = x.shape[0], len(self.rotations)
+        B = x.shape[0]
         x = torch.cat([torch.rot90(x, k=r // 90, dims=(2, 3)) for r in self.rotations])  # (R*B, 3, S, S)
         tokens, intermediate = self._dense_tokens(x)  # (R*B, 1+h*w, C), [(R*B, 1+h*w, D)]
+        if not self.guidance_layers:
+            return F.normalize(self._grids(tokens, B), dim=2), []
+        raw = self._grids(tokens, B)  # (B, R, C, h, w)
+        unrotated = self.rotations.index(0) if 0 in self.rotations else 0
+        guidance = [raw[:, unrotated], *(self._grids(t, B)[:, unrotated] for t in intermediate)]
+        return F.normalize(raw, dim=2), guidance
+
+    def _grids(self, tokens: torch.Tensor, B: int) -> torch.Tensor:
+        """(R·B, 1+h·w, C) tokens of the rotated copies → B×R×C×h×w grids rotated back (CLS dropped)."""
         h = w = self.grid_size
-        emb = tokens[:, 1:].transpose(1, 2).reshape(R, B, -1, h, w)  # (R, B, C, h, w)
-        emb = torch.stack(
-            [torch.rot90(emb[i], k=-(r // 90), dims=(2, 3)) for i, r in enumerate(self.rotations)], 1
+        R = len(self.rotations)
+        grid = tokens[:, 1:].transpose(1, 2).reshape(R, B, -1, h, w)  # (R, B, C, h, w)
+        return torch.stack(
+            [torch.rot90(grid[i], k=-(r // 90), dims=(2, 3)) for i, r in enumerate(self.rotations)], 1
         )
-        emb = F.normalize(emb, dim=2)  # (B, R, C, h, w)
-        grids = []
-        unrotated = self.rotations.index(0) if 0 in self.rotations else None
-        for t in intermediate:
-            t = t[:, 1:].transpose(1, 2).reshape(R, B, -1, h, w)  # (R, B, D, h, w)
-            if unrotated is None:  # no 0° copy: rotate the first one back
-                t0 = torch.rot90(t[0], k=-(self.rotations[0] // 90), dims=(2, 3))
-            else:
-                t0 = t[unrotated]
-            grids.append(t0)
-        return emb, grids
 
     def _dense_tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the CLIP vision tower on N×3×S×S pixels → (N, 1+h·w, C) projected tokens, intermediates."""
@@ -127,7 +130,7 @@ class VisionLanguageBackbone(nn.Module):
         Returns:
             T×P×C, L2-normalised along C.
         """
-        prompts = [template.format(name) for name in classes for template in self.templates]
+        prompts = [clean_text(template.format(name)) for name in classes for template in self.templates]
         max_length = self.clip.config.text_config.max_position_embeddings
         batch = self.tokenizer(
             prompts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
