@@ -80,6 +80,7 @@ class AerOSegConfig(ConfigBase):
     guidance_layers: tuple[int, int] = (8, 16)  # 1-based ViT blocks feeding decoder stages 1 and 2
     sam_final: Literal["neck", "last_block"] = "neck"  # **choice**: final feature = neck (256 ch)
     guidance_trainable: bool = False  # fine-tune the guidance encoder (paper Table 4)
+    guidance_attention: Literal["sdpa", "flex", "eager"] = "sdpa"  # SAM ViT attention kernel (same results)
     guidance_lr: float = 2e-6  # lr of the guidance encoder when it trains (**choice**)
 
     # --- 3. Correlation features ----------------------------------------------------------------------
@@ -124,6 +125,8 @@ class AerOSegConfig(ConfigBase):
             raise ValueError(f"guidance_type must be 'sam', 'sam2' or 'clip', got {self.guidance_type!r}")
         if self.guidance_type != "clip" and not (self.guidance or self.guidance_arch):
             raise ValueError(f"guidance_type={self.guidance_type!r} needs guidance (a hub id, dir or file)")
+        if self.guidance_attention not in ("sdpa", "flex", "eager"):
+            raise ValueError(f"guidance_attention must be 'sdpa', 'flex' or 'eager', got {self.guidance_attention!r}")
         if self.reconstruction_target == "sam" and self.back_projection and self.guidance_type == "clip":
             raise ValueError("reconstruction_target='sam' needs SAM guidance; use 'clip' or 'rgb'")
         if self.window_size < 1 or self.class_pool < 1 or self.refinement_layers < 1:

@@ -230,6 +230,7 @@ class AerOSeg(nn.Module):
                 layers=config.guidance_layers,
                 final=config.sam_final,
                 trainable=config.guidance_trainable,
+                attention=config.guidance_attention,
             )
         elif config.guidance_type == "sam2":
             size = config.guidance_image_size or guidance.config.backbone_config.image_size[0]

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aeroseg.modeling.windows import padded_rows, window_index
+
 ATTENTION_PATHS = ("sdpa", "flex", "eager")
 # attention scores (or bias) held at once per kernel call: 2**20 fp32 values (4 MiB) stay in cache
 BLOCK_SCORES = 1 << 20
@@ -55,22 +57,17 @@ def vit_block(layer: nn.Module, x: torch.Tensor, attention: str) -> torch.Tensor
 
 
 def _window_attention(attn: nn.Module, y: torch.Tensor, ws: int, attention: str) -> torch.Tensor:
-    """y: B×h×w×C normalised tokens -> B×h×w×C attention output (before ``proj``), ws×ws windows."""
-    b, h, w, _ = y.shape
-    qkv = attn.qkv(y)  # (B, h, w, 3C): the image tokens only
-    ph, pw = (-h) % ws, (-w) % ws
-    if ph or pw:  # segment-anything zero-pads after the norm: a padded token's qkv is the bias
-        qkv = F.pad(qkv, (0, 0, 0, pw, 0, ph))
-        if attn.qkv.bias is not None:
-            fill = torch.zeros_like(qkv[:1, :, :, :1])  # (1, h+ph, w+pw, 1): 1 on the padding
-            fill[:, h:], fill[:, :, w:] = 1, 1
-            qkv = torch.addcmul(qkv, fill, attn.qkv.bias)
-    hp, wp = h + ph, w + pw
-    nh, nw = hp // ws, wp // ws
-    windows = qkv.view(b, nh, ws, nw, ws, -1).transpose(2, 3).reshape(b * nh * nw, ws, ws, -1)
+    """y: B×h×w×C normalised tokens -> B×h×w×C attention output (before ``proj``), ws×ws windows.
+
+    segment-anything zero-pads after the norm, so a padded token's qkv is the bias alone: qkv is computed on the
+    image tokens, one row holding the bias is appended, and one gather builds the padded windows.
+    """
+    b, h, w, c = y.shape
+    qkv = F.linear(padded_rows(y), attn.qkv.weight, attn.qkv.bias)  # (B·h·w + 1, 3C)
+    gather, scatter = window_index(b, h, w, ws, y.device)
+    windows = qkv.index_select(0, gather).view(-1, ws, ws, qkv.shape[-1])  # (B·nW, ws, ws, 3C)
     out = _attention(attn, windows, attention)  # (B·nW, ws, ws, C)
-    out = out.view(b, nh, nw, ws, ws, -1).transpose(2, 3).reshape(b, hp, wp, -1)
-    return out[:, :h, :w]
+    return out.reshape(-1, c).index_select(0, scatter).view(b, h, w, c)
 
 
 def _attention(attn: nn.Module, qkv: torch.Tensor, attention: str) -> torch.Tensor:
@@ -86,12 +83,12 @@ def _attention(attn: nn.Module, qkv: torch.Tensor, attention: str) -> torch.Tens
         rel_h = torch.einsum("nahwc,hkc->nahwk", grid_q, table_h).reshape(n, heads, h * w, h)
         rel_w = torch.einsum("nahwc,wkc->nahwk", grid_q, table_w).reshape(n, heads, h * w, w)
     if attention == "flex":
-        out = _flex(q, k, v, rel_h, rel_w)
+        out = _flex(q, k, v, rel_h, rel_w).transpose(1, 2)
     elif attention in ("sdpa", "eager"):
         out = _blockwise(q, k, v, rel_h, rel_w, fused=attention == "sdpa")
     else:
         raise ValueError(f"attention must be one of {ATTENTION_PATHS}, got {attention!r}")
-    return out.transpose(1, 2).reshape(n, h, w, -1)  # (N, A, L, d) -> (N, h, w, A·d)
+    return out.reshape(n, h, w, -1)  # (N, L, A, d) -> (N, h, w, A·d)
 
 
 def _bias(rel_h: torch.Tensor, rel_w: torch.Tensor) -> torch.Tensor:
@@ -108,33 +105,31 @@ def _blockwise(
     *,
     fused: bool,
 ) -> torch.Tensor:
-    """q, k, v: N×A×L×d; rel_h: N×A×L×h, rel_w: N×A×L×w (or None) -> N×A×L×d.
+    """q, k, v: N×A×L×d; rel_h: N×A×L×h, rel_w: N×A×L×w (or None) -> N×L×A×d (token-major, as ``proj`` reads).
 
     Calls cover whole (sequence, head) pairs when their scores fit in ``BLOCK_SCORES``, otherwise one head and
     a block of queries: the bias of a call is built just before it and is still in cache when it is read.
     """
     n, a, length, _ = q.shape
     per_pair = length * length
-    blocks = []
     if per_pair * a <= BLOCK_SCORES:  # several whole sequences per call (window attention)
         step = max(1, BLOCK_SCORES // (per_pair * a))
+        blocks = []
         for i in range(0, n, step):
             s = slice(i, i + step)
             bias = None if rel_h is None else _bias(rel_h[s], rel_w[s])
-            blocks.append(_kernel(q[s], k[s], v[s], bias, fused))
+            blocks.append(_kernel(q[s], k[s], v[s], bias, fused).transpose(1, 2))
         return torch.cat(blocks)
     rows = max(1, min(length, BLOCK_SCORES // length))  # queries per call (global attention)
+    out = q.new_empty(n, length, a, v.shape[-1])
     for i in range(n):
-        heads = []
         for j in range(a):
-            parts = []
+            pair = (slice(i, i + 1), slice(j, j + 1))  # 4-D blocks: the fused CPU kernel takes no 3-D input
             for r in range(0, length, rows):
-                s = (i, slice(j, j + 1), slice(r, r + rows))
-                bias = None if rel_h is None else _bias(rel_h[s], rel_w[s])  # (1, rows, h·w)
-                parts.append(_kernel(q[s], k[i, j : j + 1], v[i, j : j + 1], bias, fused))
-            heads.append(torch.cat(parts, dim=1))
-        blocks.append(torch.cat(heads))
-    return torch.stack(blocks)
+                s = (*pair, slice(r, r + rows))
+                bias = None if rel_h is None else _bias(rel_h[s], rel_w[s])  # (1, 1, rows, h·w)
+                out[i, r : r + rows, j] = _kernel(q[s], k[pair], v[pair], bias, fused)[0, 0]
+    return out
 
 
 def _kernel(
