@@ -67,7 +67,9 @@ def _bare_import(module: str) -> Any:
     if "iopath.common.file_io" not in sys.modules and importlib.util.find_spec("iopath") is None:
         shim = types.ModuleType("iopath.common.file_io")  # hieradet reads g_pathmgr only to load weights
         shim.g_pathmgr = None  # type: ignore[attr-defined]
-        sys.modules.update({"iopath": types.ModuleType("iopath"), "iopath.common": types.ModuleType("iopath.common")})
+        sys.modules.update(
+            {"iopath": types.ModuleType("iopath"), "iopath.common": types.ModuleType("iopath.common")}
+        )
         sys.modules["iopath.common.file_io"] = shim
     try:
         return importlib.import_module(module)
@@ -132,7 +134,9 @@ def _variants(name: str, attention: str) -> tuple[dict[str, Any], float]:
     torch.manual_seed(0)
     config = load_arch_config(name)
     sam2 = name.startswith("sam2")
-    encoder = (Sam2Model if sam2 else SamModel)._from_config(config, attn_implementation="sdpa").vision_encoder
+    encoder = (
+        (Sam2Model if sam2 else SamModel)._from_config(config, attn_implementation="sdpa").vision_encoder
+    )
     with torch.no_grad():  # random weights of a realistic scale (the zero-initialised rel-pos tables too)
         for parameter in encoder.parameters():
             parameter.normal_(0.0, 0.02)

@@ -34,7 +34,9 @@ def _close(ours: torch.Tensor, reference: torch.Tensor) -> None:
 
 def _sam_encoder(attn_implementation: str = "sdpa") -> SamVisionEncoder:
     torch.manual_seed(0)
-    encoder = SamVisionEncoder._from_config(SamVisionConfig(**SAM_VISION), attn_implementation=attn_implementation)
+    encoder = SamVisionEncoder._from_config(
+        SamVisionConfig(**SAM_VISION), attn_implementation=attn_implementation
+    )
     with torch.no_grad():
         for parameter in encoder.parameters():
             parameter.normal_(0.0, 0.3)
@@ -90,7 +92,9 @@ def test_sam_guidance_gradients_match_transformers():
     outputs = encoder(pixels, output_hidden_states=True)
     outputs.hidden_states[-1].square().sum().backward()
     reference = {n: p.grad for n, p in encoder.named_parameters() if p.grad is not None}
-    assert ours.keys() == reference.keys() and "layers.1.attn.rel_pos_h" in ours  # the neck has none in either
+    assert (
+        ours.keys() == reference.keys() and "layers.1.attn.rel_pos_h" in ours
+    )  # the neck has none in either
     for name, grad in ours.items():
         _close(grad, reference[name])
 
@@ -145,7 +149,8 @@ def test_guidance_encoders_run_our_forward(tiny_backbones, monkeypatch):
     for module, name in [("guidance_encoder", "sam_vit_forward"), ("guidance_encoder", "hiera_fpn_forward")]:
         target = getattr(__import__(f"aeroseg.modeling.{module}", fromlist=[name]), name)
         monkeypatch.setattr(
-            f"aeroseg.modeling.{module}.{name}", lambda *a, _f=target, _n=name, **k: calls.append(_n) or _f(*a, **k)
+            f"aeroseg.modeling.{module}.{name}",
+            lambda *a, _f=target, _n=name, **k: calls.append(_n) or _f(*a, **k),
         )
     from aeroseg.modeling.guidance_encoder import Sam2GuidanceEncoder
 

@@ -126,7 +126,9 @@ class AerOSegConfig(ConfigBase):
         if self.guidance_type != "clip" and not (self.guidance or self.guidance_arch):
             raise ValueError(f"guidance_type={self.guidance_type!r} needs guidance (a hub id, dir or file)")
         if self.guidance_attention not in ("sdpa", "flex", "eager"):
-            raise ValueError(f"guidance_attention must be 'sdpa', 'flex' or 'eager', got {self.guidance_attention!r}")
+            raise ValueError(
+                f"guidance_attention must be 'sdpa', 'flex' or 'eager', got {self.guidance_attention!r}"
+            )
         if self.reconstruction_target == "sam" and self.back_projection and self.guidance_type == "clip":
             raise ValueError("reconstruction_target='sam' needs SAM guidance; use 'clip' or 'rgb'")
         if self.window_size < 1 or self.class_pool < 1 or self.refinement_layers < 1:

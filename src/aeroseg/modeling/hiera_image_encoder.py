@@ -49,7 +49,10 @@ def _attention(attn: nn.Module, y: torch.Tensor, ws: int, stride: tuple[int, int
     heads = attn.num_attention_heads
     if ws > 0:
         gather, _ = window_index(b, h, w, ws, y.device)
-        qkv = F.linear(padded_rows(y), attn.qkv.weight, attn.qkv.bias).index_select(0, gather)
+        if h % ws or w % ws:  # padding: project the tokens, then gather (a padded token's qkv is the bias)
+            qkv = F.linear(padded_rows(y), attn.qkv.weight, attn.qkv.bias).index_select(0, gather)
+        else:  # no padding: gather the narrower tokens, then project
+            qkv = attn.qkv(y.reshape(-1, y.shape[-1]).index_select(0, gather))
         grid = b * -(-h // ws) * -(-w // ws), ws, ws  # (B·nW, ws, ws)
     else:
         qkv = attn.qkv(y)
@@ -58,7 +61,9 @@ def _attention(attn: nn.Module, y: torch.Tensor, ws: int, stride: tuple[int, int
     if stride:
         q = _max_pool(q.flatten(-2), stride).unflatten(-1, (heads, -1))
     n, qh, qw = q.shape[:3]
-    out = F.scaled_dot_product_attention(*(t.flatten(1, 2).transpose(1, 2) for t in (q, k, v)))  # (N, A, L', d)
+    out = F.scaled_dot_product_attention(
+        *(t.flatten(1, 2).transpose(1, 2) for t in (q, k, v))
+    )  # (N, A, L', d)
     out = out.transpose(1, 2).reshape(-1, attn.dim_out)  # (N·L', C_out)
     if ws == 0:
         return out
@@ -79,10 +84,19 @@ def _fpn(neck: nn.Module, stages: list[torch.Tensor]) -> list[torch.Tensor]:
     n = len(neck.convs) - 1
     levels, prev = [], None
     for i in range(n, -1, -1):
-        lateral = neck.convs[n - i](stages[i].permute(0, 3, 1, 2))
+        lateral = _conv(neck.convs[n - i], stages[i])
         if prev is None or i not in neck.fpn_top_down_levels:
             prev = lateral
         else:
             prev = lateral + F.interpolate(prev, scale_factor=2.0, mode="nearest")
         levels.append(prev)
     return levels
+
+
+def _conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """conv applied to x: B×h×w×C -> B×C'×h×w; a 1×1 convolution is a product over the channels-last tokens
+    (the FPN's lateral convolutions: no layout change, no slow convolution path)."""
+    pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding in ((0, 0), "valid")
+    if not pointwise or conv.groups != 1:
+        return conv(x.permute(0, 3, 1, 2))
+    return F.linear(x, conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
