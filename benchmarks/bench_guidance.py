@@ -190,15 +190,15 @@ def main() -> None:
             "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "threads": args.threads, "torch": torch.__version__, "load_average_start": os.getloadavg(),
         },
-        "attention": args.attention, "repeats": args.repeats, "encoders": {},
+        "attention": args.attention, "repeats": args.repeats, "complete": False, "encoders": {},
     }  # fmt: skip
-    peaks = [_matmul_peak()]
+    result["gemm_peak_fp32_samples"] = [_matmul_peak()]
     for name in args.encoders.split(","):
         print(f"{name}:", flush=True)
         variants, size = _variants(name, args.attention)
         pixels = torch.randn(1, 3, size, size)
-        seconds: dict[str, float] = {v: float("inf") for v in variants}
-        cpu: dict[str, float] = {v: float("inf") for v in variants}  # process CPU time, all threads
+        entry: dict[str, Any] = {"image_size": size, "official_present": "official" in variants, "runs": []}
+        result["encoders"][name] = entry
         outputs: dict[str, list[torch.Tensor]] = {}
         order = list(variants)
         with torch.no_grad():
@@ -207,33 +207,39 @@ def main() -> None:
                     start, start_cpu = time.perf_counter(), time.process_time()
                     outputs[variant] = variants[variant](pixels)
                     wall, used = time.perf_counter() - start, time.process_time() - start_cpu
-                    seconds[variant], cpu[variant] = min(seconds[variant], wall), min(cpu[variant], used)
+                    entry["runs"].append({"variant": variant, "seconds": wall, "cpu_seconds": used})
                     print(f"  {variant}: {wall:.2f} s (CPU {used:.2f} s)", flush=True)
-        entry = {
-            "image_size": size,
-            "seconds": seconds,
-            "cpu_seconds": cpu,
-            "speedup_vs": {v: seconds[v] / seconds["ours"] for v in variants if v != "ours"},
-            "cpu_speedup_vs": {v: cpu[v] / cpu["ours"] for v in variants if v != "ours"},
-            "max_relative_difference_to_ours": {
-                v: _difference(outputs[v], outputs["ours"]) for v in variants if v != "ours"
-            },
-            "official_present": "official" in variants,
-        }
-        result["encoders"][name] = entry
+                    _summarise(entry, outputs)
+                    _write(args.json, result)  # a run stopped early keeps what it measured
         ratios = ", ".join(f"{t:.2f}× faster than {v}" for v, t in entry["speedup_vs"].items())
-        print(f"  ours {seconds['ours']:.2f} s: {ratios}", flush=True)
-    peaks.append(_matmul_peak())
-    result["gemm_peak_fp32_gflops"] = max(peaks)
-    result["gemm_peak_fp32_samples"] = peaks
+        print(f"  ours {entry['seconds']['ours']:.2f} s: {ratios}", flush=True)
+    result["gemm_peak_fp32_samples"].append(_matmul_peak())
+    result["gemm_peak_fp32_gflops"] = max(result["gemm_peak_fp32_samples"])
     result["machine"]["load_average_end"] = os.getloadavg()
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(args.json)
+    result["complete"] = True
+    print(json.dumps(result, indent=1))
+    _write(args.json, result)
+
+
+def _summarise(entry: dict[str, Any], outputs: dict[str, list[torch.Tensor]]) -> None:
+    """Minima over the runs so far (wall and process CPU time), ratios to ours, output differences to ours."""
+    for key in ("seconds", "cpu_seconds"):
+        entry[key] = {}
+        for run in entry["runs"]:
+            entry[key][run["variant"]] = min(entry[key].get(run["variant"], float("inf")), run[key])
+    others = [v for v in entry["seconds"] if v != "ours"] if "ours" in entry["seconds"] else []
+    entry["speedup_vs"] = {v: entry["seconds"][v] / entry["seconds"]["ours"] for v in others}
+    entry["cpu_speedup_vs"] = {v: entry["cpu_seconds"][v] / entry["cpu_seconds"]["ours"] for v in others}
+    entry["max_relative_difference_to_ours"] = {v: _difference(outputs[v], outputs["ours"]) for v in others}
+
+
+def _write(path: Path | None, result: dict[str, Any]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
