@@ -145,6 +145,7 @@ class AerOSegConfig(ConfigBase):
     clip_guidance_normalized: bool = False  # "clip": spatial refinement sees the raw dense CLIP features
     # (CAT-Seg); True = L2-normalised ones, which our first version used
     guidance_trainable: bool = False  # fine-tune the guidance encoder (paper Table 4)
+    guidance_attention: Literal["sdpa", "flex", "eager"] = "sdpa"  # SAM ViT attention kernel (same results)
     guidance_lr: float = 2e-6  # lr of the guidance encoder when it trains (**choice**)
     guidance_resize: Literal["antialias", "area", "bilinear"] = "antialias"  # shrinking maps to the grids
 
@@ -213,6 +214,10 @@ class AerOSegConfig(ConfigBase):
             raise ValueError(f"guidance_type must be 'sam', 'sam2' or 'clip', got {self.guidance_type!r}")
         if self.guidance_type != "clip" and not (self.guidance or self.guidance_arch):
             raise ValueError(f"guidance_type={self.guidance_type!r} needs guidance (a hub id, dir or file)")
+        if self.guidance_attention not in ("sdpa", "flex", "eager"):
+            raise ValueError(
+                f"guidance_attention must be 'sdpa', 'flex' or 'eager', got {self.guidance_attention!r}"
+            )
         if self.reconstruction_target == "sam" and self.back_projection and self.guidance_type == "clip":
             raise ValueError("reconstruction_target='sam' needs SAM guidance; use 'clip' or 'rgb'")
         if self.guidance_resize not in ("antialias", "area", "bilinear"):

@@ -239,6 +239,7 @@ class AerOSeg(nn.Module):
                 final=config.sam_final,
                 trainable=config.guidance_trainable,
                 resize=config.guidance_resize,
+                attention=config.guidance_attention,
             )
         elif config.guidance_type == "sam2":
             size = config.guidance_image_size or guidance.config.backbone_config.image_size[0]

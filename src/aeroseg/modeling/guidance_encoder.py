@@ -14,6 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aeroseg.modeling.hiera_image_encoder import hiera_fpn_forward
+from aeroseg.modeling.sam_image_encoder import ATTENTION_PATHS, sam_vit_forward
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -83,12 +86,14 @@ class _FrozenImageEncoder(nn.Module):
 
 
 class SamGuidanceEncoder(_FrozenImageEncoder):
-    """SAM ViT image encoder (``transformers`` ``SamVisionEncoder``).
+    """SAM ViT image encoder: the weights of ``transformers``' ``SamVisionEncoder``, run by
+    :func:`aeroseg.modeling.sam_image_encoder.sam_vit_forward` (same results, faster).
 
     Args:
         encoder: ``SamModel.vision_encoder``.
         layers: 1-based blocks (paper: 8 and 16 of ViT-L) feeding decoder stages 1 and 2.
         final: ``"neck"`` (256 channels, **choice**) or ``"last_block"`` (the last block's width).
+        attention: ``"sdpa"``, ``"flex"`` or ``"eager"`` (see :mod:`aeroseg.modeling.sam_image_encoder`).
     """
 
     def __init__(
@@ -100,8 +105,12 @@ class SamGuidanceEncoder(_FrozenImageEncoder):
         final: str = "neck",
         trainable: bool = False,
         resize: str = "antialias",
+        attention: str = "sdpa",
     ) -> None:
         super().__init__(encoder, image_size=image_size, trainable=trainable, resize=resize)
+        if attention not in ATTENTION_PATHS:
+            raise ValueError(f"guidance_attention must be one of {ATTENTION_PATHS}, got {attention!r}")
+        self.attention = attention
         config = encoder.config
         if any(not 1 <= i <= config.num_hidden_layers for i in layers):
             raise ValueError(
@@ -113,21 +122,16 @@ class SamGuidanceEncoder(_FrozenImageEncoder):
         self.decoder_dims = (config.hidden_size, config.hidden_size)
 
     def _encode(self, pixels: torch.Tensor, grid: int) -> GuidanceFeatures:
-        x = self.encoder.patch_embed(pixels)  # (B, h', w', C)
-        if self.encoder.pos_embed is not None:
-            x = x + self.encoder.pos_embed
-        taken = []
-        for i, block in enumerate(self.encoder.layers, start=1):
-            x = block(x)
-            if i in self.layers:
-                taken.append(x.permute(0, 3, 1, 2))  # (B, C, h', w')
+        x, taken = sam_vit_forward(self.encoder, pixels, taps=self.layers, attention=self.attention)
         final = self.encoder.neck(x) if self.final == "neck" else x.permute(0, 3, 1, 2)
-        return _to_grids(final, taken[0], taken[1], grid, self.resize)
+        coarse, fine = (t.permute(0, 3, 1, 2) for t in taken)  # (B, C, h', w')
+        return _to_grids(final, coarse, fine, grid, self.resize)
 
 
 class Sam2GuidanceEncoder(_FrozenImageEncoder):
-    """SAM2 / SAM2.1 Hiera image encoder (``transformers`` ``Sam2VisionModel``): the three FPN levels
-    (strides 16, 8, 4) feed the final feature and decoder stages 1 and 2."""
+    """SAM2 / SAM2.1 Hiera image encoder: the weights of ``transformers``' ``Sam2VisionModel``, run by
+    :func:`aeroseg.modeling.hiera_image_encoder.hiera_fpn_forward`; the three FPN levels (strides 16, 8, 4)
+    feed the final feature and decoder stages 1 and 2."""
 
     def __init__(
         self, encoder: nn.Module, *, image_size: int, trainable: bool = False, resize: str = "antialias"
@@ -138,5 +142,5 @@ class Sam2GuidanceEncoder(_FrozenImageEncoder):
         self.decoder_dims = (fpn_dim, fpn_dim)
 
     def _encode(self, pixels: torch.Tensor, grid: int) -> GuidanceFeatures:
-        fine, mid, coarse = self.encoder(pixels).fpn_hidden_states[-3:]  # high to low resolution
+        fine, mid, coarse = hiera_fpn_forward(self.encoder, pixels)[-3:]  # high to low resolution
         return _to_grids(coarse, mid, fine, grid, self.resize)

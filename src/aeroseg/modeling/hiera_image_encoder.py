@@ -1,0 +1,102 @@
+"""SAM2 / SAM2.1 Hiera image encoder forward (paper Sec. 3.1 guidance) over ``transformers``' ``Sam2VisionModel``.
+
+The same parameters and FPN features as ``Sam2VisionModel.forward`` (hub, directory and SAM2 checkpoints load
+unchanged), without its extra work: ``transformers``' ``Sam2MultiScaleAttention`` also computes and discards a
+softmax over the heads of every token, the neck builds sine position encodings the guidance never reads, and
+windows are padded and permuted by copies. Here windows are one gather of the projected tokens
+(:mod:`aeroseg.modeling.windows`) and attention is one ``scaled_dot_product_attention`` call per block.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aeroseg.modeling.windows import padded_rows, window_index
+
+
+def hiera_fpn_forward(encoder: nn.Module, pixels: torch.Tensor) -> list[torch.Tensor]:
+    """pixels: B×3×S×S (normalised) -> the FPN levels B×C_fpn×h×w, high to low resolution, as
+    ``Sam2VisionModel(pixels).fpn_hidden_states``."""
+    trunk = encoder.backbone
+    x = trunk.patch_embed(pixels)  # (B, h, w, C)
+    x = x + trunk._get_pos_embed(x.shape[1:3])
+    stages = []
+    for i, block in enumerate(trunk.blocks):
+        x = hiera_block(block, x)
+        if i in trunk.stage_ends:
+            stages.append(x)
+    return _fpn(encoder.neck, stages)[-encoder.num_feature_levels :][::-1]
+
+
+def hiera_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One ``Sam2MultiScaleBlock``: x: B×h×w×C_in -> B×h'×w'×C_out (h' = h / query stride on a stage's first block)."""
+    shortcut = x
+    y = block.layer_norm1(x)
+    stride = block.query_stride
+    if block.dim != block.dim_out:
+        shortcut = _max_pool(block.proj(y), stride)  # (B, h', w', C_out)
+    out = _attention(block.attn, y, block.window_size, stride)
+    x = shortcut + block.attn.proj(out.view_as(shortcut))
+    return x + block.mlp(block.layer_norm2(x))
+
+
+def _attention(attn: nn.Module, y: torch.Tensor, ws: int, stride: tuple[int, int] | None) -> torch.Tensor:
+    """y: B×h×w×C_in normalised tokens -> (B·h'·w')×C_out (before ``proj``): attention in ws×ws windows
+    (the whole grid when ws = 0), queries max-pooled by ``stride`` inside each window."""
+    b, h, w, _ = y.shape
+    heads = attn.num_attention_heads
+    if ws > 0:
+        gather, _ = window_index(b, h, w, ws, y.device)
+        if h % ws or w % ws:  # padding: project the tokens, then gather (a padded token's qkv is the bias)
+            qkv = F.linear(padded_rows(y), attn.qkv.weight, attn.qkv.bias).index_select(0, gather)
+        else:  # no padding: gather the narrower tokens, then project
+            qkv = attn.qkv(y.reshape(-1, y.shape[-1]).index_select(0, gather))
+        grid = b * -(-h // ws) * -(-w // ws), ws, ws  # (B·nW, ws, ws)
+    else:
+        qkv = attn.qkv(y)
+        grid = b, h, w
+    q, k, v = qkv.view(*grid, 3, heads, -1).unbind(3)  # (N, s, s, A, d) each
+    if stride:
+        q = _max_pool(q.flatten(-2), stride).unflatten(-1, (heads, -1))
+    n, qh, qw = q.shape[:3]
+    out = F.scaled_dot_product_attention(
+        *(t.flatten(1, 2).transpose(1, 2) for t in (q, k, v))
+    )  # (N, A, L', d)
+    out = out.transpose(1, 2).reshape(-1, attn.dim_out)  # (N·L', C_out)
+    if ws == 0:
+        return out
+    ho, wo = (h, w) if not stride else (h // stride[0], w // stride[1])
+    _, scatter = window_index(b, ho, wo, qh, y.device)
+    return out.index_select(0, scatter)
+
+
+def _max_pool(x: torch.Tensor, stride: tuple[int, int] | None) -> torch.Tensor:
+    """x: B×h×w×C -> B×(h/s)×(w/s)×C (``do_pool`` of SAM2: max over s×s cells, remainder dropped)."""
+    if not stride:
+        return x
+    return F.max_pool2d(x.permute(0, 3, 1, 2), kernel_size=stride, stride=stride).permute(0, 2, 3, 1)
+
+
+def _fpn(neck: nn.Module, stages: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``Sam2VisionNeck`` without its position encodings: stages B×h×w×C (fine to coarse) -> levels, coarse first."""
+    n = len(neck.convs) - 1
+    levels, prev = [], None
+    for i in range(n, -1, -1):
+        lateral = _conv(neck.convs[n - i], stages[i])
+        if prev is None or i not in neck.fpn_top_down_levels:
+            prev = lateral
+        else:
+            prev = lateral + F.interpolate(prev, scale_factor=2.0, mode="nearest")
+        levels.append(prev)
+    return levels
+
+
+def _conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """conv applied to x: B×h×w×C -> B×C'×h×w; a 1×1 convolution is a product over the channels-last tokens
+    (the FPN's lateral convolutions: no layout change, no slow convolution path)."""
+    pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding in ((0, 0), "valid")
+    if not pointwise or conv.groups != 1:
+        return conv(x.permute(0, 3, 1, 2))
+    return F.linear(x, conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
