@@ -17,7 +17,9 @@ from aeroseg.modeling.hiera_image_encoder import hiera_fpn_forward
 from aeroseg.modeling.sam_image_encoder import ATTENTION_PATHS, sam_vit_forward
 from aeroseg.modeling.windows import padded_rows, window_index
 from tests.helpers import original_formats as orig
-from tests.test_convert import HIERA, _sam2_image_encoder, _sam_image_encoder, _tiny_sam2_config
+from tests.helpers.reference_models import sam2_image_encoder as _sam2_image_encoder
+from tests.helpers.reference_models import sam_image_encoder as _sam_image_encoder
+from tests.test_convert_sam import HIERA, _tiny_sam2_config
 
 # 8×8 grid, window 3 (padded to 9), global blocks 1 and 3; rel-pos tables made non-zero below
 SAM_VISION = dict(
