@@ -8,6 +8,7 @@ from typing import Any
 from aeroseg.config import GENERIC_TEMPLATES, AerOSegConfig
 from aeroseg.errors import UserError
 from aeroseg.training_free.config import TrainingFreeConfig, training_free
+from aeroseg.training_free.segearth_ov import SegEarthOVConfig, segearth_ov
 
 _CLIP_GUIDANCE = dict(guidance_type="clip", guidance=None, guidance_arch=None, guidance_layers=(4, 8))
 
@@ -110,7 +111,7 @@ def ovrs() -> AerOSegConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], AerOSegConfig | TrainingFreeConfig]] = {
+PRESETS: dict[str, Callable[[], AerOSegConfig | TrainingFreeConfig | SegEarthOVConfig]] = {
     "aeroseg": aeroseg,
     "baseline": baseline,
     "config-a": config_a,
@@ -124,6 +125,7 @@ PRESETS: dict[str, Callable[[], AerOSegConfig | TrainingFreeConfig]] = {
     "cat-seg": cat_seg,
     "ovrs": ovrs,
     "training-free": training_free,
+    "segearth-ov": segearth_ov,
 }
 
 
@@ -173,4 +175,8 @@ def build(
         from aeroseg.training_free.model import TrainingFreeSegmenter
 
         return TrainingFreeSegmenter.from_config(config, pretrained=pretrained)
+    if isinstance(config, SegEarthOVConfig):
+        from aeroseg.training_free.segearth_ov import SegEarthOV
+
+        return SegEarthOV.from_config(config, pretrained=pretrained)
     return AerOSeg.from_config(config, pretrained=pretrained)
