@@ -9,6 +9,7 @@ from aeroseg.config import GENERIC_TEMPLATES, AerOSegConfig
 from aeroseg.errors import UserError
 from aeroseg.training_free.config import TrainingFreeConfig, training_free
 from aeroseg.training_free.segearth_ov import SegEarthOVConfig, segearth_ov
+from aeroseg.training_free.segearth_ov3 import SegEarthOV3Config, segearth_ov3
 
 _CLIP_GUIDANCE = dict(guidance_type="clip", guidance=None, guidance_arch=None, guidance_layers=(4, 8))
 
@@ -111,7 +112,9 @@ def ovrs() -> AerOSegConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], AerOSegConfig | TrainingFreeConfig | SegEarthOVConfig]] = {
+PRESETS: dict[
+    str, Callable[[], AerOSegConfig | TrainingFreeConfig | SegEarthOVConfig | SegEarthOV3Config]
+] = {
     "aeroseg": aeroseg,
     "baseline": baseline,
     "config-a": config_a,
@@ -126,6 +129,7 @@ PRESETS: dict[str, Callable[[], AerOSegConfig | TrainingFreeConfig | SegEarthOVC
     "ovrs": ovrs,
     "training-free": training_free,
     "segearth-ov": segearth_ov,
+    "segearth-ov3": segearth_ov3,
 }
 
 
@@ -169,7 +173,7 @@ def build(
     if guidance is not None:
         overrides["guidance"] = guidance
     config = preset_config(preset, **overrides)
-    if pretrained and not config.clip:
+    if pretrained and hasattr(config, "clip") and not config.clip:
         raise UserError(f"preset {preset!r} has no public CLIP weights: pass clip=FILE (or --clip FILE)")
     if isinstance(config, TrainingFreeConfig):
         from aeroseg.training_free.model import TrainingFreeSegmenter
@@ -179,4 +183,8 @@ def build(
         from aeroseg.training_free.segearth_ov import SegEarthOV
 
         return SegEarthOV.from_config(config, pretrained=pretrained)
+    if isinstance(config, SegEarthOV3Config):
+        from aeroseg.training_free.segearth_ov3 import SegEarthOV3
+
+        return SegEarthOV3.from_config(config, pretrained=pretrained)
     return AerOSeg.from_config(config, pretrained=pretrained)
