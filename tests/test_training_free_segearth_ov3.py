@@ -1,11 +1,22 @@
 """Preset ``segearth-ov3``: SAM 3 on tiny random weights saved in the transformers format and loaded offline;
 the official fusion and gating on constructed inputs whose answer is known; the hub's refusal."""
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
+import rasterio
 import torch
+import yaml
+from PIL import Image
 
 from aeroseg import build
-from aeroseg.errors import CheckpointError
+from aeroseg.cli import main
+from aeroseg.errors import CheckpointError, UserError
+from aeroseg.predict.api import load_segmenter
+from aeroseg.presets import preset_config
+from aeroseg.training_free.presets import preset_file_overrides
 from aeroseg.training_free.segearth_ov3 import (
     SegEarthOV3,
     SegEarthOV3Config,
@@ -14,7 +25,7 @@ from aeroseg.training_free.segearth_ov3 import (
     load_sam3,
     segearth_ov3,
 )
-from tests.helpers.tiny_sam3 import TINY_SAM3_SIZE, write_tiny_sam3
+from tests.helpers.tiny_sam3 import write_tiny_sam3
 
 CLASSES = ["background", "building", "road", "tree"]
 
@@ -26,7 +37,7 @@ def sam3_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(sam3_dir):
-    return build("segearth-ov3", sam3=str(sam3_dir), image_size=TINY_SAM3_SIZE, confidence_threshold=0.0)
+    return build("segearth-ov3", sam3=str(sam3_dir), confidence_threshold=0.0)
 
 
 def test_shapes_frozen_and_encoding_reused(model):
@@ -53,9 +64,7 @@ def test_class_permutation_equivariance(model):
 
 
 def test_sliding_crops_cover_the_input(sam3_dir):
-    model = build(
-        "segearth-ov3", sam3=str(sam3_dir), image_size=TINY_SAM3_SIZE, slide_crop=32, slide_stride=24
-    )
+    model = build("segearth-ov3", sam3=str(sam3_dir), slide_crop=32, slide_stride=24)
     with torch.no_grad():
         feats = model.encode_image(torch.rand(1, 3, 56, 40))
         logits = model.segment(feats, CLASSES[:2])
@@ -130,3 +139,93 @@ def test_hub_refusal_names_the_licence(monkeypatch, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="not a transformers SAM 3 directory"):
         load_sam3(str(tmp_path / "empty"), arch="sam3")
+
+
+# ------------------------------------------------------------------------------------------ wiring
+def test_predict_preset_tiles_a_geotiff_of_any_size(tmp_path, sam3_dir, capsys):
+    from tests.test_training_free import write_geotiff
+
+    write_geotiff(tmp_path / "scene.tif", 50, 90)
+    out = tmp_path / "out"
+    argv = ["predict", str(tmp_path / "scene.tif"), "--classes", "field,forest|wood", "-o", str(out)]
+    argv += [
+        "--window",
+        "32",
+        "--preset",
+        "segearth-ov3",
+        "--sam3",
+        str(sam3_dir),
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
+    assert main(argv) == 0
+    with rasterio.open(out / "scene.tif") as ds:
+        assert ds.shape == (50, 90) and ds.crs == "EPSG:32620"
+        assert set(np.unique(ds.read(1))) <= {0, 1}
+    # weights of another preset are refused in one line
+    wrong = ["predict", str(tmp_path / "scene.tif"), "--classes", "a", "-o", str(tmp_path / "o2")]
+    assert main([*wrong, "--preset", "segearth-ov3", "--clip", "x", "--quiet"]) == 2
+    assert "--clip does not apply to --preset segearth-ov3" in capsys.readouterr().err
+
+
+def test_evaluate_and_api_presets(tmp_path, sam3_dir):
+    data = tmp_path / "toy"
+    info = {"name": "toy", "classes": ["field", "forest"], "unseen": ["forest"], "ignore_index": 255}
+    for split in ("train", "val"):
+        (data / split / "images").mkdir(parents=True)
+        (data / split / "masks").mkdir(parents=True)
+    (data / "dataset.yaml").write_text(yaml.safe_dump(info))
+    Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)).save(
+        data / "val/images/a.png"
+    )
+    Image.fromarray(np.tile(np.arange(32) >= 16, (32, 1)).astype(np.uint8)).save(data / "val/masks/a.png")
+    out = tmp_path / "eval.json"
+    argv = ["evaluate", "--data", str(data), "--preset", "segearth-ov3", "--sam3", str(sam3_dir)]
+    argv += ["--config", str(CONFIGS / "isaid/training-free/segearth-ov3.yaml")]
+    assert main([*argv, "--json", str(out), "--workers", "0", "--quiet", "--device", "cpu"]) == 0
+    document = json.loads(out.read_text())
+    assert document["method"] == "segearth-ov3" and document["checkpoint"] is None
+    assert np.asarray(document["confusion_matrix"]).sum() == 32 * 32
+    model = load_segmenter(None, "cpu", preset="segearth-ov3", sam3=str(sam3_dir))  # the Python API
+    result = model.predict(np.zeros((40, 24, 3), np.uint8), ["field", "forest"], window=32)
+    assert result.class_map.shape == (40, 24)
+
+
+def test_demo_preset(tmp_path, sam3_dir, monkeypatch):
+    from tests.test_training_free import write_geotiff
+
+    write_geotiff(tmp_path / "scene.tif", 40, 40)
+    argv = [
+        "demo",
+        "--image",
+        str(tmp_path / "scene.tif"),
+        "--classes",
+        "road,tree",
+        "-o",
+        str(tmp_path / "o"),
+    ]
+    assert (
+        main([*argv, "--preset", "segearth-ov3", "--sam3", str(sam3_dir), "--quiet", "--device", "cpu"]) == 0
+    )
+    assert (tmp_path / "o" / "scene.tif").is_file() and (tmp_path / "o" / "scene_overlay.png").is_file()
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize(
+    "path", sorted(CONFIGS.glob("*/training-free/*.yaml")), ids=lambda p: p.parent.parent.name
+)
+def test_per_dataset_settings_resolve(path):
+    document = yaml.safe_load(path.read_text())
+    assert path.stem == document["preset"]
+    config = preset_config(document["preset"], **document["model"])
+    assert config.background_threshold == document["model"]["background_threshold"] > 0
+
+
+def test_evaluate_config_file_must_match_the_preset(tmp_path):
+    with pytest.raises(UserError, match="is not a segearth-ov file"):
+        preset_file_overrides(str(CONFIGS / "isaid/training-free/segearth-ov3.yaml"), "segearth-ov")
+    with pytest.raises(UserError, match="cannot read --config"):
+        preset_file_overrides(str(tmp_path / "missing.yaml"), "segearth-ov")

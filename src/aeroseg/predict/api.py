@@ -58,21 +58,29 @@ def load_segmenter(
     *,
     clip: str | None = None,
     guidance: str | None = None,
+    preset: str | None = None,
+    **weights: str | None,
 ) -> Any:
     """The model that ``aeroseg predict`` runs, in eval mode on ``device``.
 
     ``checkpoint`` is a directory written by ``AerOSeg.save_pretrained`` (or ``aeroseg train``); anything
     else raises :class:`CheckpointError`. Without one, the training-free model
     (:func:`aeroseg.training_free.build_training_free`) runs on the public weights, or on ``clip`` and
-    ``guidance`` (hub id, directory or file; ``guidance="none"`` runs without SAM).
+    ``guidance`` (hub id, directory or file; ``guidance="none"`` runs without SAM). ``preset`` chooses
+    another training-free model (``segearth-ov``, ``segearth-ov3``; ``weights``: ``simfeatup``, ``sam3``).
     """
+    if checkpoint is None and preset is not None:
+        from aeroseg.training_free.presets import build_training_free_preset
+
+        model = build_training_free_preset(preset, clip=clip, guidance=guidance, **weights)
+        return model.to(device).eval()
     if checkpoint is None:
         from aeroseg.training_free import build_training_free
         from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
 
         model = build_training_free(clip=clip or DEFAULT_CLIP, guidance=guidance or DEFAULT_GUIDANCE)
         return model.to(device).eval()
-    if clip is not None or guidance is not None:
+    if clip is not None or guidance is not None or preset is not None or any(weights.values()):
         raise UserError(
             "--clip and --guidance choose the weights of the training-free model (no --checkpoint); "
             "a checkpoint carries its own"

@@ -61,6 +61,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ID|DIR|FILE|none",
         help=f"without --checkpoint: its SAM weights, or none (default {DEFAULT_GUIDANCE})",
     )
+    parser.add_argument(
+        "--preset",
+        choices=("training-free", "segearth-ov", "segearth-ov3"),
+        help="without --checkpoint: the training-free model to run (default training-free)",
+    )
+    parser.add_argument(
+        "--simfeatup", metavar="FILE|hf://...|none", help="--preset segearth-ov: SimFeatUp .ckpt"
+    )
+    parser.add_argument(
+        "--sam3", metavar="ID|DIR", help="--preset segearth-ov3: SAM 3 (default facebook/sam3)"
+    )
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--classes", help='comma-separated class names; "tree|forest" gives synonyms')
     group.add_argument(
@@ -123,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     _check_stems(inputs)
     device = api.resolve_device(args.device)
     weights = {k: v for k, v in (("clip", args.clip), ("guidance", args.guidance)) if v is not None}
-    model = api.load_segmenter(args.checkpoint, device, **weights)
+    extra = {"preset": args.preset, "simfeatup": args.simfeatup, "sam3": args.sam3}
+    model = api.load_segmenter(args.checkpoint, device, **weights, **{k: v for k, v in extra.items() if v})
     out_dir = Path(args.output)
     single = len(inputs) == 1
     records: list[dict[str, Any]] = []

@@ -28,6 +28,7 @@ from rasterio.windows import Window
 
 from aeroseg.errors import UserError
 from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
+from aeroseg.training_free.presets import TRAINING_FREE_PRESETS, build_training_free_preset
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-o", "--output", default="aeroseg-demo", help="output folder (default: aeroseg-demo)"
     )
     parser.add_argument(
-        "--clip", default=DEFAULT_CLIP, metavar="ID|DIR|FILE", help=f"CLIP weights (default: {DEFAULT_CLIP})"
+        "--preset",
+        choices=list(TRAINING_FREE_PRESETS),
+        default="training-free",
+        help="training-free model: training-free (default, ours), segearth-ov or segearth-ov3",
+    )
+    parser.add_argument("--clip", metavar="ID|DIR|FILE", help=f"CLIP weights (default: {DEFAULT_CLIP})")
+    parser.add_argument(
+        "--simfeatup", metavar="FILE|hf://...|none", help="--preset segearth-ov: SimFeatUp .ckpt"
+    )
+    parser.add_argument(
+        "--sam3", metavar="ID|DIR", help="--preset segearth-ov3: SAM 3 (default facebook/sam3)"
     )
     parser.add_argument(
         "--guidance",
-        default=DEFAULT_GUIDANCE,
         metavar="ID|DIR|FILE|none",
         help=f"SAM weights for region refinement, or none (default: {DEFAULT_GUIDANCE})",
     )
@@ -89,7 +99,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from aeroseg.predict.api import predict, resolve_device
     from aeroseg.predict.classes import parse_classes
-    from aeroseg.training_free.model import build_training_free
 
     classes = parse_classes(args.classes)
     device = resolve_device(args.device)
@@ -99,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         image, stem = args.image, Path(args.image.split("?", 1)[0]).stem or "image"
     else:
         image, stem = str(fetch_sample(SAMPLE, cache_dir(args.cache))), SAMPLE.stem
-    model = build_training_free(clip=args.clip, guidance=args.guidance).to(device)
+    weights = {k: getattr(args, k, None) for k in ("clip", "guidance", "simfeatup", "sam3")}
+    model = build_training_free_preset(getattr(args, "preset", "training-free"), **weights).to(device)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = predict(

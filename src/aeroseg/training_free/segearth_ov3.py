@@ -50,7 +50,8 @@ class SegEarthOV3Config(ConfigBase):
     preset: str = "segearth-ov3"  # name recorded by evaluation and reports (informational)
     sam3: str = DEFAULT_SAM3  # hub id (gated: SAM License) or local transformers directory
     sam3_arch: str = "sam3"  # shipped architecture for pretrained=False
-    image_size: int = 1008  # Sam3Processor resolution: every crop is resized to image_size²
+    image_size: int | None = None  # every crop is resized to image_size²; None = SAM 3's own (Sam3Processor:
+    #                                1008)
     slide_crop: int = 0  # crop side in pixels of the input; 0 = the whole input in one view
     slide_stride: int = 0  # stride between crops (OpenEarthMap: 512 / 512)
     confidence_threshold: float = 0.5  # an instance is kept when object score × presence exceeds it
@@ -62,7 +63,11 @@ class SegEarthOV3Config(ConfigBase):
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for an inconsistent config."""
-        if self.image_size < 1 or self.slide_crop < 0 or self.slide_stride < 0:
+        if (
+            (self.image_size is not None and self.image_size < 1)
+            or self.slide_crop < 0
+            or self.slide_stride < 0
+        ):
             raise ValueError("image_size must be >= 1, slide_crop and slide_stride >= 0")
         if self.slide_crop and not self.slide_stride:
             raise ValueError("slide_crop needs slide_stride >= 1")
@@ -166,7 +171,8 @@ class SegEarthOV3(nn.Module):
         slide = cfg.slide_crop > 0 and (cfg.slide_crop < H or cfg.slide_crop < W)
         boxes = _crop_boxes((H, W), cfg.slide_crop, cfg.slide_stride) if slide else [(0, H, 0, W)]
         crops = torch.stack([images[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes], 1).flatten(0, 1)
-        size = (cfg.image_size, cfg.image_size)
+        side = cfg.image_size or self.sam3.config.vision_config.image_size
+        size = (side, side)
         x = F.interpolate(crops.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
         dtype = next(self.sam3.parameters()).dtype
         vision = self.sam3.get_vision_features(pixel_values=((x - SAM3_MEAN) / SAM3_STD).to(dtype))
