@@ -22,7 +22,7 @@ REMOTE_SENSING_TEMPLATES: tuple[str, ...] = (
 GENERIC_TEMPLATES: tuple[str, ...] = ("A photo of a {} in a scene",)
 """The generic prompt of CAT-Seg and OVRS (Baseline, Config-A, Config-B)."""
 
-GuidanceType = Literal["sam", "sam2", "clip"]
+GuidanceType = Literal["sam", "sam2", "sam3", "clip"]
 C = TypeVar("C", bound="ConfigBase")
 
 
@@ -120,8 +120,10 @@ class AerOSegConfig(ConfigBase):
             raise ValueError(f"rotations must be multiples of 90 degrees, got {self.rotations}")
         if not self.prompt_templates or any("{}" not in t for t in self.prompt_templates):
             raise ValueError("every prompt template must contain '{}' for the class name")
-        if self.guidance_type not in ("sam", "sam2", "clip"):
-            raise ValueError(f"guidance_type must be 'sam', 'sam2' or 'clip', got {self.guidance_type!r}")
+        if self.guidance_type not in ("sam", "sam2", "sam3", "clip"):
+            raise ValueError(
+                f"guidance_type must be 'sam', 'sam2', 'sam3' or 'clip', got {self.guidance_type!r}"
+            )
         if self.guidance_type != "clip" and not (self.guidance or self.guidance_arch):
             raise ValueError(f"guidance_type={self.guidance_type!r} needs guidance (a hub id, dir or file)")
         if self.reconstruction_target == "sam" and self.back_projection and self.guidance_type == "clip":

@@ -66,6 +66,17 @@ def aeroseg_sam2_1_hiera_b_plus() -> AerOSegConfig:
     )
 
 
+def aeroseg_sam3() -> AerOSegConfig:
+    """SAM 3's image encoder (ViT + FPN, facebook/sam3, gated: SAM License) as the guidance encoder, frozen;
+    its FPN levels ×1, ×2, ×4 of the ViT grid feed the final feature and decoder stages 1 and 2."""
+    return AerOSegConfig(
+        preset="aeroseg-sam3",
+        guidance_type="sam3",
+        guidance="facebook/sam3",
+        guidance_arch="sam3",
+    )
+
+
 def aeroseg_clip_vit_l() -> AerOSegConfig:
     """Supplementary Table 7: CLIP ViT-L/14 at 336² (grid 24×24)."""
     return AerOSegConfig(
@@ -122,6 +133,7 @@ PRESETS: dict[
     "aeroseg-sam-vit-h": aeroseg_sam_vit_h,
     "aeroseg-sam2-hiera-b+": aeroseg_sam2_hiera_b_plus,
     "aeroseg-sam2.1-hiera-b+": aeroseg_sam2_1_hiera_b_plus,
+    "aeroseg-sam3": aeroseg_sam3,
     "aeroseg-clip-vit-l": aeroseg_clip_vit_l,
     "aeroseg-georsclip": aeroseg_georsclip,
     "aeroseg-skyclip": aeroseg_skyclip,

@@ -30,6 +30,7 @@ from aeroseg.modeling.guidance_encoder import (
     ClipGuidance,
     GuidanceFeatures,
     Sam2GuidanceEncoder,
+    Sam3GuidanceEncoder,
     SamGuidanceEncoder,
 )
 from aeroseg.modeling.upsampling_decoder import UpsamplingDecoder
@@ -234,6 +235,9 @@ class AerOSeg(nn.Module):
         elif config.guidance_type == "sam2":
             size = config.guidance_image_size or guidance.config.backbone_config.image_size[0]
             encoder = Sam2GuidanceEncoder(guidance, image_size=size, trainable=config.guidance_trainable)
+        elif config.guidance_type == "sam3":
+            size = config.guidance_image_size or guidance.config.image_size
+            encoder = Sam3GuidanceEncoder(guidance, image_size=size, trainable=config.guidance_trainable)
         else:
             encoder = ClipGuidance(embed_dim=backbone.embed_dim, hidden_size=backbone.hidden_size)
         d = config.hidden_dim

@@ -15,11 +15,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from torch import nn
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, Sam2Model, SamModel
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, Sam2Model, Sam3Model, SamModel
 from transformers.models.sam.configuration_sam import SamVisionConfig
 from transformers.models.sam.modeling_sam import SamVisionEncoder
 from transformers.models.sam2.configuration_sam2 import Sam2VisionConfig
 from transformers.models.sam2.modeling_sam2 import Sam2VisionModel
+from transformers.models.sam3.configuration_sam3 import Sam3VisionConfig
+from transformers.models.sam3.modeling_sam3 import Sam3VisionModel
 
 from aeroseg.convert.arch import load_arch_config
 from aeroseg.convert.tokenizer import clip_tokenizer
@@ -106,8 +108,9 @@ def load_clip(source: str, *, arch: str, pretrained: bool = True) -> tuple[CLIPM
 def load_guidance_encoder(
     kind: str, source: str | None, *, arch: str | None, pretrained: bool = True
 ) -> nn.Module:
-    """The image encoder of SAM (``SamVisionEncoder``) or SAM2 (``Sam2VisionModel``)."""
-    full_model = {"sam": SamModel, "sam2": Sam2Model}[kind]
+    """The image encoder of SAM (``SamVisionEncoder``), SAM2 (``Sam2VisionModel``) or SAM 3 (``Sam3VisionModel``;
+    a hub id or transformers directory: facebook/sam3 is gated under the SAM License)."""
+    full_model = {"sam": SamModel, "sam2": Sam2Model, "sam3": Sam3Model}[kind]
     if not pretrained or source is None:
         if arch is None:
             raise CheckpointError(
@@ -118,6 +121,10 @@ def load_guidance_encoder(
         path = Path(_hub_file(source, kind.upper())).expanduser()
         if path.is_dir():
             model = _load_dir(full_model, path, kind.upper())
+        elif path.is_file() and kind == "sam3":
+            raise CheckpointError(
+                f"{path}: SAM 3 loads from a transformers directory or hub id (facebook/sam3), not a file"
+            )
         elif path.is_file():
             from aeroseg.convert.sam import load_original_sam
             from aeroseg.convert.sam2 import load_original_sam2
@@ -162,4 +169,6 @@ def backbones_from_configs(
         guidance = _random(SamVisionEncoder, SamVisionConfig.from_dict(configs["guidance_config"]))
     elif kind == "sam2":
         guidance = _random(Sam2VisionModel, Sam2VisionConfig.from_dict(configs["guidance_config"]))
+    elif kind == "sam3":
+        guidance = _random(Sam3VisionModel, Sam3VisionConfig.from_dict(configs["guidance_config"]))
     return clip, clip_tokenizer(), guidance

@@ -123,6 +123,24 @@ class Sam2GuidanceEncoder(_FrozenImageEncoder):
         return _to_grids(coarse, mid, fine, grid)
 
 
+class Sam3GuidanceEncoder(_FrozenImageEncoder):
+    """SAM 3's image encoder (``transformers`` ``Sam3VisionModel``: ViT + FPN). The FPN levels the detector
+    uses (scales ×4, ×2, ×1 of the ViT grid: 288², 144², 72² at 1008) feed decoder stage 2, stage 1 and the
+    final feature, as SAM2's three levels do. Pixels are normalised with SAM 3's mean = std = 0.5."""
+
+    def __init__(self, encoder: nn.Module, *, image_size: int, trainable: bool = False) -> None:
+        super().__init__(encoder, image_size=image_size, trainable=trainable)
+        self.mean.fill_(0.5)  # Sam3Processor: Normalize(mean=0.5, std=0.5)
+        self.std.fill_(0.5)
+        fpn_dim = encoder.config.fpn_hidden_size
+        self.final_dim = fpn_dim
+        self.decoder_dims = (fpn_dim, fpn_dim)
+
+    def _encode(self, pixels: torch.Tensor, grid: int) -> GuidanceFeatures:
+        fine, mid, coarse = self.encoder(pixels).fpn_hidden_states[:3]  # ×4, ×2, ×1 (the ×0.5 level unused)
+        return _to_grids(coarse, mid, fine, grid)
+
+
 class ClipGuidance(nn.Module):
     """The Baseline's guidance (CAT-Seg): CLIP's dense features of the unrotated image for spatial refinement,
     and two intermediate CLIP blocks for the decoder. It runs no encoder of its own."""
