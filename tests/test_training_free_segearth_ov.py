@@ -14,6 +14,7 @@ from aeroseg.errors import CheckpointError, UserError
 from aeroseg.training_free.segearth_ov import SegEarthOV, SegEarthOVConfig, segearth_ov
 from aeroseg.training_free.simfeatup import SimFeatUp, load_simfeatup
 from tests.helpers.hashed_weights import hashed_state
+from tests.test_training_free import http_folder  # noqa: F401, F811 - the fixture
 
 FIXTURE = Path(__file__).parent / "fixtures" / "segearth_ov.safetensors"
 
@@ -127,3 +128,16 @@ def test_preset_builds_offline_frozen_and_equivariant(tiny_backbones):
     torch.testing.assert_close(logits.sigmoid().sum(1), torch.ones(1, 40, 56), atol=1e-4, rtol=0)
     permuted = model.segment(feats, classes[::-1])
     torch.testing.assert_close(permuted.sigmoid(), logits.flip(1).sigmoid(), atol=1e-5, rtol=1e-4)
+
+
+def test_simfeatup_downloads_once_from_a_url(tmp_path, http_folder, monkeypatch):  # noqa: F811
+    folder, base = http_folder
+    torch.save({"state_dict": released_layout(SimFeatUp(8))}, folder / "up.ckpt")
+    monkeypatch.setenv("AEROSEG_CACHE", str(tmp_path / "cache"))
+    first = load_simfeatup(f"{base}/up.ckpt", 8)
+    (folder / "up.ckpt").unlink()  # the second load reads the cached copy
+    second = load_simfeatup(f"{base}/up.ckpt", 8)
+    assert torch.equal(first.fixup.weight, second.fixup.weight)
+    assert len(list((tmp_path / "cache" / "weights").iterdir())) == 1
+    with pytest.raises(CheckpointError, match="cannot download SimFeatUp"):
+        load_simfeatup(f"{base}/missing.ckpt", 8)

@@ -42,7 +42,7 @@ class SegEarthOVConfig(ConfigBase):
     preset: str = "segearth-ov"  # name recorded by evaluation and reports (informational)
     clip: str = DEFAULT_CLIP  # OpenAI CLIP ViT-B/16 (the official open_clip 'openai' weights)
     clip_arch: str = "clip-vit-b-16"  # shipped architecture for pretrained=False and original files
-    simfeatup: str | None = SIMFEATUP_URL  # .ckpt path or hf://OWNER/REPO/PATH; None = bilinear
+    simfeatup: str | None = SIMFEATUP_URL  # .ckpt path, https URL or hf://OWNER/REPO/PATH; None = bilinear
     #                                        logits instead (official feature_up=False)
     simfeatup_kind: str = "jbu_one"  # architecture for pretrained=False (a checkpoint names its own)
     image_size: int = 448  # test pipeline Resize(scale=(448, 448), keep_ratio=True): longer side 448

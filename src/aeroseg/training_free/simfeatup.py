@@ -27,9 +27,11 @@ from torch import nn
 
 from aeroseg.errors import CheckpointError
 
-SIMFEATUP_URL = "hf://likyoo/SegEarth-OV/simfeatup_dev/weights/xclip_jbu_one_million_aid.ckpt"
+SIMFEATUP_URL = (
+    "https://github.com/likyoo/SegEarth-OV/raw/main/simfeatup_dev/weights/xclip_jbu_one_million_aid.ckpt"
+)
 """Where SegEarth-OV's configs point (``xclip_jbu_one_million_aid.ckpt``, the ``jbu_one`` upsampler trained
-on Million-AID); the file ships in the GitHub repository likyoo/SegEarth-OV, path as above."""
+on Million-AID), in its GitHub repository; downloaded once into the aeroseg cache."""
 
 GUIDE_DIM = 3  # RGB
 KEY_DIM = 32  # width of the range embeddings
@@ -159,11 +161,43 @@ def simfeatup_state(path: str | Path) -> tuple[str, dict[str, torch.Tensor]]:
     return kind, ours
 
 
+def _download(url: str) -> Path:
+    """The cached copy of ``url`` (``$AEROSEG_CACHE/weights/<name>``), downloaded on first use."""
+    import hashlib
+    import os
+    import urllib.request
+
+    from aeroseg.training_free.demo import cache_dir
+
+    key = hashlib.sha256(url.encode()).hexdigest()[:12]
+    path = cache_dir() / "weights" / f"{key}-{url.rsplit('/', 1)[-1]}"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+            out.write(response.read())
+        os.replace(tmp, path)
+    except OSError as error:
+        raise CheckpointError(
+            f"cannot download SimFeatUp from {url} ({type(error).__name__}); download it where the internet is "
+            "reachable and pass its path (--simfeatup FILE)"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def load_simfeatup(source: str, dim: int) -> SimFeatUp:
-    """SimFeatUp from a local ``.ckpt`` path or an ``hf://OWNER/REPO/PATH`` file on the hub."""
+    """SimFeatUp from a local ``.ckpt`` path, an ``http(s)://`` URL (cached) or an ``hf://OWNER/REPO/PATH``
+    file on the hub."""
     from aeroseg.modeling.backbones import _hub_file
 
-    path = Path(_hub_file(source, "SimFeatUp")).expanduser()
+    if source.startswith(("http://", "https://")):
+        path = _download(source)
+    else:
+        path = Path(_hub_file(source, "SimFeatUp")).expanduser()
     if not path.is_file():
         raise CheckpointError(
             f"SimFeatUp checkpoint {source} does not exist; download xclip_jbu_one_million_aid.ckpt from "
