@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import CLIPModel, Sam2Model, SamModel
+from transformers import CLIPModel, Sam2Model, Sam3Model, SamModel
 
 from aeroseg.convert.arch import ARCH_DIR, ARCHITECTURES, load_arch_config
 from aeroseg.convert.clip import _infer_config as infer_clip_config
@@ -30,6 +30,7 @@ PARAMS = {
     "sam-vit-h": 637_026_048,
     "sam2-hiera-b+": 69_106_816,
     "sam2.1-hiera-b+": 69_106_816,
+    "sam3": 454_038_784,  # vision encoder (ViT + FPN) of transformers' Sam3Config defaults (facebook/sam3)
 }
 
 
@@ -37,7 +38,7 @@ PARAMS = {
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_arch_config_parameter_count(name):
     config = load_arch_config(name)
-    model_cls = {"clip": CLIPModel, "sam": SamModel, "sam2": Sam2Model}[config.model_type]
+    model_cls = {"clip": CLIPModel, "sam": SamModel, "sam2": Sam2Model, "sam3": Sam3Model}[config.model_type]
     with torch.device("meta"):
         model = model_cls(config)
     counted = model if config.model_type == "clip" else model.vision_encoder

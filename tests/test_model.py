@@ -8,6 +8,7 @@ import torch
 import aeroseg
 from aeroseg.errors import CheckpointError, UserError
 from aeroseg.losses import AerOSegLoss
+from aeroseg.training_free.presets import TRAINING_FREE_PRESETS
 from tests.helpers.tiny import build_tiny_model
 
 SEEN = [
@@ -31,7 +32,7 @@ def batch(seed: int = 0, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     return images, masks
 
 
-TRAINABLE_PRESETS = [name for name in aeroseg.presets() if name != "training-free"]
+TRAINABLE_PRESETS = [name for name in aeroseg.presets() if name not in TRAINING_FREE_PRESETS]
 
 
 @pytest.mark.parametrize("preset", TRAINABLE_PRESETS)
@@ -219,3 +220,21 @@ def test_build_from_original_checkpoint_files(tmp_path):
     model.save_pretrained(tmp_path / "ckpt")  # self-contained: reloads without the original files
     (tmp_path / "clip.pt").unlink()
     assert aeroseg.AerOSeg.from_pretrained(tmp_path / "ckpt").config.clip == str(tmp_path / "clip.pt")
+
+
+def test_sam3_guidance_checkpoint_roundtrip(tmp_path):
+    """aeroseg-sam3: SAM 3's FPN levels as guidance, frozen; saved and reloaded bit-identically."""
+    model = build_tiny_model(preset="aeroseg-sam3").eval()
+    encoder = model.guidance_encoder
+    assert type(encoder).__name__ == "Sam3GuidanceEncoder" and encoder.final_dim == 32
+    assert not any(p.requires_grad for p in encoder.parameters())
+    assert torch.equal(encoder.mean, torch.full((1, 3, 1, 1), 0.5))
+    model.save_pretrained(tmp_path)
+    loaded = aeroseg.AerOSeg.from_pretrained(tmp_path)
+    reference, restored = model.state_dict(), loaded.state_dict()
+    assert reference.keys() == restored.keys() and all(
+        torch.equal(reference[k], restored[k]) for k in reference
+    )
+    images, _ = batch()
+    with torch.no_grad():
+        assert torch.equal(loaded(images, ["a", "b"]), model(images, ["a", "b"]))

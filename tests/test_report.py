@@ -116,3 +116,21 @@ def test_nan_scores_and_errors(tmp_path, capsys):
     (tmp_path / "empty_run").mkdir()
     assert main(["report", str(tmp_path / "empty_run")]) == 2
     assert "no eval*.json" in capsys.readouterr().err
+
+
+def test_table_8_training_free_rows(tmp_path, capsys):
+    """The training-free presets as `aeroseg evaluate --preset` records them, before AerOSeg."""
+    paths = [
+        write_eval(tmp_path / "c.json", "aeroseg", "isaid", 75.48, 51.46, 61.20, 65.87),
+        write_eval(tmp_path / "tf.json", "training-free", "isaid", 20.0, 10.0, 13.33, 15.5),
+        write_eval(tmp_path / "ov3.json", "segearth-ov3", "isaid", 40.0, 30.0, 34.29, 37.25),
+        write_eval(tmp_path / "ov.json", "segearth-ov", "isaid", 25.0, 15.0, 18.75, 21.7),
+        write_eval(tmp_path / "ov3o.json", "segearth-ov3", "openearthmap", 45.0, 40.0, 42.35, 42.9),
+    ]
+    assert main(["report", "--table", "8", *map(str, paths)]) == 0
+    assert capsys.readouterr().out.splitlines()[4:] == [
+        "| SegEarth-OV | 21.70 | – |",
+        "| SegEarth-OV3 | 37.25 | 42.90 |",
+        "| Training-free | 15.50 | – |",
+        "| AerOSeg | 65.87 | – |",
+    ]

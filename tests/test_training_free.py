@@ -179,6 +179,37 @@ def test_last_block_variants(tiny_backbones, attention, residual):
     assert feats.shape == (1, 16, 8, 8) and torch.isfinite(feats).all()
 
 
+def test_last_block_sums_the_softmaxes_as_the_reference(tiny_backbones):
+    """SegEarth-OV (and SCLIP) add the softmaxes of q·qᵀ, k·kᵀ, v·vᵀ before the output projection; a mean
+    would differ by (1 - 1/3) of the attention output, which the projection's bias keeps visible."""
+    model = tiny(tiny_backbones, guidance=None, last_block_attention="qq+kk+vv")
+    layer = model.backbone.clip.vision_model.encoder.layers[-1]
+    attn = layer.self_attn
+    with torch.no_grad():  # real CLIP weights have a non-zero bias; the random init has none
+        attn.out_proj.bias.copy_(torch.randn(attn.embed_dim, generator=torch.Generator().manual_seed(0)))
+    x = torch.randn(2, 17, attn.embed_dim)
+    y = layer.layer_norm1(x)
+    q, k, v = (
+        p(y).view(2, 17, attn.num_heads, -1).transpose(1, 2) for p in (attn.q_proj, attn.k_proj, attn.v_proj)
+    )
+    softmaxes = [(a @ a.transpose(-1, -2) * attn.head_dim**-0.5).softmax(-1) for a in (q, k, v)]
+
+    def project(weights):
+        return attn.out_proj((weights @ v).transpose(1, 2).reshape(2, 17, -1))
+
+    reference = project(softmaxes[0] + softmaxes[1] + softmaxes[2])
+    mean = project((softmaxes[0] + softmaxes[1] + softmaxes[2]) / 3)
+    ours = model.backbone._last_block(layer, x)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    # the two differ, and not by a scale: mean = (reference - b) / 3 + b
+    assert not torch.allclose(
+        model.backbone.clip.vision_model.post_layernorm(ours),
+        model.backbone.clip.vision_model.post_layernorm(mean),
+        atol=1e-3,
+    )
+    torch.testing.assert_close(mean, (reference - attn.out_proj.bias) / 3 + attn.out_proj.bias)
+
+
 def test_last_block_options_take_effect(tiny_backbones):
     image = torch.rand(1, 3, 32, 32)
     variants = [("qq+kk+vv", False), ("qq", False), ("identity", False), ("identity", True)]

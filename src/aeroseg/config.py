@@ -25,7 +25,7 @@ GENERIC_TEMPLATES: tuple[str, ...] = ("A photo of a {} in the scene",)
 """The generic prompt of CAT-Seg and OVRS (Baseline, Config-A, Config-B): their ``PROMPT_ENSEMBLE_TYPE:
 single`` template, word for word."""
 
-GuidanceType = Literal["sam", "sam2", "clip"]
+GuidanceType = Literal["sam", "sam2", "sam3", "clip"]
 C = TypeVar("C", bound="ConfigBase")
 
 
@@ -210,8 +210,10 @@ class AerOSegConfig(ConfigBase):
             raise ValueError(f"guidance_layers must be two block numbers >= 1, got {self.guidance_layers}")
         if not self.prompt_templates or any("{}" not in t for t in self.prompt_templates):
             raise ValueError("every prompt template must contain '{}' for the class name")
-        if self.guidance_type not in ("sam", "sam2", "clip"):
-            raise ValueError(f"guidance_type must be 'sam', 'sam2' or 'clip', got {self.guidance_type!r}")
+        if self.guidance_type not in ("sam", "sam2", "sam3", "clip"):
+            raise ValueError(
+                f"guidance_type must be 'sam', 'sam2', 'sam3' or 'clip', got {self.guidance_type!r}"
+            )
         if self.guidance_type != "clip" and not (self.guidance or self.guidance_arch):
             raise ValueError(f"guidance_type={self.guidance_type!r} needs guidance (a hub id, dir or file)")
         if self.guidance_attention not in ("sdpa", "flex", "eager"):

@@ -8,6 +8,8 @@ from typing import Any
 from aeroseg.config import GENERIC_TEMPLATES, AerOSegConfig
 from aeroseg.errors import UserError
 from aeroseg.training_free.config import TrainingFreeConfig, training_free
+from aeroseg.training_free.segearth_ov import SegEarthOVConfig, segearth_ov
+from aeroseg.training_free.segearth_ov3 import SegEarthOV3Config, segearth_ov3
 
 _CLIP_GUIDANCE = dict(guidance_type="clip", guidance=None, guidance_arch=None, guidance_layers=(4, 8))
 
@@ -61,6 +63,17 @@ def aeroseg_sam2_1_hiera_b_plus() -> AerOSegConfig:
         guidance_type="sam2",
         guidance="facebook/sam2.1-hiera-base-plus",
         guidance_arch="sam2.1-hiera-b+",
+    )
+
+
+def aeroseg_sam3() -> AerOSegConfig:
+    """SAM 3's image encoder (ViT + FPN, facebook/sam3, gated: SAM License) as the guidance encoder, frozen;
+    its FPN levels ×1, ×2, ×4 of the ViT grid feed the final feature and decoder stages 1 and 2."""
+    return AerOSegConfig(
+        preset="aeroseg-sam3",
+        guidance_type="sam3",
+        guidance="facebook/sam3",
+        guidance_arch="sam3",
     )
 
 
@@ -132,7 +145,9 @@ def ovrs() -> AerOSegConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], AerOSegConfig | TrainingFreeConfig]] = {
+PRESETS: dict[
+    str, Callable[[], AerOSegConfig | TrainingFreeConfig | SegEarthOVConfig | SegEarthOV3Config]
+] = {
     "aeroseg": aeroseg,
     "baseline": baseline,
     "config-a": config_a,
@@ -140,6 +155,7 @@ PRESETS: dict[str, Callable[[], AerOSegConfig | TrainingFreeConfig]] = {
     "aeroseg-sam-vit-h": aeroseg_sam_vit_h,
     "aeroseg-sam2-hiera-b+": aeroseg_sam2_hiera_b_plus,
     "aeroseg-sam2.1-hiera-b+": aeroseg_sam2_1_hiera_b_plus,
+    "aeroseg-sam3": aeroseg_sam3,
     "aeroseg-clip-vit-l": aeroseg_clip_vit_l,
     "aeroseg-georsclip": aeroseg_georsclip,
     "aeroseg-skyclip": aeroseg_skyclip,
@@ -147,6 +163,8 @@ PRESETS: dict[str, Callable[[], AerOSegConfig | TrainingFreeConfig]] = {
     "cat-seg-large": cat_seg_large,
     "ovrs": ovrs,
     "training-free": training_free,
+    "segearth-ov": segearth_ov,
+    "segearth-ov3": segearth_ov3,
 }
 
 
@@ -198,10 +216,18 @@ def build(
     if guidance is not None:
         overrides["guidance"] = guidance
     config = preset_config(preset, **overrides)
-    if pretrained and not config.clip:
+    if pretrained and hasattr(config, "clip") and not config.clip:
         raise UserError(f"preset {preset!r} has no public CLIP weights: pass clip=FILE (or --clip FILE)")
     if isinstance(config, TrainingFreeConfig):
         from aeroseg.training_free.model import TrainingFreeSegmenter
 
         return TrainingFreeSegmenter.from_config(config, pretrained=pretrained)
+    if isinstance(config, SegEarthOVConfig):
+        from aeroseg.training_free.segearth_ov import SegEarthOV
+
+        return SegEarthOV.from_config(config, pretrained=pretrained)
+    if isinstance(config, SegEarthOV3Config):
+        from aeroseg.training_free.segearth_ov3 import SegEarthOV3
+
+        return SegEarthOV3.from_config(config, pretrained=pretrained)
     return AerOSeg.from_config(config, pretrained=pretrained)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import CLIPModel, Sam2Model, SamModel
+from transformers import CLIPModel, Sam2Model, Sam3Model, SamModel
 
 import aeroseg
 from aeroseg._tiny import (
@@ -26,12 +26,13 @@ from aeroseg._tiny import (
 )
 from aeroseg.convert.tokenizer import clip_tokenizer
 from aeroseg.presets import preset_config
+from tests.helpers.tiny_sam3 import tiny_sam3_config
 
 
 def write_tiny_backbones(root: Path, seed: int = 0) -> dict[str, Path]:
     """Write tiny CLIP (with tokenizer files), SAM and SAM2 directories under ``root``; return their paths."""
     root = Path(root)
-    paths = {name: root / name for name in ("clip", "sam", "sam2")}
+    paths = {name: root / name for name in ("clip", "sam", "sam2", "sam3")}
     if all((p / "config.json").exists() for p in paths.values()):
         return paths
     torch.manual_seed(seed)
@@ -39,6 +40,7 @@ def write_tiny_backbones(root: Path, seed: int = 0) -> dict[str, Path]:
     clip_tokenizer().save_pretrained(paths["clip"])
     SamModel(tiny_sam_config()).save_pretrained(paths["sam"])
     Sam2Model(tiny_sam2_config()).save_pretrained(paths["sam2"])
+    Sam3Model(tiny_sam3_config()).save_pretrained(paths["sam3"])
     return paths
 
 
@@ -46,7 +48,7 @@ def tiny_overrides(preset: str, paths: dict[str, Path]) -> dict[str, Any]:
     """Config overrides that put a preset on the tiny backbones."""
     config = preset_config(preset)
     overrides: dict[str, Any] = dict(TINY_MODEL, clip=str(paths["clip"]))
-    if config.guidance_type in ("sam", "sam2"):
+    if config.guidance_type in ("sam", "sam2", "sam3"):
         overrides["guidance"] = str(paths[config.guidance_type])
     if config.guidance_type in TINY_GUIDANCE_LAYERS:
         overrides["guidance_layers"] = TINY_GUIDANCE_LAYERS[config.guidance_type]

@@ -18,7 +18,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {summary}")
         if args.verbose:
             config = builder()
-            print(
-                f"{'':<{width}}  clip={config.clip_arch} guidance={config.guidance_type}:{config.guidance_arch}"
-            )
+            if hasattr(config, "guidance_type"):
+                backbones = f"clip={config.clip_arch} guidance={config.guidance_type}:{config.guidance_arch}"
+            else:  # segearth-ov, segearth-ov3
+                names = ("clip_arch", "simfeatup", "sam3_arch")
+                backbones = " ".join(f"{k}={getattr(config, k)}" for k in names if hasattr(config, k))
+            print(f"{'':<{width}}  {backbones}")
     return 0

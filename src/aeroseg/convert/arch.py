@@ -10,6 +10,7 @@ repository named below (generic defaults such as ``id2label`` left out):
   ``initializer_range`` 0.02 instead of 1e-10, so that randomly initialised encoders are not constant)
 - ``sam2-hiera-b+`` / ``sam2.1-hiera-b+``: facebook/sam2-hiera-base-plus, facebook/sam2.1-hiera-base-plus
   (Sam2Config; SAM2 and SAM2.1 share the image-model architecture, they differ in weights only)
+- ``sam3``: facebook/sam3 (Sam3Config: transformers' defaults, which are that checkpoint's architecture)
 """
 
 import json
@@ -30,6 +31,7 @@ ARCHITECTURES: tuple[str, ...] = (
     "sam-vit-h",
     "sam2-hiera-b+",
     "sam2.1-hiera-b+",
+    "sam3",
 )
 
 

@@ -29,7 +29,7 @@ from aeroseg.errors import UserError
 from aeroseg.predict import api
 from aeroseg.predict import paths as places
 from aeroseg.predict.classes import ClassList
-from aeroseg.predict.command import _stem, finished
+from aeroseg.predict.command import _stem, finished, model_weights
 from aeroseg.predict.io import RasterSource, ReadOptions, is_url, one_line
 from aeroseg.predict.streaming import WindowOptions
 
@@ -54,10 +54,9 @@ def records_on_ray(
     require_ray()
     from aeroseg.distributed.runner import Cluster, connect, run_units
 
-    weights = {k: v for k, v in (("clip", args.clip), ("guidance", args.guidance)) if v is not None}
     model = {
         "checkpoint": _absolute(args.checkpoint),
-        "weights": {k: _absolute(v) for k, v in weights.items()},
+        "weights": {k: _absolute(v) for k, v in model_weights(args).items()},
     }
     job = Job(
         classes, read, options, args.precision, args.scores, args.ray_unit_rows or 0, json.dumps(model),

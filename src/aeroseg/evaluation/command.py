@@ -27,6 +27,11 @@ from aeroseg.evaluation.scoring import score_model, score_predictions
 from aeroseg.metrics import ConfusionMatrix, SegmentationScores
 from aeroseg.training_free import build_training_free
 from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
+from aeroseg.training_free.presets import (
+    TRAINING_FREE_PRESETS,
+    build_training_free_preset,
+    preset_file_overrides,
+)
 
 TRAINING_FREE = "training-free"
 
@@ -47,7 +52,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder of <stem>.png or <stem>.tif class-id maps (what aeroseg predict writes) to score instead",
     )
     source.add_argument(
-        "--preset", choices=[TRAINING_FREE], help="a model that needs no checkpoint: the training-free one"
+        "--preset",
+        choices=list(TRAINING_FREE_PRESETS),
+        help="a model that needs no checkpoint: training-free (ours), segearth-ov or segearth-ov3",
+    )
+    parser.add_argument(
+        "--simfeatup", metavar="FILE|hf://...|none", help="--preset segearth-ov: SimFeatUp .ckpt"
+    )
+    parser.add_argument(
+        "--sam3", metavar="ID|DIR", help="--preset segearth-ov3: SAM 3 (default facebook/sam3)"
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="--preset: per-dataset settings, configs/<dataset>/training-free/*.yaml",
     )
     parser.add_argument(
         "--clip",
@@ -110,8 +128,13 @@ def _checkpoint_dir(path: Path) -> Path:
 
 def load_model(args: argparse.Namespace) -> Any:
     """The model to evaluate, built from the command-line arguments (on the CPU, not yet in eval mode)."""
-    if getattr(args, "preset", None) == TRAINING_FREE:
+    config_file = getattr(args, "config", None)
+    if getattr(args, "preset", None) == TRAINING_FREE and config_file is None:
         return build_training_free(clip=args.clip or DEFAULT_CLIP, guidance=args.guidance or DEFAULT_GUIDANCE)
+    if getattr(args, "preset", None) in TRAINING_FREE_PRESETS:
+        weights = {k: getattr(args, k, None) for k in ("clip", "guidance", "simfeatup", "sam3")}
+        overrides = preset_file_overrides(config_file, args.preset) if config_file else None
+        return build_training_free_preset(args.preset, overrides=overrides, **weights)
     if args.checkpoint is None:
         raise UserError(
             f"nothing to evaluate: give --checkpoint DIR (a trained model), --preset {TRAINING_FREE} or "

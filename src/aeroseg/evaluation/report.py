@@ -34,6 +34,8 @@ MISSING = "–"
 # normalised name (lower case, letters and digits only) -> the paper's spelling
 METHOD_NAMES = {
     "segearthov": "SegEarth-OV",
+    "segearthov3": "SegEarth-OV3",
+    "trainingfree": "Training-free",
     "san": "SAN",
     "scan": "SCAN",
     "sed": "SED",
@@ -47,7 +49,19 @@ METHOD_NAMES = {
 }
 DATASET_NAMES = {"isaid": "iSAID", "dlrsd": "DLRSD", "openearthmap": "OEM", "oem": "OEM"}
 DATASET_ORDER = ("iSAID", "DLRSD", "OEM")
-METHOD_ORDER = ("SegEarth-OV", "SAN", "SCAN", "SED", "CAT-Seg", "OVRS", "Baseline", "Config-A", "Config-B")
+METHOD_ORDER = (
+    "SegEarth-OV",
+    "SegEarth-OV3",
+    "Training-free",
+    "SAN",
+    "SCAN",
+    "SED",
+    "CAT-Seg",
+    "OVRS",
+    "Baseline",
+    "Config-A",
+    "Config-B",
+)
 OURS = "AerOSeg"  # the last row, as in the paper
 
 # Table 3 rows: label, method, then Guidance Encoder / Semantic Back-projection loss / Remote-Sensing Prompts
@@ -208,7 +222,10 @@ def table_8(results: list[Result]) -> str:
     """mIoU over all classes (seen and unseen), methods as rows, datasets as columns."""
     datasets, index = _datasets(results), {(r.method, r.dataset): r.scores.miou for r in results}
     rows = [[m] + [_cell(index.get((m, d))) for d in datasets] for m in _methods(results)]
-    caption = "Table 8. mIoU (%) over all classes."
+    caption = (
+        "Table 8. mIoU (%) over all classes. Training-free rows (aeroseg evaluate --preset segearth-ov, "
+        "segearth-ov3, training-free) first."
+    )
     return caption + "\n\n" + _markdown(["Methods", *datasets], rows, 1)
 
 

@@ -31,7 +31,12 @@ from aeroseg.modeling.backbones import (
 from aeroseg.modeling.clip_guidance import ClipGuidance
 from aeroseg.modeling.correlation import CorrelationFeatures
 from aeroseg.modeling.correlation_refinement import CorrelationRefinement
-from aeroseg.modeling.guidance_encoder import GuidanceFeatures, Sam2GuidanceEncoder, SamGuidanceEncoder
+from aeroseg.modeling.guidance_encoder import (
+    GuidanceFeatures,
+    Sam2GuidanceEncoder,
+    Sam3GuidanceEncoder,
+    SamGuidanceEncoder,
+)
 from aeroseg.modeling.images import unit_images
 from aeroseg.modeling.upsampling_decoder import UpsamplingDecoder
 from aeroseg.modeling.vision_language_backbone import VisionLanguageBackbone
@@ -244,6 +249,11 @@ class AerOSeg(nn.Module):
         elif config.guidance_type == "sam2":
             size = config.guidance_image_size or guidance.config.backbone_config.image_size[0]
             encoder = Sam2GuidanceEncoder(
+                guidance, image_size=size, trainable=config.guidance_trainable, resize=config.guidance_resize
+            )
+        elif config.guidance_type == "sam3":
+            size = config.guidance_image_size or guidance.config.image_size
+            encoder = Sam3GuidanceEncoder(
                 guidance, image_size=size, trainable=config.guidance_trainable, resize=config.guidance_resize
             )
         else:

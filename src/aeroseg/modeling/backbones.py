@@ -16,11 +16,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from torch import nn
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, Sam2Model, SamModel
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, Sam2Model, Sam3Model, SamModel
 from transformers.models.sam.configuration_sam import SamVisionConfig
 from transformers.models.sam.modeling_sam import SamVisionEncoder
 from transformers.models.sam2.configuration_sam2 import Sam2VisionConfig
 from transformers.models.sam2.modeling_sam2 import Sam2VisionModel
+from transformers.models.sam3.configuration_sam3 import Sam3VisionConfig
+from transformers.models.sam3.modeling_sam3 import Sam3VisionModel
 
 from aeroseg.convert.arch import load_arch_config
 from aeroseg.convert.tokenizer import clip_tokenizer
@@ -161,8 +163,9 @@ def directory_tokenizer(path: Path) -> CLIPTokenizer:
 def load_guidance_encoder(
     kind: str, source: str | None, *, arch: str | None, pretrained: bool = True
 ) -> nn.Module:
-    """The image encoder of SAM (``SamVisionEncoder``) or SAM2 (``Sam2VisionModel``)."""
-    full_model = {"sam": SamModel, "sam2": Sam2Model}[kind]
+    """The image encoder of SAM (``SamVisionEncoder``), SAM2 (``Sam2VisionModel``) or SAM 3 (``Sam3VisionModel``;
+    a hub id or transformers directory: facebook/sam3 is gated under the SAM License)."""
+    full_model = {"sam": SamModel, "sam2": Sam2Model, "sam3": Sam3Model}[kind]
     if not pretrained or source is None:
         if arch is None:
             raise CheckpointError(
@@ -173,6 +176,10 @@ def load_guidance_encoder(
         path = Path(hub_file(source, kind.upper())).expanduser()
         if path.is_dir():
             model = _load_dir(full_model, path, kind.upper(), "--guidance")
+        elif path.is_file() and kind == "sam3":
+            raise CheckpointError(
+                f"{path}: SAM 3 loads from a transformers directory or hub id (facebook/sam3), not a file"
+            )
         elif path.is_file():
             from aeroseg.convert.sam import load_original_sam
             from aeroseg.convert.sam2 import load_original_sam2
@@ -213,8 +220,21 @@ def _load_dir(cls: Any, path: Path, what: str, flag: str) -> Any:
     return model
 
 
-_MODEL_TYPES = {"CLIP": ("clip",), "SAM": ("sam",), "SAM2": ("sam2", "sam2_video")}
-_KIND_NAMES = {"clip": "CLIP", "sam": "SAM", "sam2": "SAM2", "sam2_video": "SAM2", "siglip": "SigLIP"}
+_MODEL_TYPES = {
+    "CLIP": ("clip",),
+    "SAM": ("sam",),
+    "SAM2": ("sam2", "sam2_video"),
+    "SAM3": ("sam3", "sam3_video"),
+}
+_KIND_NAMES = {
+    "clip": "CLIP",
+    "sam": "SAM",
+    "sam2": "SAM2",
+    "sam2_video": "SAM2",
+    "sam3": "SAM3",
+    "sam3_video": "SAM3",
+    "siglip": "SigLIP",
+}
 
 
 def _quiet_load(cls: Any, source: Any, **options: Any) -> tuple[Any, dict[str, list[str]]]:
@@ -232,7 +252,9 @@ def _quiet_load(cls: Any, source: Any, **options: Any) -> tuple[Any, dict[str, l
 
 def _refuse_missing(info: dict[str, Any], source: Any, what: str, flag: str) -> None:
     """Missing weights would stay random: an error naming the source and the first missing tensor."""
-    used = ("vision_encoder.",) if what in ("SAM", "SAM2") else ("",)  # the guidance uses the image encoder
+    used = (
+        ("vision_encoder.",) if what in ("SAM", "SAM2", "SAM3") else ("",)
+    )  # the guidance uses the image encoder
     missing = [k for k in info.get("missing_keys", ()) if k.startswith(used)]
     if missing:
         raise CheckpointError(
@@ -257,4 +279,6 @@ def backbones_from_configs(kind: str, configs: dict[str, Any]) -> tuple[CLIPMode
         guidance = _random(SamVisionEncoder, SamVisionConfig.from_dict(configs["guidance_config"]))
     elif kind == "sam2":
         guidance = _random(Sam2VisionModel, Sam2VisionConfig.from_dict(configs["guidance_config"]))
+    elif kind == "sam3":
+        guidance = _random(Sam3VisionModel, Sam3VisionConfig.from_dict(configs["guidance_config"]))
     return clip, guidance

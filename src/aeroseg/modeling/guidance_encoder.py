@@ -144,3 +144,23 @@ class Sam2GuidanceEncoder(_FrozenImageEncoder):
     def _encode(self, pixels: torch.Tensor, grid: int) -> GuidanceFeatures:
         fine, mid, coarse = hiera_fpn_forward(self.encoder, pixels)[-3:]  # high to low resolution
         return _to_grids(coarse, mid, fine, grid, self.resize)
+
+
+class Sam3GuidanceEncoder(_FrozenImageEncoder):
+    """SAM 3's image encoder (``transformers`` ``Sam3VisionModel``: ViT + FPN). The FPN levels the detector
+    uses (scales ×4, ×2, ×1 of the ViT grid: 288², 144², 72² at 1008) feed decoder stage 2, stage 1 and the
+    final feature, as SAM2's three levels do. Pixels are normalised with SAM 3's mean = std = 0.5."""
+
+    def __init__(
+        self, encoder: nn.Module, *, image_size: int, trainable: bool = False, resize: str = "antialias"
+    ) -> None:
+        super().__init__(encoder, image_size=image_size, trainable=trainable, resize=resize)
+        self.mean.fill_(0.5)  # Sam3Processor: Normalize(mean=0.5, std=0.5)
+        self.std.fill_(0.5)
+        fpn_dim = encoder.config.fpn_hidden_size
+        self.final_dim = fpn_dim
+        self.decoder_dims = (fpn_dim, fpn_dim)
+
+    def _encode(self, pixels: torch.Tensor, grid: int) -> GuidanceFeatures:
+        fine, mid, coarse = self.encoder(pixels).fpn_hidden_states[:3]  # ×4, ×2, ×1 (the ×0.5 level unused)
+        return _to_grids(coarse, mid, fine, grid, self.resize)

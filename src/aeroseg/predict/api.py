@@ -66,21 +66,29 @@ def load_segmenter(
     *,
     clip: str | None = None,
     guidance: str | None = None,
+    preset: str | None = None,
+    **weights: str | None,
 ) -> Any:
     """The model that ``aeroseg predict`` runs, in eval mode on ``device``.
 
     ``checkpoint`` is a directory written by ``AerOSeg.save_pretrained`` (or ``aeroseg train``); anything
     else raises :class:`CheckpointError`. Without one, the training-free model
     (:func:`aeroseg.training_free.build_training_free`) runs on the public weights, or on ``clip`` and
-    ``guidance`` (hub id, directory or file; ``guidance="none"`` runs without SAM).
+    ``guidance`` (hub id, directory or file; ``guidance="none"`` runs without SAM). ``preset`` chooses
+    another training-free model (``segearth-ov``, ``segearth-ov3``; ``weights``: ``simfeatup``, ``sam3``).
     """
+    if checkpoint is None and preset is not None:
+        from aeroseg.training_free.presets import build_training_free_preset
+
+        model = build_training_free_preset(preset, clip=clip, guidance=guidance, **weights)
+        return model.to(device).eval()
     if checkpoint is None:
         from aeroseg.training_free import build_training_free
         from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
 
         model = build_training_free(clip=clip or DEFAULT_CLIP, guidance=guidance or DEFAULT_GUIDANCE)
         return model.to(device).eval()
-    if clip is not None or guidance is not None:
+    if clip is not None or guidance is not None or preset is not None or any(weights.values()):
         raise UserError(
             "--clip and --guidance choose the weights of the training-free model (no --checkpoint); "
             "a checkpoint carries its own"
@@ -94,22 +102,25 @@ def load_segmenter(
     return model.to(device).eval()
 
 
-def model_identity(checkpoint: str | None, *, clip: str | None = None, guidance: str | None = None) -> str:
+def model_identity(checkpoint: str | None, *, preset: str | None = None, **weights: str | None) -> str:
     """A short text that changes when the model :func:`load_segmenter` loads does: the checkpoint's absolute
-    path and the size and time of its weights and config, or the training-free model's weight sources."""
+    path and the size and time of its files, or the training-free preset and its weight sources."""
     if checkpoint is None:
         from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
 
-        return f"training-free clip={clip or DEFAULT_CLIP} guidance={guidance or DEFAULT_GUIDANCE}"
-    directory = Path(checkpoint).expanduser()
+        sources = {"clip": DEFAULT_CLIP, "guidance": DEFAULT_GUIDANCE} if preset is None else {}
+        sources |= {k: v for k, v in weights.items() if v is not None}
+        return " ".join([preset or "training-free", *(f"{k}={v}" for k, v in sorted(sources.items()))])
+    path = Path(checkpoint).expanduser()
+    files = [path] if path.is_file() else [path / name for name in ("config.json", "model.safetensors")]
     stamps = []
-    for name in ("config.json", "model.safetensors"):
+    for file in files:
         try:
-            stat = (directory / name).stat()
-            stamps.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
+            stat = file.stat()
+            stamps.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
         except OSError:
             pass
-    location = str(directory.resolve()) if directory.exists() else checkpoint
+    location = str(path.resolve()) if path.exists() else checkpoint
     digest = hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]
     return f"checkpoint {location} {digest}"
 

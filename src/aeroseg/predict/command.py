@@ -69,6 +69,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=WEIGHTS_METAVAR,
         help=f"without --checkpoint: its SAM weights, or none (default {DEFAULT_GUIDANCE})",
     )
+    parser.add_argument(
+        "--preset",
+        choices=("training-free", "segearth-ov", "segearth-ov3"),
+        help="without --checkpoint: the training-free model to run (default training-free)",
+    )
+    parser.add_argument(
+        "--simfeatup", metavar="FILE|hf://...|none", help="--preset segearth-ov: SimFeatUp .ckpt"
+    )
+    parser.add_argument(
+        "--sam3", metavar="ID|DIR", help="--preset segearth-ov3: SAM 3 (default facebook/sam3)"
+    )
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--classes", help='comma-separated class names; "tree|forest" gives synonyms')
     group.add_argument(
@@ -210,6 +221,13 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed or no_polygons else 0
 
 
+def model_weights(args: argparse.Namespace) -> dict[str, str]:
+    """The weights flags given (``--clip``, ``--guidance``, ``--preset``, ``--simfeatup``, ``--sam3``), as
+    keyword arguments of :func:`aeroseg.predict.api.load_segmenter`."""
+    names = ("clip", "guidance", "preset", "simfeatup", "sam3")
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
 def prediction_settings(args: argparse.Namespace, classes: ClassList) -> dict[str, Any]:
     """What decides the pixels of a prediction, recorded in every class raster (``AEROSEG_SETTINGS``):
     outputs made with other settings are not taken as finished."""
@@ -217,7 +235,7 @@ def prediction_settings(args: argparse.Namespace, classes: ClassList) -> dict[st
         "classes": classes.ids_to_names,
         "synonyms": [list(s) for s in classes.synonyms],
         "background_threshold": classes.background_threshold,
-        "model": api.model_identity(args.checkpoint, clip=args.clip, guidance=args.guidance),
+        "model": api.model_identity(args.checkpoint, **model_weights(args)),
         "bands": list(args.bands) if args.bands else None,
         "scale": list(args.scale) if args.scale else None,
         "percentiles": list(args.percentiles) if args.percentiles else None,
@@ -254,8 +272,7 @@ def _predict_all(
     """Predict ``inputs`` one after the other in this process; one record per input."""
     single = len(inputs) == 1
     device = api.resolve_device(args.device)
-    weights = {k: v for k, v in (("clip", args.clip), ("guidance", args.guidance)) if v is not None}
-    model = api.load_segmenter(args.checkpoint, device, **weights)
+    model = api.load_segmenter(args.checkpoint, device, **model_weights(args))
     records: list[dict[str, Any]] = []
     with progress(
         inputs, desc="predict", unit="image", disable=args.quiet or single, file=sys.stderr

@@ -30,6 +30,7 @@ from aeroseg.commands import options
 from aeroseg.commands.options import WEIGHTS_METAVAR
 from aeroseg.errors import UserError
 from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
+from aeroseg.training_free.presets import TRAINING_FREE_PRESETS, build_training_free_preset
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f'comma-separated classes, "a|b" synonyms (default: {DEFAULT_CLASSES})',
     )
     parser.add_argument("-o", "--output", default="aeroseg-demo", metavar="DIR", help="output folder")
-    parser.add_argument("--clip", default=DEFAULT_CLIP, metavar=WEIGHTS_METAVAR, help="CLIP weights")
+    parser.add_argument(
+        "--preset",
+        choices=list(TRAINING_FREE_PRESETS),
+        default="training-free",
+        help="training-free model: training-free (ours), segearth-ov or segearth-ov3",
+    )
+    parser.add_argument(
+        "--clip", metavar=WEIGHTS_METAVAR, help=f"CLIP weights (training-free default: {DEFAULT_CLIP})"
+    )
+    parser.add_argument(
+        "--simfeatup", metavar="FILE|hf://...|none", help="--preset segearth-ov: SimFeatUp .ckpt"
+    )
+    parser.add_argument(
+        "--sam3", metavar="ID|DIR", help="--preset segearth-ov3: SAM 3 (default facebook/sam3)"
+    )
     parser.add_argument(
         "--guidance",
-        default=DEFAULT_GUIDANCE,
         metavar=WEIGHTS_METAVAR,
-        help="SAM weights for region refinement, or none (no SAM)",
+        help=f"SAM weights for region refinement, or none (training-free default: {DEFAULT_GUIDANCE})",
     )
     parser.add_argument(
         "--window",
@@ -91,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
     from aeroseg.predict.api import predict, resolve_device
     from aeroseg.predict.classes import parse_classes
     from aeroseg.predict.paths import check_folder
-    from aeroseg.training_free.model import build_training_free
 
     classes = parse_classes(args.classes)
     check_folder(Path(args.output))  # before any download: a folder that cannot be made is refused
@@ -102,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         image, stem = args.image, Path(args.image.split("?", 1)[0]).stem or "image"
     else:
         image, stem = str(fetch_sample(SAMPLE, cache_dir(args.cache))), SAMPLE.stem
-    model = build_training_free(clip=args.clip, guidance=args.guidance).to(device)
+    weights = {k: getattr(args, k, None) for k in ("clip", "guidance", "simfeatup", "sam3")}
+    model = build_training_free_preset(getattr(args, "preset", "training-free"), **weights).to(device)
     out_dir = Path(args.output)
     result = predict(
         model,

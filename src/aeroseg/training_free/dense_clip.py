@@ -91,7 +91,7 @@ class TrainingFreeClip(VisionLanguageBackbone):
         ).mean(0)  # (B, C, h, w)
 
     def _last_block(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """The last block with self-self attention (mean of the softmaxes of q·qᵀ, k·kᵀ, v·vᵀ as chosen)."""
+        """The last block with self-self attention (sum of the softmaxes of q·qᵀ, k·kᵀ, v·vᵀ as chosen)."""
         attn = layer.self_attn
         N, L, D = x.shape
         y = layer.layer_norm1(x)
@@ -105,8 +105,8 @@ class TrainingFreeClip(VisionLanguageBackbone):
         else:
             sources = {"qq": q, "kk": k, "vv": v}
             parts = [sources[name] for name in self.attention.split("+")]
-            # SegEarth-OV sums the softmaxes; the mean differs by a constant the post-LayerNorm removes.
-            weights = torch.stack([(a @ a.transpose(-1, -2) * attn.scale).softmax(-1) for a in parts]).mean(0)
+            # the sum, as SCLIP and SegEarth-OV: the output projection's bias makes a mean differ from it
+            weights = torch.stack([(a @ a.transpose(-1, -2) * attn.scale).softmax(-1) for a in parts]).sum(0)
             out = weights @ v  # (N, heads, L, d)
         out = attn.out_proj(out.transpose(1, 2).reshape(N, L, D))
         if not self.residual:

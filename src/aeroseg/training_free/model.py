@@ -41,6 +41,32 @@ class TrainingFreeFeatures:
     image_size: tuple[int, int]
 
 
+def background_probabilities(
+    probs: torch.Tensor, classes: Sequence[str], names: Sequence[str], threshold: float
+) -> torch.Tensor:
+    """Where the best non-background probability is below ``threshold``, every background class (a name
+    in ``names``, any case) gets at least 1 − that probability: SegEarth-OV's prob_thd, kept as a probability
+    (the argmax is the official one: background wherever no class reaches the threshold).
+
+    Args:
+        probs: B×T×H×W probabilities over ``classes``.
+    Returns:
+        B×T×H×W.
+    """
+    names = {n.casefold() for n in names}
+    background = [i for i, c in enumerate(classes) if c.casefold() in names]
+    foreground = [i for i in range(len(classes)) if i not in background]
+    if not background or not foreground or threshold <= 0:
+        return probs
+    best = probs[:, foreground].amax(1, keepdim=True)  # (B, 1, H, W)
+    lifted = torch.where(
+        best < threshold, torch.maximum(probs[:, background], 1 - best), probs[:, background]
+    )
+    probs = probs.clone()
+    probs[:, background] = lifted
+    return probs
+
+
 class TrainingFreeSegmenter(nn.Module):
     """Open-vocabulary segmentation without training: nothing in it has ``requires_grad``.
 
@@ -117,21 +143,9 @@ class TrainingFreeSegmenter(nn.Module):
         return self._text_cache[1]
 
     def _background(self, probs: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
-        """Where the best non-background probability is below the threshold, every background class
-        gets at least 1 − that probability (SegEarth-OV's prob_thd, kept as a probability)."""
-        names = {n.casefold() for n in self.config.background_names}
-        background = [i for i, c in enumerate(classes) if c.casefold() in names]
-        foreground = [i for i in range(len(classes)) if i not in background]
-        threshold = self.config.background_threshold
-        if not background or not foreground or threshold <= 0:
-            return probs
-        best = probs[:, foreground].amax(1, keepdim=True)  # (B, 1, H, W)
-        lifted = torch.where(
-            best < threshold, torch.maximum(probs[:, background], 1 - best), probs[:, background]
+        return background_probabilities(
+            probs, classes, self.config.background_names, self.config.background_threshold
         )
-        probs = probs.clone()
-        probs[:, background] = lifted
-        return probs
 
     def predict(self, image: Any, classes: Sequence[str], output: Any = None, **options: Any) -> Any:
         """Segment a file, URL or array of any size; see :func:`aeroseg.predict.api.predict`."""

@@ -1,0 +1,235 @@
+"""SegEarth-OV as its official code runs it (preset ``segearth-ov``; Li et al., CVPR 2025, arXiv 2410.01768,
+github.com/likyoo/SegEarth-OV ``segearth_segmentor.py`` with ``configs/base_config.py``).
+
+    image → resized (longer side 448, aspect kept) → CLIP-normalised → crops 224, stride 112 →
+      per crop: CLIP ViT-B/16 whose last block is Σ softmax(q·qᵀ, k·kᵀ, v·vᵀ)·v without residual or FFN →
+      patch features upsampled ×16 by SimFeatUp, guided by the crop → L2-normalised → cosine with the
+      80-template class embeddings + λ·cosine([CLS], class) (λ = -0.3) → crop logits averaged where crops
+      overlap → bilinear to the input size → softmax(50·logits) over the prompts → background threshold
+
+The SimFeatUp upsampling is linear per channel, so :meth:`SegEarthOV.segment` upsamples the T class scores
+instead of the C features (with the per-pixel norm of the upsampled features computed once by
+:meth:`SegEarthOV.encode_image`): the same numbers, and a new class list reuses the image's encoding.
+Differences from the official run: float32 instead of float16; the resize is ``F.interpolate`` on floats,
+not OpenCV on uint8; crops smaller than 224 (inputs under 224 after the resize) resize CLIP's position
+embeddings as transformers does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aeroseg.config import ConfigBase
+from aeroseg.errors import UserError
+from aeroseg.modeling.backbones import load_clip
+from aeroseg.training_free.config import DEFAULT_CLIP
+from aeroseg.training_free.dense_clip import TrainingFreeClip
+from aeroseg.training_free.model import PROBABILITY_EPS, background_probabilities
+from aeroseg.training_free.simfeatup import SIMFEATUP_URL, SimFeatUp, load_simfeatup
+from aeroseg.training_free.templates import OPENAI_IMAGENET_TEMPLATES
+
+
+@dataclass
+class SegEarthOVConfig(ConfigBase):
+    """Configuration of :class:`SegEarthOV`; every default is the official one (``base_config.py``)."""
+
+    preset: str = "segearth-ov"  # name recorded by evaluation and reports (informational)
+    clip: str = DEFAULT_CLIP  # OpenAI CLIP ViT-B/16 (the official open_clip 'openai' weights)
+    clip_arch: str = "clip-vit-b-16"  # shipped architecture for pretrained=False and original files
+    simfeatup: str | None = SIMFEATUP_URL  # .ckpt path, https URL or hf://OWNER/REPO/PATH; None = bilinear
+    #                                        logits instead (official feature_up=False)
+    simfeatup_kind: str = "jbu_one"  # architecture for pretrained=False (a checkpoint names its own)
+    image_size: int = 448  # test pipeline Resize(scale=(448, 448), keep_ratio=True): longer side 448
+    slide_crop: int = 224  # crops of CLIP's pre-training size
+    slide_stride: int = 112
+    cls_token_lambda: float = -0.3  # logits += λ · cos([CLS], class): global bias alleviation
+    logit_scale: float = 50.0
+    prompt_templates: tuple[str, ...] = OPENAI_IMAGENET_TEMPLATES  # openai_imagenet_template
+    background_names: tuple[str, ...] = ("background",)  # class names (any case) that are background
+    background_threshold: float = 0.0  # prob_thd: 0.4 iSAID, 0.1 OpenEarthMap (per-dataset configs)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with a one-line message for an inconsistent config."""
+        if self.slide_crop < 1 or self.slide_stride < 1 or self.image_size < 0:
+            raise ValueError("slide_crop and slide_stride must be >= 1, image_size >= 0 (0: no resize)")
+        if not self.prompt_templates or any("{}" not in t for t in self.prompt_templates):
+            raise ValueError("every prompt template must contain '{}' for the class name")
+        if not 0 <= self.background_threshold <= 0.5:
+            raise ValueError(f"background_threshold must be in [0, 0.5], got {self.background_threshold}")
+        if self.logit_scale <= 0:
+            raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
+
+
+def segearth_ov() -> SegEarthOVConfig:
+    """SegEarth-OV (CLIP ViT-B/16 + SimFeatUp), the official settings."""
+    return SegEarthOVConfig()
+
+
+@dataclass
+class SegEarthOVFeatures:
+    """What :meth:`SegEarthOV.encode_image` computes once per image batch, per crop k of the resized input.
+
+    patches: B×K×C×h×w raw patch features; cls: B×K×C unit [CLS] embeddings; crop_size: the (padded) crop
+    side c; norms: B×K×1×c×c norms of the upsampled features and kernels: per crop, the four SimFeatUp
+    (guide, kernel) pairs (None and [] without SimFeatUp); boxes: K crop boxes (y1, y2, x1, x2); pad:
+    (left, right, top, bottom); resized: the CLIP input size; image_size: (H, W).
+    """
+
+    patches: torch.Tensor
+    cls: torch.Tensor
+    crop_size: tuple[int, int]
+    norms: torch.Tensor | None
+    kernels: list[list[tuple[torch.Tensor, torch.Tensor]]]
+    boxes: list[tuple[int, int, int, int]]
+    pad: tuple[int, int, int, int]
+    resized: tuple[int, int]
+    image_size: tuple[int, int]
+
+
+class SegEarthOV(nn.Module):
+    """SegEarth-OV; ``model(images, classes)`` → logits B×T×H×W whose sigmoid is the softmax probability of
+    each prompt among ``classes`` (the protocol of :class:`aeroseg.training_free.TrainingFreeSegmenter`).
+    Nothing in it has ``requires_grad``."""
+
+    def __init__(self, config: SegEarthOVConfig, clip: TrainingFreeClip, upsampler: SimFeatUp | None) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = clip
+        self.upsampler = upsampler
+        self.patch = clip.clip.config.vision_config.patch_size
+        self._text_cache: tuple[Any, torch.Tensor] | None = None
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
+        """images: B×3×H×W in [0, 1]; classes: T prompts → logits B×T×H×W."""
+        return self.segment(self.encode_image(images), classes)
+
+    def encode_image(self, images: torch.Tensor) -> SegEarthOVFeatures:
+        """Resize, normalise, crop; CLIP features of every crop and the norms of their upsampled version."""
+        cfg, (H, W) = self.config, images.shape[-2:]
+        scale = cfg.image_size / max(H, W) if cfg.image_size else 1.0
+        resized = (int(H * scale + 0.5), int(W * scale + 0.5))
+        x = F.interpolate(images.float(), size=resized, mode="bilinear", align_corners=False)
+        x = (x - self.backbone.mean) / self.backbone.std
+        boxes = _crop_boxes(resized, cfg.slide_crop, cfg.slide_stride)
+        crop_h, crop_w = boxes[0][1] - boxes[0][0], boxes[0][3] - boxes[0][2]
+        pad = _pad(crop_h, crop_w, self.patch)
+        crops = torch.stack([F.pad(x[:, :, y1:y2, x1:x2], pad) for y1, y2, x1, x2 in boxes], 1)
+        B, K = crops.shape[:2]
+        tokens = self.backbone._dense_tokens(crops.flatten(0, 1))[0]  # (B*K, 1+h*w, C)
+        h, w = crops.shape[-2] // self.patch, crops.shape[-1] // self.patch
+        patches = tokens[:, 1:].transpose(1, 2).reshape(B, K, -1, h, w)
+        cls = F.normalize(tokens[:, 0], dim=-1).view(B, K, -1)
+        norms, kernels = None, []
+        if self.upsampler is not None:  # per crop: the step kernels and the norms of the upsampled features
+            up, norm_list = self.upsampler, []
+            for k in range(K):
+                kernels.append(up.kernels(crops[:, k], (h, w)))
+                x = up.upsample(patches[:, k], kernels[-1])  # (B, C, c, c)
+                norm_list.append((x + 0.1 * up.fixup(x)).norm(dim=1, keepdim=True))
+            norms = torch.stack(norm_list, 1)  # (B, K, 1, c, c)
+        crop_size = (crops.shape[-2], crops.shape[-1])
+        return SegEarthOVFeatures(patches, cls, crop_size, norms, kernels, boxes, pad, resized, (H, W))
+
+    def segment(self, feats: SegEarthOVFeatures, classes: Sequence[str]) -> torch.Tensor:
+        """Logits B×T×H×W for ``classes`` from features computed once by :meth:`encode_image`."""
+        text = self.encode_text(classes).float()  # (T, C)
+        B, K = feats.patches.shape[:2]
+        preds = feats.patches.new_zeros(B, len(classes), *feats.resized)
+        count = feats.patches.new_zeros(1, 1, *feats.resized)
+        left, right, top, bottom = feats.pad
+        for k, (y1, y2, x1, x2) in enumerate(feats.boxes):
+            logits = self._crop_logits(feats, k, text)  # (B, T, c, c), padded crop
+            logits = logits[:, :, top : logits.shape[-2] - bottom, left : logits.shape[-1] - right]
+            preds[:, :, y1:y2, x1:x2] += logits
+            count[:, :, y1:y2, x1:x2] += 1
+        preds = F.interpolate(preds / count, size=feats.image_size, mode="bilinear", align_corners=False)
+        probs = (self.config.logit_scale * preds).softmax(1)
+        probs = background_probabilities(
+            probs, classes, self.config.background_names, self.config.background_threshold
+        )
+        return torch.logit(probs, eps=PROBABILITY_EPS)
+
+    def _crop_logits(self, feats: SegEarthOVFeatures, k: int, text: torch.Tensor) -> torch.Tensor:
+        """cos(upsampled patch, class) + λ cos([CLS], class) of crop k → B×T×c×c."""
+        patches = feats.patches[:, k]
+        cls_scores = torch.einsum("bc,tc->bt", feats.cls[:, k], text)[:, :, None, None]
+        if self.upsampler is None or feats.norms is None:
+            scores = torch.einsum("bchw,tc->bthw", F.normalize(patches, dim=1), text)
+            scores = F.interpolate(scores, size=feats.crop_size, mode="bilinear", align_corners=False)
+        else:
+            # SimFeatUp(f)·t = steps(f·t') + 0.1 b·t with t' = t + 0.1 Wᵀt (W, b: its final 1×1 conv)
+            fixup = self.upsampler.fixup
+            projected = text + 0.1 * text @ fixup.weight[:, :, 0, 0]  # (T, C)
+            x = self.upsampler.upsample(torch.einsum("bchw,tc->bthw", patches, projected), feats.kernels[k])
+            scores = (x + 0.1 * (text @ fixup.bias)[None, :, None, None]) / feats.norms[:, k]
+        return scores + self.config.cls_token_lambda * cls_scores
+
+    def encode_text(self, classes: Sequence[str]) -> torch.Tensor:
+        """T×C prompt-ensembled class embeddings (normalised per template, averaged, re-normalised)."""
+        if not classes:
+            raise ValueError("the class list is empty")
+        clip = self.backbone.clip
+        key = (tuple(classes), clip.text_projection.weight.device, clip.dtype)
+        if self._text_cache is None or self._text_cache[0] != key:
+            text = self.backbone.encode_text(classes)  # (T, P, C)
+            self._text_cache = (key, F.normalize(text.mean(1), dim=-1))
+        return self._text_cache[1]
+
+    def predict(self, image: Any, classes: Sequence[str], output: Any = None, **options: Any) -> Any:
+        """Segment a file, URL or array of any size; see :func:`aeroseg.predict.api.predict`."""
+        from aeroseg.predict.api import predict
+
+        return predict(self, image, classes=classes, output=output, **options)
+
+    @classmethod
+    def from_config(cls, config: SegEarthOVConfig, *, pretrained: bool = True) -> SegEarthOV:
+        """Load CLIP and SimFeatUp (random architectures when ``pretrained=False``)."""
+        clip, tokenizer = load_clip(config.clip, arch=config.clip_arch, pretrained=pretrained)
+        backbone = TrainingFreeClip(
+            clip,
+            tokenizer,
+            image_size=config.slide_crop,
+            crop=0,
+            stride=config.slide_crop,
+            rotations=(0,),
+            templates=config.prompt_templates,
+            attention="qq+kk+vv",
+            residual=False,
+            cls_bias=0.0,
+        )
+        upsampler = None
+        if config.simfeatup is not None and clip.config.vision_config.patch_size != 16:
+            raise UserError("SimFeatUp upsamples ×16: it needs a patch-16 CLIP (or simfeatup=None)")
+        if config.simfeatup is not None:
+            dim = clip.config.projection_dim
+            upsampler = (
+                load_simfeatup(config.simfeatup, dim) if pretrained else SimFeatUp(dim, config.simfeatup_kind)
+            )
+        return cls(config, backbone, upsampler)
+
+
+def _crop_boxes(size: tuple[int, int], crop: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """Official slide boxes (y1, y2, x1, x2): every ``stride``, shifted back to end at the border."""
+    H, W = size
+    rows = max(H - crop + stride - 1, 0) // stride + 1
+    cols = max(W - crop + stride - 1, 0) // stride + 1
+    boxes = []
+    for i in range(rows):
+        for j in range(cols):
+            y2, x2 = min(i * stride + crop, H), min(j * stride + crop, W)
+            boxes.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
+    return boxes
+
+
+def _pad(h: int, w: int, patch: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) zero padding that makes an h×w crop a multiple of the patch, centred."""
+    lr, tb = -w % patch, -h % patch
+    return lr // 2, lr - lr // 2, tb // 2, tb - tb // 2

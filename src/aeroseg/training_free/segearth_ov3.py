@@ -1,0 +1,266 @@
+"""SegEarth-OV3 on ``transformers``' SAM 3 (preset ``segearth-ov3``; Li et al. 2025, arXiv 2512.08730,
+github.com/earth-insights/SegEarth-OV-3 ``segearthov3_segmentor.py``).
+
+    image → [crops] → SAM 3 image encoder, once per crop → for every prompt (one class or synonym):
+      SAM 3's DETR decoder and heads on the cached image features →
+      instance head: max over the instances kept (object score × presence > confidence_threshold) of
+        sigmoid(mask) × object score; semantic head: sigmoid(semantic map); fused by the element-wise max →
+      × presence score → crops averaged where they overlap → background where no class reaches the
+      threshold
+
+SAM 3 (facebook/sam3) is gated on the Hugging Face hub under the SAM License: accept it on the model page
+and log in (``hf auth login``) before the first download, or pass a local transformers directory.
+The official code reads ``object_score``, ``semantic_mask_logits`` and ``presence_score`` from a modified
+``Sam3Processor`` that its repository does not include; here they are sigmoid(pred_logits), sigmoid of the
+upsampled ``semantic_seg`` and sigmoid(presence_logits), and instances are kept as facebook's processor keeps
+them (sigmoid(pred_logits) × presence > confidence_threshold). float32 instead of the official bfloat16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPTokenizer, Sam3Model
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from aeroseg.config import ConfigBase
+from aeroseg.convert.arch import load_arch_config
+from aeroseg.convert.tokenizer import clip_tokenizer
+from aeroseg.errors import CheckpointError
+from aeroseg.modeling.backbones import ATTENTION, hub_offline
+from aeroseg.training_free.model import PROBABILITY_EPS
+from aeroseg.training_free.segearth_ov import _crop_boxes
+
+DEFAULT_SAM3 = "facebook/sam3"
+SAM3_MEAN = SAM3_STD = 0.5  # Sam3Processor: Normalize(mean=0.5, std=0.5) of [0, 1] pixels
+TEXT_LENGTH = 32  # Sam3Processor pads every prompt to 32 tokens
+
+
+@dataclass
+class SegEarthOV3Config(ConfigBase):
+    """Configuration of :class:`SegEarthOV3`; defaults are the official ones (``SegEarthOV3Segmentation``),
+    the per-dataset values are in ``configs/<dataset>/segearth-ov3.yaml``."""
+
+    preset: str = "segearth-ov3"  # name recorded by evaluation and reports (informational)
+    sam3: str = DEFAULT_SAM3  # hub id (gated: SAM License) or local transformers directory
+    sam3_arch: str = "sam3"  # shipped architecture for pretrained=False
+    image_size: int | None = None  # every crop is resized to image_size²; None = SAM 3's own (Sam3Processor:
+    #                                1008)
+    slide_crop: int = 0  # crop side in pixels of the input; 0 = the whole input in one view
+    slide_stride: int = 0  # stride between crops (OpenEarthMap: 512 / 512)
+    confidence_threshold: float = 0.5  # an instance is kept when object score × presence exceeds it
+    use_transformer_decoder: bool = True  # fuse the instance masks
+    use_sem_seg: bool = True  # fuse the semantic head
+    use_presence_score: bool = True  # multiply every class map by its presence score
+    background_names: tuple[str, ...] = ("background",)  # class names (any case) that are background
+    background_threshold: float = 0.0  # prob_thd: background where no class reaches it (iSAID 0.5)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with a one-line message for an inconsistent config."""
+        if (
+            (self.image_size is not None and self.image_size < 1)
+            or self.slide_crop < 0
+            or self.slide_stride < 0
+        ):
+            raise ValueError("image_size must be >= 1, slide_crop and slide_stride >= 0")
+        if self.slide_crop and not self.slide_stride:
+            raise ValueError("slide_crop needs slide_stride >= 1")
+        if not 0 <= self.confidence_threshold <= 1 or not 0 <= self.background_threshold <= 1:
+            raise ValueError("confidence_threshold and background_threshold must be in [0, 1]")
+        if not (self.use_transformer_decoder or self.use_sem_seg):
+            raise ValueError("use_transformer_decoder or use_sem_seg must be on: no head gives a mask")
+
+
+def segearth_ov3() -> SegEarthOV3Config:
+    """SegEarth-OV3: SAM 3 alone, its instance and semantic heads fused, gated by its presence score."""
+    return SegEarthOV3Config()
+
+
+@dataclass
+class SegEarthOV3Features:
+    """SAM 3's image encoding of every crop, computed once by :meth:`SegEarthOV3.encode_image`.
+
+    vision: the ``Sam3VisionEncoderOutput`` of the B·K crops (image-major); boxes: K crop boxes
+    (y1, y2, x1, x2) in input pixels; batch: B; image_size: (H, W).
+    """
+
+    vision: Any
+    boxes: list[tuple[int, int, int, int]]
+    batch: int
+    image_size: tuple[int, int]
+
+
+def fuse_heads(
+    mask_logits: torch.Tensor,
+    object_logits: torch.Tensor,
+    presence_logits: torch.Tensor,
+    semantic_logits: torch.Tensor,
+    size: tuple[int, int],
+    config: SegEarthOV3Config,
+) -> torch.Tensor:
+    """SegEarth-OV3's per-prompt class map from SAM 3's heads.
+
+    Args:
+        mask_logits: N×Q×h×w instance masks; object_logits: N×Q; presence_logits: N×1;
+        semantic_logits: N×1×h'×w'; size: (H, W) of the crop.
+    Returns:
+        N×H×W scores in [0, 1].
+    """
+    presence = presence_logits.float().sigmoid()  # (N, 1)
+    objects = object_logits.float().sigmoid()  # (N, Q)
+    out = mask_logits.new_zeros(mask_logits.shape[0], *size, dtype=torch.float32)
+    if config.use_transformer_decoder:
+        keep = objects * presence > config.confidence_threshold  # (N, Q)
+        for n in range(out.shape[0]):
+            kept = keep[n].nonzero().flatten()
+            if len(kept):
+                masks = F.interpolate(
+                    mask_logits[n, kept][None].float(), size=size, mode="bilinear"
+                ).sigmoid()[0]
+                out[n] = torch.maximum(out[n], (masks * objects[n, kept, None, None]).amax(0))
+    if config.use_sem_seg:
+        semantic = F.interpolate(semantic_logits.float(), size=size, mode="bilinear", align_corners=False)
+        out = torch.maximum(out, semantic[:, 0].sigmoid())
+    if config.use_presence_score:
+        out = out * presence[:, :, None]
+    return out
+
+
+def background_floor(
+    scores: torch.Tensor, classes: Sequence[str], names: Sequence[str], threshold: float
+) -> torch.Tensor:
+    """Official prob_thd: where no class reaches ``threshold``, the background classes get it (so the argmax
+    is background there). scores: B×T×H×W → B×T×H×W."""
+    background = [i for i, c in enumerate(classes) if c.casefold() in {n.casefold() for n in names}]
+    if not background or threshold <= 0:
+        return scores
+    below = scores.amax(1, keepdim=True) < threshold  # (B, 1, H, W)
+    scores = scores.clone()
+    scores[:, background] = torch.where(
+        below, torch.full_like(scores[:, background], threshold), scores[:, background]
+    )
+    return scores
+
+
+class SegEarthOV3(nn.Module):
+    """SegEarth-OV3; ``model(images, classes)`` → logits B×T×H×W whose sigmoid is each prompt's fused score
+    (independent per class, as SAM 3's). Nothing in it has ``requires_grad``."""
+
+    def __init__(self, config: SegEarthOV3Config, sam3: Sam3Model, tokenizer: CLIPTokenizer) -> None:
+        super().__init__()
+        self.config = config
+        self.sam3 = sam3
+        self.tokenizer = tokenizer
+        self._text_cache: tuple[Any, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
+        """images: B×3×H×W in [0, 1]; classes: T prompts → logits B×T×H×W."""
+        return self.segment(self.encode_image(images), classes)
+
+    def encode_image(self, images: torch.Tensor) -> SegEarthOV3Features:
+        """Crop (official slide boxes), resize every crop to image_size², normalise, run SAM 3's encoder."""
+        cfg, (H, W) = self.config, images.shape[-2:]
+        slide = cfg.slide_crop > 0 and (cfg.slide_crop < H or cfg.slide_crop < W)
+        boxes = _crop_boxes((H, W), cfg.slide_crop, cfg.slide_stride) if slide else [(0, H, 0, W)]
+        crops = torch.stack([images[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes], 1).flatten(0, 1)
+        side = cfg.image_size or self.sam3.config.vision_config.image_size
+        size = (side, side)
+        x = F.interpolate(crops.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+        dtype = next(self.sam3.parameters()).dtype
+        vision = self.sam3.get_vision_features(pixel_values=((x - SAM3_MEAN) / SAM3_STD).to(dtype))
+        return SegEarthOV3Features(vision, boxes, images.shape[0], (H, W))
+
+    def segment(self, feats: SegEarthOV3Features, classes: Sequence[str]) -> torch.Tensor:
+        """Logits B×T×H×W for ``classes`` from the image encoding computed once by :meth:`encode_image`."""
+        text, mask = self.encode_text(classes)  # (T, L, D), (T, L)
+        B, K = feats.batch, len(feats.boxes)
+        y1, y2, x1, x2 = feats.boxes[0]
+        crop = (y2 - y1, x2 - x1)
+        maps = []
+        for t in range(len(classes)):  # one prompt at a time over all crops, as the official loop
+            out = self.sam3(
+                vision_embeds=feats.vision,
+                text_embeds=BaseModelOutputWithPooling(pooler_output=text[t : t + 1].expand(B * K, -1, -1)),
+                attention_mask=mask[t : t + 1].expand(B * K, -1),
+            )
+            maps.append(
+                fuse_heads(
+                    out.pred_masks, out.pred_logits, out.presence_logits, out.semantic_seg, crop, self.config
+                )
+            )
+        scores = torch.stack(maps, 1).view(B, K, len(classes), *crop)  # (B, K, T, c, c)
+        preds = scores.new_zeros(B, len(classes), *feats.image_size)
+        count = scores.new_zeros(1, 1, *feats.image_size)
+        for k, (y1, y2, x1, x2) in enumerate(feats.boxes):
+            preds[:, :, y1:y2, x1:x2] += scores[:, k]
+            count[:, :, y1:y2, x1:x2] += 1
+        cfg = self.config
+        probs = background_floor(preds / count, classes, cfg.background_names, cfg.background_threshold)
+        return torch.logit(probs, eps=PROBABILITY_EPS)
+
+    def encode_text(self, classes: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM 3's prompt embeddings T×32×D and attention masks T×32 of ``classes`` (cached per class list)."""
+        if not classes:
+            raise ValueError("the class list is empty")
+        device = self.sam3.text_projection.weight.device
+        key = (tuple(classes), device)
+        if self._text_cache is None or self._text_cache[0] != key:
+            batch = self.tokenizer(
+                list(classes),
+                padding="max_length",
+                max_length=TEXT_LENGTH,
+                truncation=True,
+                return_tensors="pt",
+            )
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            text = self.sam3.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
+            self._text_cache = (key, (text, mask))
+        return self._text_cache[1]
+
+    def predict(self, image: Any, classes: Sequence[str], output: Any = None, **options: Any) -> Any:
+        """Segment a file, URL or array of any size; see :func:`aeroseg.predict.api.predict`."""
+        from aeroseg.predict.api import predict
+
+        return predict(self, image, classes=classes, output=output, **options)
+
+    @classmethod
+    def from_config(cls, config: SegEarthOV3Config, *, pretrained: bool = True) -> SegEarthOV3:
+        """Load SAM 3 (a random ``sam3_arch`` when ``pretrained=False``)."""
+        sam3, tokenizer = load_sam3(config.sam3, arch=config.sam3_arch, pretrained=pretrained)
+        return cls(config, sam3, tokenizer)
+
+
+def load_sam3(source: str, *, arch: str, pretrained: bool = True) -> tuple[Sam3Model, CLIPTokenizer]:
+    """SAM 3 and its tokenizer from a hub id or a transformers directory, or the random architecture ``arch``."""
+    if not pretrained:
+        return Sam3Model._from_config(load_arch_config(arch), attn_implementation=ATTENTION), clip_tokenizer()
+    path = Path(source).expanduser()
+    local = path.is_dir()
+    if not local and source.startswith((".", "/", "~")):
+        raise CheckpointError(
+            f"SAM 3 directory {source!r} does not exist; pass an existing transformers directory"
+        )
+    try:
+        model = Sam3Model.from_pretrained(
+            path if local else source, local_files_only=local or hub_offline(), attn_implementation=ATTENTION
+        )
+    except (OSError, ValueError) as error:
+        if local:
+            raise CheckpointError(
+                f"{path} is not a transformers SAM 3 directory ({type(error).__name__})"
+            ) from None
+        raise CheckpointError(
+            f"cannot load SAM 3 {source!r} from the Hugging Face hub ({type(error).__name__}): it is gated under "
+            "the SAM License; accept it on huggingface.co/facebook/sam3, log in with `hf auth login` where the hub "
+            "is reachable, or pass a local transformers directory"
+        ) from None
+    has_tokenizer = local and all((path / f).exists() for f in ("vocab.json", "merges.txt"))
+    return model.eval(), CLIPTokenizer.from_pretrained(path) if has_tokenizer else clip_tokenizer()
