@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 
 from aeroseg import build
 from aeroseg.errors import CheckpointError, UserError
-from aeroseg.training_free.segearth_ov import SegEarthOV, SegEarthOVConfig, segearth_ov
+from aeroseg.training_free.segearth_config import SegEarthOVConfig, segearth_ov
+from aeroseg.training_free.segearth_ov import SegEarthOV
 from aeroseg.training_free.simfeatup import SimFeatUp, load_simfeatup
 from tests.helpers.hashed_weights import hashed_state
 from tests.test_training_free import http_folder  # noqa: F401, F811 - the fixture

@@ -17,14 +17,8 @@ from aeroseg.errors import CheckpointError, UserError
 from aeroseg.predict.api import load_segmenter
 from aeroseg.presets import preset_config
 from aeroseg.training_free.presets import preset_file_overrides
-from aeroseg.training_free.segearth_ov3 import (
-    SegEarthOV3,
-    SegEarthOV3Config,
-    background_floor,
-    fuse_heads,
-    load_sam3,
-    segearth_ov3,
-)
+from aeroseg.training_free.segearth_config import SegEarthOV3Config, segearth_ov3
+from aeroseg.training_free.segearth_ov3 import SegEarthOV3, background_floor, fuse_heads, load_sam3
 from tests.helpers.tiny_sam3 import write_tiny_sam3
 
 CLASSES = ["background", "building", "road", "tree"]

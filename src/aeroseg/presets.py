@@ -8,8 +8,12 @@ from typing import Any
 from aeroseg.config import GENERIC_TEMPLATES, AerOSegConfig
 from aeroseg.errors import UserError
 from aeroseg.training_free.config import TrainingFreeConfig, training_free
-from aeroseg.training_free.segearth_ov import SegEarthOVConfig, segearth_ov
-from aeroseg.training_free.segearth_ov3 import SegEarthOV3Config, segearth_ov3
+from aeroseg.training_free.segearth_config import (
+    SegEarthOV3Config,
+    SegEarthOVConfig,
+    segearth_ov,
+    segearth_ov3,
+)
 
 _CLIP_GUIDANCE = dict(guidance_type="clip", guidance=None, guidance_arch=None, guidance_layers=(4, 8))
 

@@ -25,50 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aeroseg.config import ConfigBase
 from aeroseg.errors import UserError
 from aeroseg.modeling.backbones import load_clip
-from aeroseg.training_free.config import DEFAULT_CLIP
 from aeroseg.training_free.dense_clip import TrainingFreeClip
 from aeroseg.training_free.model import PROBABILITY_EPS, background_probabilities
-from aeroseg.training_free.simfeatup import SIMFEATUP_URL, SimFeatUp, load_simfeatup
-from aeroseg.training_free.templates import OPENAI_IMAGENET_TEMPLATES
-
-
-@dataclass
-class SegEarthOVConfig(ConfigBase):
-    """Configuration of :class:`SegEarthOV`; every default is the official one (``base_config.py``)."""
-
-    preset: str = "segearth-ov"  # name recorded by evaluation and reports (informational)
-    clip: str = DEFAULT_CLIP  # OpenAI CLIP ViT-B/16 (the official open_clip 'openai' weights)
-    clip_arch: str = "clip-vit-b-16"  # shipped architecture for pretrained=False and original files
-    simfeatup: str | None = SIMFEATUP_URL  # .ckpt path, https URL or hf://OWNER/REPO/PATH; None = bilinear
-    #                                        logits instead (official feature_up=False)
-    simfeatup_kind: str = "jbu_one"  # architecture for pretrained=False (a checkpoint names its own)
-    image_size: int = 448  # test pipeline Resize(scale=(448, 448), keep_ratio=True): longer side 448
-    slide_crop: int = 224  # crops of CLIP's pre-training size
-    slide_stride: int = 112
-    cls_token_lambda: float = -0.3  # logits += λ · cos([CLS], class): global bias alleviation
-    logit_scale: float = 50.0
-    prompt_templates: tuple[str, ...] = OPENAI_IMAGENET_TEMPLATES  # openai_imagenet_template
-    background_names: tuple[str, ...] = ("background",)  # class names (any case) that are background
-    background_threshold: float = 0.0  # prob_thd: 0.4 iSAID, 0.1 OpenEarthMap (per-dataset configs)
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` with a one-line message for an inconsistent config."""
-        if self.slide_crop < 1 or self.slide_stride < 1 or self.image_size < 0:
-            raise ValueError("slide_crop and slide_stride must be >= 1, image_size >= 0 (0: no resize)")
-        if not self.prompt_templates or any("{}" not in t for t in self.prompt_templates):
-            raise ValueError("every prompt template must contain '{}' for the class name")
-        if not 0 <= self.background_threshold <= 0.5:
-            raise ValueError(f"background_threshold must be in [0, 0.5], got {self.background_threshold}")
-        if self.logit_scale <= 0:
-            raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
-
-
-def segearth_ov() -> SegEarthOVConfig:
-    """SegEarth-OV (CLIP ViT-B/16 + SimFeatUp), the official settings."""
-    return SegEarthOVConfig()
+from aeroseg.training_free.segearth_config import SegEarthOVConfig
+from aeroseg.training_free.simfeatup import SimFeatUp, load_simfeatup
 
 
 @dataclass

@@ -29,57 +29,16 @@ from torch import nn
 from transformers import CLIPTokenizer, Sam3Model
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from aeroseg.config import ConfigBase
 from aeroseg.convert.arch import load_arch_config
 from aeroseg.convert.tokenizer import clip_tokenizer
 from aeroseg.errors import CheckpointError
 from aeroseg.modeling.backbones import ATTENTION, hub_offline
 from aeroseg.training_free.model import PROBABILITY_EPS
+from aeroseg.training_free.segearth_config import SegEarthOV3Config
 from aeroseg.training_free.segearth_ov import _crop_boxes
 
-DEFAULT_SAM3 = "facebook/sam3"
 SAM3_MEAN = SAM3_STD = 0.5  # Sam3Processor: Normalize(mean=0.5, std=0.5) of [0, 1] pixels
 TEXT_LENGTH = 32  # Sam3Processor pads every prompt to 32 tokens
-
-
-@dataclass
-class SegEarthOV3Config(ConfigBase):
-    """Configuration of :class:`SegEarthOV3`; defaults are the official ones (``SegEarthOV3Segmentation``),
-    the per-dataset values are in ``configs/<dataset>/segearth-ov3.yaml``."""
-
-    preset: str = "segearth-ov3"  # name recorded by evaluation and reports (informational)
-    sam3: str = DEFAULT_SAM3  # hub id (gated: SAM License) or local transformers directory
-    sam3_arch: str = "sam3"  # shipped architecture for pretrained=False
-    image_size: int | None = None  # every crop is resized to image_size²; None = SAM 3's own (Sam3Processor:
-    #                                1008)
-    slide_crop: int = 0  # crop side in pixels of the input; 0 = the whole input in one view
-    slide_stride: int = 0  # stride between crops (OpenEarthMap: 512 / 512)
-    confidence_threshold: float = 0.5  # an instance is kept when object score × presence exceeds it
-    use_transformer_decoder: bool = True  # fuse the instance masks
-    use_sem_seg: bool = True  # fuse the semantic head
-    use_presence_score: bool = True  # multiply every class map by its presence score
-    background_names: tuple[str, ...] = ("background",)  # class names (any case) that are background
-    background_threshold: float = 0.0  # prob_thd: background where no class reaches it (iSAID 0.5)
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` with a one-line message for an inconsistent config."""
-        if (
-            (self.image_size is not None and self.image_size < 1)
-            or self.slide_crop < 0
-            or self.slide_stride < 0
-        ):
-            raise ValueError("image_size must be >= 1, slide_crop and slide_stride >= 0")
-        if self.slide_crop and not self.slide_stride:
-            raise ValueError("slide_crop needs slide_stride >= 1")
-        if not 0 <= self.confidence_threshold <= 1 or not 0 <= self.background_threshold <= 1:
-            raise ValueError("confidence_threshold and background_threshold must be in [0, 1]")
-        if not (self.use_transformer_decoder or self.use_sem_seg):
-            raise ValueError("use_transformer_decoder or use_sem_seg must be on: no head gives a mask")
-
-
-def segearth_ov3() -> SegEarthOV3Config:
-    """SegEarth-OV3: SAM 3 alone, its instance and semantic heads fused, gated by its presence score."""
-    return SegEarthOV3Config()
 
 
 @dataclass

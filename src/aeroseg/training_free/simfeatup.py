@@ -27,12 +27,6 @@ from torch import nn
 
 from aeroseg.errors import CheckpointError
 
-SIMFEATUP_URL = (
-    "https://github.com/likyoo/SegEarth-OV/raw/main/simfeatup_dev/weights/xclip_jbu_one_million_aid.ckpt"
-)
-"""Where SegEarth-OV's configs point (``xclip_jbu_one_million_aid.ckpt``, the ``jbu_one`` upsampler trained
-on Million-AID), in its GitHub repository; downloaded once into the aeroseg cache."""
-
 GUIDE_DIM = 3  # RGB
 KEY_DIM = 32  # width of the range embeddings
 RADII = {"jbu_one": 5, "jbu_stack": 3}
@@ -192,12 +186,12 @@ def _download(url: str) -> Path:
 def load_simfeatup(source: str, dim: int) -> SimFeatUp:
     """SimFeatUp from a local ``.ckpt`` path, an ``http(s)://`` URL (cached) or an ``hf://OWNER/REPO/PATH``
     file on the hub."""
-    from aeroseg.modeling.backbones import _hub_file
+    from aeroseg.modeling.backbones import hub_file
 
     if source.startswith(("http://", "https://")):
         path = _download(source)
     else:
-        path = Path(_hub_file(source, "SimFeatUp")).expanduser()
+        path = Path(hub_file(source, "SimFeatUp")).expanduser()
     if not path.is_file():
         raise CheckpointError(
             f"SimFeatUp checkpoint {source} does not exist; download xclip_jbu_one_million_aid.ckpt from "
