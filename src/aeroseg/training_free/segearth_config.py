@@ -25,6 +25,8 @@ class SegEarthOVConfig(ConfigBase):
     preset: str = "segearth-ov"  # name recorded by evaluation and reports (informational)
     clip: str = DEFAULT_CLIP  # OpenAI CLIP ViT-B/16 (the official open_clip 'openai' weights)
     clip_arch: str = "clip-vit-b-16"  # shipped architecture for pretrained=False and original files
+    clip_activation: str = "quick_gelu"  # the official model is open_clip's 'openai' ViT-B/16 (QuickGELU);
+    #                                      "auto" = what the weights' file says, "gelu" for GELU-trained weights
     simfeatup: str | None = SIMFEATUP_URL  # .ckpt path, https URL or hf://OWNER/REPO/PATH; None = bilinear
     #                                        logits instead (official feature_up=False)
     simfeatup_kind: str = "jbu_one"  # architecture for pretrained=False (a checkpoint names its own)
@@ -47,6 +49,10 @@ class SegEarthOVConfig(ConfigBase):
             raise ValueError(f"background_threshold must be in [0, 0.5], got {self.background_threshold}")
         if self.logit_scale <= 0:
             raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
+        if self.clip_activation not in ("auto", "quick_gelu", "gelu"):
+            raise ValueError(
+                f"clip_activation must be 'auto', 'quick_gelu' or 'gelu', got {self.clip_activation!r}"
+            )
 
 
 def segearth_ov() -> SegEarthOVConfig:

@@ -154,7 +154,9 @@ class SegEarthOV(nn.Module):
     @classmethod
     def from_config(cls, config: SegEarthOVConfig, *, pretrained: bool = True) -> SegEarthOV:
         """Load CLIP and SimFeatUp (random architectures when ``pretrained=False``)."""
-        clip, tokenizer = load_clip(config.clip, arch=config.clip_arch, pretrained=pretrained)
+        clip, tokenizer = load_clip(
+            config.clip, arch=config.clip_arch, pretrained=pretrained, activation=config.clip_activation
+        )
         backbone = TrainingFreeClip(
             clip,
             tokenizer,
