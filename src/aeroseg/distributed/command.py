@@ -29,8 +29,9 @@ from aeroseg.errors import UserError
 from aeroseg.predict import api
 from aeroseg.predict import paths as places
 from aeroseg.predict.classes import ClassList
-from aeroseg.predict.command import _stem, finished, model_weights
+from aeroseg.predict.command import _stem
 from aeroseg.predict.io import RasterSource, ReadOptions, is_url, one_line
+from aeroseg.predict.settings import finished, model_weights
 from aeroseg.predict.streaming import WindowOptions
 
 UNIT_PIXELS = 32_000_000  # default pixels of a unit: a larger scene is split into bands of about this size
@@ -49,7 +50,7 @@ def records_on_ray(
     """Predict ``inputs`` on Ray as ``aeroseg predict --ray`` does; one record per input, in order.
 
     ``out_file``: the one class raster ``-o`` names, else None (``-o`` is a folder); ``settings`` are
-    recorded in the class rasters (see :func:`aeroseg.predict.command.prediction_settings`); ``clashes``
+    recorded in the class rasters (see :func:`aeroseg.predict.settings.prediction_settings`); ``clashes``
     maps inputs whose outputs would take an earlier input's names to their one-line reason."""
     require_ray()
     from aeroseg.distributed.runner import Cluster, connect, run_units

@@ -37,7 +37,8 @@ from aeroseg.predict import api
 from aeroseg.predict import paths as places
 from aeroseg.predict.classes import ClassList, parse_classes
 from aeroseg.predict.io import RasterSource, ReadOptions, expand_inputs, one_line
-from aeroseg.predict.outputs import atomic, read_settings
+from aeroseg.predict.outputs import atomic
+from aeroseg.predict.settings import finished, model_weights, prediction_settings
 from aeroseg.predict.streaming import PRECISIONS, WindowOptions, count_windows
 from aeroseg.progress import LogProgress, progress
 from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
@@ -221,44 +222,6 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed or no_polygons else 0
 
 
-def model_weights(args: argparse.Namespace) -> dict[str, str]:
-    """The weights flags given (``--clip``, ``--guidance``, ``--preset``, ``--simfeatup``, ``--sam3``), as
-    keyword arguments of :func:`aeroseg.predict.api.load_segmenter`."""
-    names = ("clip", "guidance", "preset", "simfeatup", "sam3")
-    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
-
-
-def prediction_settings(args: argparse.Namespace, classes: ClassList) -> dict[str, Any]:
-    """What decides the pixels of a prediction, recorded in every class raster (``AEROSEG_SETTINGS``):
-    outputs made with other settings are not taken as finished."""
-    return {
-        "classes": classes.ids_to_names,
-        "synonyms": [list(s) for s in classes.synonyms],
-        "background_threshold": classes.background_threshold,
-        "model": api.model_identity(args.checkpoint, **model_weights(args)),
-        "bands": list(args.bands) if args.bands else None,
-        "scale": list(args.scale) if args.scale else None,
-        "percentiles": list(args.percentiles) if args.percentiles else None,
-        "nodata": None if args.nodata is None else repr(args.nodata),  # a string: NaN != NaN after JSON
-        "window": args.window,
-        "overlap": args.overlap,
-        "precision": args.precision,
-    }
-
-
-_SETTING_GROUPS = {"classes": "classes", "synonyms": "classes", "background_threshold": "classes"}
-
-
-def _differences(previous: dict[str, Any] | None, settings: dict[str, Any]) -> str:
-    if previous is None:
-        return "by another program or an older aeroseg (it records no settings)"
-    keys = [k for k in settings if previous.get(k) != settings[k]]
-    names = dict.fromkeys(_SETTING_GROUPS.get(k, k) for k in keys) or {"settings": None}
-    return "with other " + ", ".join(
-        f"--{n.replace('_', '-')}" if n not in ("classes", "model", "settings") else n for n in names
-    )
-
-
 def _predict_all(
     args: argparse.Namespace,
     inputs: list[str],
@@ -292,20 +255,6 @@ def _predict_all(
                 _write_line(f"aeroseg predict: skipped: {message}", file=sys.stderr)
             records.append(record)
     return records
-
-
-def finished(class_path: Path, paths: dict[str, Path], settings: dict[str, Any], *, overwrite: bool) -> bool:
-    """Whether the outputs ``paths`` all exist, made with ``settings`` (the input is then skipped); a
-    class raster made otherwise is refused unless ``overwrite``."""
-    if overwrite or not class_path.exists():
-        return False
-    previous = read_settings(class_path)
-    if previous != settings:
-        raise UserError(
-            f"{class_path} exists, made {_differences(previous, settings)}; pass --overwrite to "
-            "redo it, or choose another -o"
-        )
-    return all(p.exists() for p in paths.values())
 
 
 def _predict_one(
