@@ -18,3 +18,14 @@ def tiny_backbones():
     from tests.helpers.tiny import shared_tiny_backbones
 
     return shared_tiny_backbones()
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    """A per-pixel stand-in model that ``aeroseg predict`` loads instead of any checkpoint."""
+    import aeroseg.predict.api
+    from tests.test_inference import PixelModel
+
+    model = PixelModel()
+    monkeypatch.setattr(aeroseg.predict.api, "load_segmenter", lambda checkpoint, device: model)
+    return model

@@ -27,13 +27,6 @@ from tests.test_predict import CLASSES, expected_ids, smooth_image
 from tests.test_predict_inputs import write_geotiff
 
 
-@pytest.fixture
-def standin(monkeypatch):
-    model = PixelModel()
-    monkeypatch.setattr(aeroseg.predict.api, "load_segmenter", lambda checkpoint, device: model)
-    return model
-
-
 def cli(*args):
     return main(["predict", *args, "--checkpoint", "ckpt", "--window", "64"])
 

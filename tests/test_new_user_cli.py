@@ -27,25 +27,9 @@ from aeroseg.training.command import resolve_config
 from tests.helpers.tiny import build_tiny_model, tiny_overrides
 from tests.test_evaluate import SAMPLES, check_scores, make_dataset
 from tests.test_inference import PixelModel
+from tests.test_new_user import cli, one_error_line
 from tests.test_predict import CLASSES, smooth_image
 from tests.test_predict_inputs import write_geotiff
-
-
-@pytest.fixture
-def standin(monkeypatch):
-    model = PixelModel()
-    monkeypatch.setattr(aeroseg.predict.api, "load_segmenter", lambda checkpoint, device: model)
-    return model
-
-
-def cli(*args):
-    return main(["predict", *args, "--checkpoint", "ckpt", "--window", "64"])
-
-
-def one_error_line(capsys):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 # --- 7. output folders that do not exist; -o naming a file -------------------------------------------

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from aeroseg.config import GENERIC_TEMPLATES, AerOSegConfig
-from aeroseg.errors import UserError
+from aeroseg.errors import CheckpointError, UserError
 from aeroseg.training_free.config import TrainingFreeConfig, training_free
 from aeroseg.training_free.segearth_config import (
     SegEarthOV3Config,
@@ -235,3 +236,28 @@ def build(
 
         return SegEarthOV3.from_config(config, pretrained=pretrained)
     return AerOSeg.from_config(config, pretrained=pretrained)
+
+
+def fit_guidance_layers(config: AerOSegConfig, depth: int, what: str) -> AerOSegConfig:
+    """``config`` with guidance blocks that exist in an encoder of ``depth`` blocks.
+
+    The preset's own blocks that do not fit (SAM ViT-B's 12 blocks under ``aeroseg``'s 8 and 16 of ViT-L's
+    24) are replaced by a third and two thirds of the depth, the rule the presets follow, with a warning
+    that says which were taken; blocks set explicitly that do not fit are an error naming the allowed range.
+    """
+    layers = config.guidance_layers
+    if all(1 <= i <= depth for i in layers):
+        return config
+    thirds = (max(1, round(depth / 3)), max(1, round(2 * depth / 3)))
+    builder = PRESETS.get(config.preset)
+    if builder is not None and getattr(builder(), "guidance_layers", None) == layers:
+        warnings.warn(
+            f"guidance_layers: the {config.preset} preset's blocks {layers} do not fit this {what} encoder of "
+            f"{depth} blocks; took blocks {thirds} (a third and two thirds of its depth, as the presets do)",
+            stacklevel=3,
+        )
+        return config.replace(guidance_layers=thirds)
+    raise CheckpointError(
+        f"guidance_layers {layers} do not fit the {what} guidance encoder of {depth} blocks: give two block "
+        f"numbers in 1..{depth} (the presets take a third and two thirds: {list(thirds)})"
+    )

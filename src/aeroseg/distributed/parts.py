@@ -24,16 +24,9 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
-from aeroseg.predict import api
 from aeroseg.predict.classes import NODATA, ClassList
 from aeroseg.predict.io import RasterSource, ReadOptions, is_url
-from aeroseg.predict.outputs import (
-    ArrayWriter,
-    GeoTiffWriter,
-    temporary_path,
-    write_class_png,
-    write_scores_png,
-)
+from aeroseg.predict.outputs import ArrayWriter, PredictionFiles, temporary_path
 from aeroseg.predict.streaming import BandEdges, Grid, WindowOptions, blend_seam, segment_band
 
 PARTS = ".aeroseg-parts"
@@ -136,26 +129,10 @@ def assemble(scene: Scene, job: Job, *, collect: bool = False) -> tuple[np.ndarr
     """Write the files of a scene whose parts are all saved; the pixel count per id (and the arrays when
     ``collect``). The parts are removed once the files are in place."""
     grid = Grid(scene.height, scene.width, job.options)
-    class_path = scene.paths.get("classes")
-    as_png = class_path is not None and class_path.suffix.lower() == ".png"
-    arrays = ArrayWriter(scene.height, scene.width) if collect or as_png else None
     counts = np.zeros(256, dtype=np.int64)
     settings = json.loads(job.settings) if job.settings else None
     with RasterSource(scene.path, job.read) as source:
-        geotiff = None
-        if class_path is not None and not as_png:
-            profile = dict(
-                height=source.height, width=source.width, crs=source.crs, transform=source.transform
-            )
-            geotiff = GeoTiffWriter(
-                class_path,
-                profile,
-                job.classes,
-                source=source.path,
-                scores_path=scene.paths.get("scores"),
-                settings=settings,
-            )
-        sink = api._Tee([s for s in (arrays, geotiff) if s is not None])
+        sink = PredictionFiles(source, job.classes, scene.paths, collect=collect, settings=settings)
         try:
             above: BandEdges | None = None
             for b, (r0, _) in enumerate(scene.bands):
@@ -172,22 +149,14 @@ def assemble(scene: Scene, job: Job, *, collect: bool = False) -> tuple[np.ndarr
                     counts += part["counts"]
                 above = below
         except BaseException:
-            if geotiff is not None:
-                geotiff.abort()
+            sink.abort()
             raise
-        if geotiff is not None:
-            geotiff.finish()
-        elif class_path is not None and arrays is not None:
-            write_class_png(class_path, arrays.ids, job.classes, source=source.path, settings=settings)
-            if "scores" in scene.paths:
-                write_scores_png(scene.paths["scores"], arrays.confidence)
-        if "overlay" in scene.paths and class_path is not None:
-            api._write_overlay(source, class_path, scene.paths["overlay"], job.classes.ids_to_names)
+        sink.finish()
     shutil.rmtree(scene.parts, ignore_errors=True)
     with_parts = scene.parts.parent
     if with_parts.name == PARTS and not any(with_parts.iterdir()):
         with_parts.rmdir()
-    return counts, arrays if collect else None
+    return counts, sink.arrays if collect else None
 
 
 class _Rows:

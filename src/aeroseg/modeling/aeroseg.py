@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from aeroseg.modeling.guidance_encoder import (
 from aeroseg.modeling.images import unit_images
 from aeroseg.modeling.upsampling_decoder import UpsamplingDecoder
 from aeroseg.modeling.vision_language_backbone import VisionLanguageBackbone
+from aeroseg.presets import fit_guidance_layers
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -217,9 +217,9 @@ class AerOSeg(nn.Module):
                 config.guidance_type, config.guidance, arch=config.guidance_arch, pretrained=pretrained
             )
         if config.guidance_type == "sam":
-            config = _fit_guidance_layers(config, guidance.config.num_hidden_layers, "SAM")
+            config = fit_guidance_layers(config, guidance.config.num_hidden_layers, "SAM")
         elif config.guidance_type == "clip":
-            config = _fit_guidance_layers(config, clip.config.vision_config.num_hidden_layers, "CLIP")
+            config = fit_guidance_layers(config, clip.config.vision_config.num_hidden_layers, "CLIP")
         return cls._assemble(config, clip, tokenizer, guidance)
 
     @classmethod
@@ -387,33 +387,6 @@ def _readable_like_any_file(path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
-
-
-def _fit_guidance_layers(config: AerOSegConfig, depth: int, what: str) -> AerOSegConfig:
-    """``config`` with guidance blocks that exist in an encoder of ``depth`` blocks.
-
-    The preset's own blocks that do not fit (SAM ViT-B's 12 blocks under ``aeroseg``'s 8 and 16 of ViT-L's
-    24) are replaced by a third and two thirds of the depth, the rule the presets follow, with a warning
-    that says which were taken; blocks set explicitly that do not fit are an error naming the allowed range.
-    """
-    from aeroseg.presets import PRESETS
-
-    layers = config.guidance_layers
-    if all(1 <= i <= depth for i in layers):
-        return config
-    thirds = (max(1, round(depth / 3)), max(1, round(2 * depth / 3)))
-    builder = PRESETS.get(config.preset)
-    if builder is not None and getattr(builder(), "guidance_layers", None) == layers:
-        warnings.warn(
-            f"guidance_layers: the {config.preset} preset's blocks {layers} do not fit this {what} encoder of "
-            f"{depth} blocks; took blocks {thirds} (a third and two thirds of its depth, as the presets do)",
-            stacklevel=3,
-        )
-        return config.replace(guidance_layers=thirds)
-    raise CheckpointError(
-        f"guidance_layers {layers} do not fit the {what} guidance encoder of {depth} blocks: give two block "
-        f"numbers in 1..{depth} (the presets take a third and two thirds: {list(thirds)})"
-    )
 
 
 def _checkpoint_directory(source: str | os.PathLike[str]) -> Path:

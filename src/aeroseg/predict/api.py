@@ -10,7 +10,6 @@ predicting the same image again with another class list runs only the class-depe
 from __future__ import annotations
 
 import hashlib
-import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,25 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 import torch
-from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning
-from rasterio.windows import Window
 
 import aeroseg
 from aeroseg.errors import CheckpointError, UserError
 from aeroseg.inference import FeatureCache
 from aeroseg.predict.classes import ClassList, make_class_list, parse_classes
 from aeroseg.predict.io import ArraySource, RasterSource, ReadOptions, one_line
-from aeroseg.predict.outputs import (
-    OVERLAY_SIDE,
-    ArrayWriter,
-    GeoTiffWriter,
-    write_class_png,
-    write_overlay,
-    write_scores_png,
-)
+from aeroseg.predict.outputs import PredictionFiles
 from aeroseg.predict.paths import (
     input_stem,
     make_parent,
@@ -171,28 +159,13 @@ def run_prediction(
     written window by window. ``settings`` (what made the prediction) goes into the class raster's
     metadata. Returns the arrays when ``collect`` (else None) and the pixel count per id.
     """
-    paths = paths or {}
-    class_path = paths.get("classes")
-    as_png = class_path is not None and class_path.suffix.lower() == ".png"
-    arrays = ArrayWriter(source.height, source.width) if collect or as_png else None
-    geotiff = None
-    if class_path is not None and not as_png:
-        profile = dict(height=source.height, width=source.width, crs=source.crs, transform=source.transform)
-        geotiff = GeoTiffWriter(
-            class_path,
-            profile,
-            classes,
-            source=source.path,
-            scores_path=paths.get("scores"),
-            settings=settings,
-        )
-    sinks = [s for s in (arrays, geotiff) if s is not None]
+    files = PredictionFiles(source, classes, paths, collect=collect, settings=settings)
     try:
         counts = segment_source(
             model,
             source,
             classes,
-            _Tee(sinks),
+            files,
             options=options,
             device=device,
             precision=precision,
@@ -200,20 +173,13 @@ def run_prediction(
             on_windows=on_windows,
         )
     except BaseException:
-        if geotiff is not None:
-            geotiff.abort()
+        files.abort()
         raise
-    if geotiff is not None:
-        geotiff.finish()
-    elif class_path is not None and arrays is not None:
-        write_class_png(class_path, arrays.ids, classes, source=source.path, settings=settings)
-        if "scores" in paths:
-            write_scores_png(paths["scores"], arrays.confidence)
-    if "overlay" in paths and class_path is not None:
-        _write_overlay(source, class_path, paths["overlay"], classes.ids_to_names)
+    files.finish()
+    arrays = files.arrays
     result = None
     if collect and arrays is not None:
-        result = PredictionResult(arrays.ids, arrays.confidence, classes.ids_to_names, dict(paths))
+        result = PredictionResult(arrays.ids, arrays.confidence, classes.ids_to_names, dict(files.paths))
     return result, counts
 
 
@@ -373,23 +339,3 @@ def no_crs_message(source: str, how: str) -> str:
         f"{source} has no CRS, so its polygons could only be in pixel coordinates (column, row), which GIS "
         f"software reads as degrees; pass {how} to write them anyway, marked as pixel coordinates"
     )
-
-
-class _Tee:
-    """Writes every window to several sinks."""
-
-    def __init__(self, sinks: list) -> None:
-        self.sinks = sinks
-
-    def write(self, window: Window, ids: np.ndarray, confidence: np.ndarray) -> None:
-        for sink in self.sinks:
-            sink.write(window, ids, confidence)
-
-
-def _write_overlay(source: RasterSource, class_path: Path, overlay_path: Path, names: list[str]) -> None:
-    rgb = source.read_overview(OVERLAY_SIDE)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(class_path) as ds:
-            ids = ds.read(1, out_shape=rgb.shape[:2], resampling=Resampling.nearest)
-    write_overlay(overlay_path, rgb, ids, names)

@@ -23,10 +23,12 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -289,3 +291,73 @@ def _covers(font: ImageFont.FreeTypeFont, text: str) -> bool:
 def _glyph(font: ImageFont.FreeTypeFont, ch: str) -> tuple[tuple[int, int], bytes]:
     mask = font.getmask(ch)
     return mask.size, bytes(mask)
+
+
+class PredictionFiles:
+    """The sink of one prediction: the files of ``paths`` (see :func:`output_paths`) and, when ``collect``,
+    the arrays. A class path ending in .png writes PNGs at :meth:`finish` (the prediction is then held in
+    memory), any other a GeoTIFF window by window; the overlay is drawn from the finished class raster.
+    ``settings`` (what made the prediction) goes into the class raster's metadata."""
+
+    def __init__(
+        self,
+        source: Any,
+        classes: ClassList,
+        paths: dict[str, Path] | None,
+        *,
+        collect: bool,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        self.source, self.classes, self.paths, self.settings = source, classes, paths or {}, settings
+        self.class_path = self.paths.get("classes")
+        as_png = self.class_path is not None and self.class_path.suffix.lower() == ".png"
+        self.arrays = ArrayWriter(source.height, source.width) if collect or as_png else None
+        self.geotiff = None
+        if self.class_path is not None and not as_png:
+            profile = dict(
+                height=source.height, width=source.width, crs=source.crs, transform=source.transform
+            )
+            self.geotiff = GeoTiffWriter(
+                self.class_path,
+                profile,
+                classes,
+                source=source.path,
+                scores_path=self.paths.get("scores"),
+                settings=settings,
+            )
+
+    def write(self, window: Window, ids: np.ndarray, confidence: np.ndarray) -> None:
+        for sink in (self.arrays, self.geotiff):
+            if sink is not None:
+                sink.write(window, ids, confidence)
+
+    def abort(self) -> None:
+        if self.geotiff is not None:
+            self.geotiff.abort()
+
+    def finish(self) -> None:
+        """Put the files in place (each written under a temporary name, then renamed)."""
+        if self.geotiff is not None:
+            self.geotiff.finish()
+        elif self.class_path is not None and self.arrays is not None:
+            write_class_png(
+                self.class_path,
+                self.arrays.ids,
+                self.classes,
+                source=self.source.path,
+                settings=self.settings,
+            )
+            if "scores" in self.paths:
+                write_scores_png(self.paths["scores"], self.arrays.confidence)
+        if "overlay" in self.paths and self.class_path is not None:
+            write_overlay_of(self.source, self.class_path, self.paths["overlay"], self.classes.ids_to_names)
+
+
+def write_overlay_of(source: Any, class_path: Path, overlay_path: Path, names: list[str]) -> None:
+    """The overlay PNG of a finished class raster over the input's overview (at most OVERLAY_SIDE a side)."""
+    rgb = source.read_overview(OVERLAY_SIDE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(class_path) as ds:
+            ids = ds.read(1, out_shape=rgb.shape[:2], resampling=Resampling.nearest)
+    write_overlay(overlay_path, rgb, ids, names)
