@@ -77,8 +77,16 @@ def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, *
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-# FlopCounterMode knows the CUDA attention kernels only; the CPU one has the same cost.
-FLOP_MAPPING = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop}
+def _inplace_addmm_flop(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
+# FlopCounterMode knows the CUDA attention kernels only (the CPU one has the same cost) and not the in-place
+# product the guidance encoders accumulate their MLP output with (``aeroseg.modeling.residual``).
+FLOP_MAPPING = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
+    torch.ops.aten.addmm_: _inplace_addmm_flop,
+}
 
 
 class MemoryTracker(TorchDispatchMode):
@@ -198,6 +206,23 @@ def gemm_peak(device: torch.device, dtype: torch.dtype, *, max_n: int = 4096, re
     return best
 
 
+def sustained_gemm(device: torch.device, *, seconds: float = 1.0, n: int = 2048) -> float:
+    """Mean fp32 GFLOP/s of n×n products (A·Bᵀ, as ``F.linear``) repeated for about ``seconds``.
+
+    Taken beside each timed run: on a shared host the cores' speed drifts by tens of percent within a minute
+    (2048² products on this 2-core VM: 99-169 GFLOP/s, best of 3 every 2 s), so a forward is set against the
+    rate the same cores sustained around it, not only against the best burst ever seen (:func:`gemm_peak`)."""
+    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    torch.matmul(a, b.t())
+    done, start = 0, _clock(device)
+    while True:
+        torch.matmul(a, b.t())
+        done += 1
+        elapsed = _clock(device) - start
+        if elapsed >= seconds:
+            return 2 * n**3 * done / elapsed / 1e9
+
+
 def timed_forward(model: nn.Module, images: torch.Tensor, classes: list[str], precision: str, counting: bool):
     """One forward with a fresh class list (the text encoder runs). → logits, seconds, probe."""
     model.eval()  # also empties the text cache
@@ -229,12 +254,27 @@ def count_forward(
 
 
 def time_forward(
-    model: nn.Module, images: torch.Tensor, classes: list[str], *, precision: str, repeats: int, warmup: bool
+    model: nn.Module,
+    images: torch.Tensor,
+    classes: list[str],
+    *,
+    precision: str,
+    repeats: int,
+    warmup: bool,
+    probe: Callable[[], float] | None = None,
 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """Median seconds of the forward and of each component over ``repeats`` runs. → (result, logits)."""
+    """Median seconds of the forward and of each component over ``repeats`` runs. → (result, logits).
+
+    ``probe`` (e.g. :func:`sustained_gemm`) is called before the first run and after each: ``result["beside"]``
+    holds, per run, the mean of the two probes around it."""
     if warmup:
         timed_forward(model, images, classes, precision, counting=False)
-    runs = [timed_forward(model, images, classes, precision, counting=False) for _ in range(repeats)]
+    probes = [probe()] if probe else []
+    runs = []
+    for _ in range(repeats):
+        runs.append(timed_forward(model, images, classes, precision, counting=False))
+        if probe:
+            probes.append(probe())
     totals = [seconds for _, seconds, _ in runs]
     components = {
         name: {"seconds": statistics.median(p["components"][name].seconds for _, _, p in runs)}
@@ -242,7 +282,9 @@ def time_forward(
     }
     median = statistics.median(totals)
     components["other"] = {"seconds": max(0.0, median - sum(c["seconds"] for c in components.values()))}
-    result = {"seconds": median, "seconds_best": min(totals), "components": components}
+    result = {"seconds": median, "seconds_best": min(totals), "components": components, "runs": totals}
+    if probe:
+        result["beside"] = [(before + after) / 2 for before, after in zip(probes, probes[1:])]
     return result, runs[-1][0]
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aeroseg.modeling.residual import add_linear, add_mlp
 from aeroseg.modeling.windows import padded_rows, window_index
 
 ATTENTION_PATHS = ("sdpa", "flex", "eager")
@@ -54,8 +55,8 @@ def vit_block(layer: nn.Module, x: torch.Tensor, attention: str) -> torch.Tensor
         y = _window_attention(layer.attn, y, layer.window_size, attention)
     else:
         y = _attention(layer.attn, layer.attn.qkv(y), attention)
-    x = x + layer.attn.proj(y)
-    return x + layer.mlp(layer.layer_norm2(x))
+    x = add_linear(x, layer.attn.proj, y)
+    return add_mlp(x, layer.layer_norm2(x), layer.mlp.lin1, layer.mlp.act, layer.mlp.lin2)
 
 
 def _window_attention(attn: nn.Module, y: torch.Tensor, ws: int, attention: str) -> torch.Tensor:
@@ -93,9 +94,16 @@ def _attention(attn: nn.Module, qkv: torch.Tensor, attention: str) -> torch.Tens
     return out.reshape(n, h, w, -1)  # (N, L, A, d) -> (N, h, w, A·d)
 
 
-def _bias(rel_h: torch.Tensor, rel_w: torch.Tensor) -> torch.Tensor:
-    """rel_h: ...×L×h, rel_w: ...×L×w -> ...×L×(h·w), the bias of query i on key (kh, kw)."""
-    return (rel_h[..., :, None] + rel_w[..., None, :]).flatten(-2)
+def _bias(rel_h: torch.Tensor, rel_w: torch.Tensor, buffer: torch.Tensor | None) -> torch.Tensor:
+    """rel_h: ...×L×h, rel_w: ...×L×w -> ...×L×(h·w), the bias of query i on key (kh, kw).
+
+    Written into ``buffer`` unless autograd records: one buffer serves every kernel call of a layer, so its
+    pages are touched once (a fresh 16 MiB tensor per call costs several times the sum in page faults)."""
+    if buffer is None or torch.is_grad_enabled():
+        return (rel_h[..., :, None] + rel_w[..., None, :]).flatten(-2)
+    shape = (*rel_h.shape, rel_w.shape[-1])
+    out = buffer[: rel_h.numel() * rel_w.shape[-1]].view(shape)
+    return torch.add(rel_h[..., :, None], rel_w[..., None, :], out=out).flatten(-2)
 
 
 def _blockwise(
@@ -114,12 +122,13 @@ def _blockwise(
     """
     n, a, length, _ = q.shape
     per_pair = length * length
+    buffer = None if rel_h is None else q.new_empty(max(BLOCK_SCORES, length))
     if per_pair * a <= BLOCK_SCORES:  # several whole sequences per call (window attention)
         step = max(1, BLOCK_SCORES // (per_pair * a))
         blocks = []
         for i in range(0, n, step):
             s = slice(i, i + step)
-            bias = None if rel_h is None else _bias(rel_h[s], rel_w[s])
+            bias = None if rel_h is None else _bias(rel_h[s], rel_w[s], buffer)
             blocks.append(_kernel(q[s], k[s], v[s], bias, fused).transpose(1, 2))
         return torch.cat(blocks)
     rows = max(1, min(length, BLOCK_SCORES // length))  # queries per call (global attention)
@@ -129,7 +138,7 @@ def _blockwise(
             pair = (slice(i, i + 1), slice(j, j + 1))  # 4-D blocks: the fused CPU kernel takes no 3-D input
             for r in range(0, length, rows):
                 s = (*pair, slice(r, r + rows))
-                bias = None if rel_h is None else _bias(rel_h[s], rel_w[s])  # (1, 1, rows, h·w)
+                bias = None if rel_h is None else _bias(rel_h[s], rel_w[s], buffer)  # (1, 1, rows, h·w)
                 out[i, r : r + rows, j] = _kernel(q[s], k[pair], v[pair], bias, fused)[0, 0]
     return out
 
