@@ -222,10 +222,18 @@ def main() -> None:
                     wall, used = time.perf_counter() - start, time.process_time() - start_cpu
                     beside, probe = (probe + (probe := _sustained())) / 2, probe
                     entry["runs"].append(
-                        {"variant": variant, "seconds": wall, "cpu_seconds": used, "gemm_sustained_gflops": beside}
+                        {
+                            "variant": variant,
+                            "seconds": wall,
+                            "cpu_seconds": used,
+                            "gemm_sustained_gflops": beside,
+                        }
                     )
                     share = entry["gflop"] / wall / beside
-                    print(f"  {variant}: {wall:.2f} s (CPU {used:.2f} s, {share:.0%} of the product rate)", flush=True)
+                    print(
+                        f"  {variant}: {wall:.2f} s (CPU {used:.2f} s, {share:.0%} of the product rate)",
+                        flush=True,
+                    )
                     _summarise(entry, outputs)
                     _write(args.json, result)  # a run stopped early keeps what it measured
         ratios = ", ".join(f"{t:.2f}× faster than {v}" for v, t in entry["speedup_vs"].items())
@@ -257,7 +265,10 @@ def _summarise(entry: dict[str, Any], outputs: dict[str, list[torch.Tensor]]) ->
             for run in entry["runs"]
             if run["variant"] == variant
         ]
-        entry["fraction_of_sustained_gemm"][variant] = {"median": statistics.median(shares), "best": max(shares)}
+        entry["fraction_of_sustained_gemm"][variant] = {
+            "median": statistics.median(shares),
+            "best": max(shares),
+        }
 
 
 def _write(path: Path | None, result: dict[str, Any]) -> None:

@@ -108,4 +108,3 @@ def test_the_flop_counter_sees_the_in_place_products(encoder):
     with torch.no_grad():
         lean = count()
     assert lean == count() > 0  # the second count records autograd: plain forms
-

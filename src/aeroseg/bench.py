@@ -126,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
     if args.compile:
         compile_blocks(model)
         _, compile_seconds, _ = timed_forward(model, images, classes, "fp32", counting=False)  # compiles
-    probe = partial(sustained_gemm, device, seconds=0.05 if args.short else 1.0, n=256 if args.short else 2048)
+    probe = partial(
+        sustained_gemm, device, seconds=0.05 if args.short else 1.0, n=256 if args.short else 2048
+    )
     fp32, logits = time_forward(
         model, images, classes, precision="fp32", repeats=args.repeats, warmup=False, probe=probe
     )

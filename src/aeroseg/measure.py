@@ -284,7 +284,9 @@ def time_forward(
     components["other"] = {"seconds": max(0.0, median - sum(c["seconds"] for c in components.values()))}
     result = {"seconds": median, "seconds_best": min(totals), "components": components, "runs": totals}
     if probe:
-        result["beside"] = [(before + after) / 2 for before, after in zip(probes, probes[1:])]
+        result["beside"] = [
+            (before + after) / 2 for before, after in zip(probes[:-1], probes[1:], strict=True)
+        ]
     return result, runs[-1][0]
 
 

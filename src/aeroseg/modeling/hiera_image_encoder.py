@@ -83,7 +83,9 @@ def _attend(attn: nn.Module, qkv: torch.Tensor, stride: tuple[int, int] | None) 
     q, k, v = qkv.view(*qkv.shape[:3], 3, heads, -1).unbind(3)  # (N, s, s, A, d) each
     if stride:
         q = _max_pool(q.flatten(-2), stride).unflatten(-1, (heads, -1))
-    out = F.scaled_dot_product_attention(*(t.flatten(1, 2).transpose(1, 2) for t in (q, k, v)))  # (N, A, L', d)
+    out = F.scaled_dot_product_attention(
+        *(t.flatten(1, 2).transpose(1, 2) for t in (q, k, v))
+    )  # (N, A, L', d)
     return out.transpose(1, 2).flatten(2)
 
 

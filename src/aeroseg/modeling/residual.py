@@ -36,7 +36,9 @@ def add_linear(x: torch.Tensor, linear: nn.Linear, y: torch.Tensor) -> torch.Ten
     return out.add_(x)
 
 
-def add_mlp(x: torch.Tensor, z: torch.Tensor, lin1: nn.Linear, act: nn.Module, lin2: nn.Linear) -> torch.Tensor:
+def add_mlp(
+    x: torch.Tensor, z: torch.Tensor, lin1: nn.Linear, act: nn.Module, lin2: nn.Linear
+) -> torch.Tensor:
     """x + lin2(act(lin1(z))) for x, z: …×C (z: the normalised x), consuming x when autograd is off (x must be
     a contiguous tensor the caller owns and no longer reads).
 
