@@ -4,6 +4,7 @@ what they must not do (change their input, hide FLOPs from the counter, break au
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import Sam2Model
 from transformers.models.sam.configuration_sam import SamVisionConfig
@@ -14,6 +15,7 @@ from aeroseg.measure import FLOP_MAPPING
 from aeroseg.modeling import hiera_image_encoder, residual
 from aeroseg.modeling.hiera_image_encoder import hiera_block, hiera_fpn_forward
 from aeroseg.modeling.sam_image_encoder import sam_vit_forward, vit_block
+from aeroseg.training_free.regions import SamFeatures
 from tests.test_convert_sam import _tiny_sam2_config
 from tests.test_guidance_encoders import SAM_VISION, _check_sam, _close, _sam_encoder
 
@@ -108,3 +110,16 @@ def test_the_flop_counter_sees_the_in_place_products(encoder):
     with torch.no_grad():
         lean = count()
     assert lean == count() > 0  # the second count records autograd: plain forms
+
+
+@pytest.mark.parametrize("kind", ["sam", "sam2"])
+def test_training_free_sam_features_run_our_forward(kind):
+    encoder = _sam_encoder() if kind == "sam" else _hiera_encoder()
+    features = SamFeatures(encoder, kind=kind, image_size=64)
+    images = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        ours = features(images)
+        pixels = (F.interpolate(images, size=(64, 64), mode="bilinear") - features.mean) / features.std
+        out = encoder(pixels)
+        reference = F.normalize(out.last_hidden_state if kind == "sam" else out.fpn_hidden_states[-1], dim=1)
+    _close(ours, reference)

@@ -14,10 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from aeroseg.modeling.guidance_encoder import IMAGENET_MEAN, IMAGENET_STD
+from aeroseg.modeling.hiera_image_encoder import hiera_fpn_forward
+from aeroseg.modeling.sam_image_encoder import sam_vit_forward
 
 
 class SamFeatures(nn.Module):
-    """Frozen SAM (``SamVisionEncoder``) or SAM2 (``Sam2VisionModel``) image encoder → final features.
+    """Frozen SAM (``SamVisionEncoder``) or SAM2 (``Sam2VisionModel``) image encoder → final features, run by
+    the guidance encoders' own forwards (:mod:`aeroseg.modeling.sam_image_encoder`, ``hiera_image_encoder``).
 
     Args:
         encoder: the image encoder.
@@ -42,8 +45,10 @@ class SamFeatures(nn.Module):
         """images: B×3×H×W in [0, 1] → B×C×g×g L2-normalised features (g = image_size / 16)."""
         x = F.interpolate(images, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
         x = (x - self.mean) / self.std
-        out = self.encoder(x)
-        feats = out.last_hidden_state if self.kind == "sam" else out.fpn_hidden_states[-1]
+        if self.kind == "sam":
+            feats = self.encoder.neck(sam_vit_forward(self.encoder, x, taps=())[0])
+        else:
+            feats = hiera_fpn_forward(self.encoder, x)[-1]
         return F.normalize(feats.float(), dim=1)
 
 
