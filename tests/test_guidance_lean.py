@@ -12,7 +12,7 @@ from transformers.models.sam.modeling_sam import SamVisionEncoder
 
 from aeroseg._tiny import tiny_sam2_config
 from aeroseg.measure import FLOP_MAPPING
-from aeroseg.modeling import hiera_image_encoder, residual
+from aeroseg.modeling import hiera_image_encoder, residual, sam_image_encoder
 from aeroseg.modeling.hiera_image_encoder import hiera_block, hiera_fpn_forward
 from aeroseg.modeling.sam_image_encoder import sam_vit_forward, vit_block
 from aeroseg.training_free.regions import SamFeatures
@@ -123,3 +123,12 @@ def test_training_free_sam_features_run_our_forward(kind):
         out = encoder(pixels)
         reference = F.normalize(out.last_hidden_state if kind == "sam" else out.fpn_hidden_states[-1], dim=1)
     _close(ours, reference)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_blocks_of_windows_match_transformers(attention, monkeypatch):
+    # window 3 on 8×8 (padded to 9×9: 9 windows an image), 2 heads: 162 scores a window, so 700 puts
+    # 4 windows in a kernel call and leaves a ragged last block (4, 4, 1 per image; 4, 4, 4, 4, 2 for two)
+    monkeypatch.setattr(sam_image_encoder, "BLOCK_SCORES", 700)
+    _check_sam(_sam_encoder(), attention, torch.randn(1, 3, 64, 64))
+    _check_sam(_sam_encoder(), attention, torch.randn(2, 3, 64, 64))

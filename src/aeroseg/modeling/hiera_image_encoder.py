@@ -3,8 +3,10 @@
 The same parameters and FPN features as ``Sam2VisionModel.forward`` (hub, directory and SAM2 checkpoints load
 unchanged), without its extra work: ``transformers``' ``Sam2MultiScaleAttention`` also computes and discards a
 softmax over the heads of every token, the neck builds sine position encodings the guidance never reads, and
-windows are padded and permuted by copies. Here windows are one gather of the projected tokens
-(:mod:`aeroseg.modeling.windows`) and attention is one ``scaled_dot_product_attention`` call per block.
+windows are padded and permuted by copies. Here windows are gathers of the tokens or of their projections
+(:mod:`aeroseg.modeling.windows`), taken in blocks of windows that stay in cache, and without autograd a block
+on whole windows (the first two stages, 65,536 and 16,384 tokens at 1024²) runs norm, attention, projection
+and MLP per block of windows before writing its rows back (residual forms: :mod:`aeroseg.modeling.residual`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aeroseg.modeling.residual import add_linear, add_mlp
+from aeroseg.modeling.residual import add_linear, add_mlp, lean
 from aeroseg.modeling.windows import padded_rows, window_index
 
 # tokens per block of windows. Measured on 2 cores (Hiera-B+ at 1024², min of 5): 4096 tokens
@@ -38,15 +40,48 @@ def hiera_fpn_forward(encoder: nn.Module, pixels: torch.Tensor) -> list[torch.Te
 
 def hiera_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """One ``Sam2MultiScaleBlock``: x: B×h×w×C_in -> B×h'×w'×C_out (h' = h / query stride on a stage's first block)."""
+    ws, stride = block.window_size, block.query_stride
+    whole_windows = ws > 0 and not x.shape[1] % ws and not x.shape[2] % ws
+    square_cells = stride is None or (stride[0] == stride[1] and not ws % stride[0])  # cells inside windows
+    if whole_windows and square_cells and lean(x):
+        return _windowed_block(block, x)
     shortcut = x
     y = block.layer_norm1(x)
-    stride = block.query_stride
     if block.dim != block.dim_out:
         shortcut = _max_pool(block.proj(y), stride)  # (B, h', w', C_out)
-    out = _attention(block.attn, y, block.window_size, stride)
+    out = _attention(block.attn, y, ws, stride)
     x = add_linear(shortcut, block.attn.proj, out)
     mlp = block.mlp
     return add_mlp(x, block.layer_norm2(x), mlp.proj_in, mlp.activation, mlp.proj_out)
+
+
+def _windowed_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A block on whole ws×ws windows, pooling cells inside windows (Hiera's first two stages and their ends at
+    1024²), in blocks of ``WINDOW_TOKENS`` tokens: norm, shortcut, attention, projection and MLP of a block of
+    windows run while its tokens are in cache, and its results go to their rows of the (pooled) grid, which the
+    windows partition. x: B×h×w×C_in -> B×h'×w'×C_out."""
+    b, h, w, c = x.shape
+    ws, stride, dim = block.window_size, block.query_stride, block.dim_out
+    s = stride[0] if stride else 1
+    gather, _ = window_index(b, h, w, ws, x.device)  # no padding: a permutation of the token rows
+    placed, _ = window_index(b, h // s, w // s, ws // s, x.device)  # the same windows on the pooled grid
+    windows = max(1, WINDOW_TOKENS // ws**2)  # per block
+    tokens = x.reshape(-1, c)
+    out = tokens.new_empty(placed.numel(), dim)
+    mlp = block.mlp
+    for rows, places in zip(
+        gather.split(windows * ws**2), placed.split(windows * (ws // s) ** 2), strict=True
+    ):
+        t = tokens.index_select(0, rows)  # (n·ws², C_in), window-major
+        y = block.layer_norm1(t)
+        if block.dim != dim:
+            t = _max_pool(block.proj(y).view(-1, ws, ws, dim), stride).reshape(-1, dim)
+        qkv = block.attn.qkv(y).view(-1, ws, ws, 3 * dim)
+        t = add_linear(t, block.attn.proj, _attend(block.attn, qkv, stride).reshape(-1, dim))
+        out.index_copy_(
+            0, places, add_mlp(t, block.layer_norm2(t), mlp.proj_in, mlp.activation, mlp.proj_out)
+        )
+    return out.view(b, h // s, w // s, dim)
 
 
 def _attention(attn: nn.Module, y: torch.Tensor, ws: int, stride: tuple[int, int] | None) -> torch.Tensor:

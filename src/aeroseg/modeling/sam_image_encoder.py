@@ -63,18 +63,28 @@ def _window_attention(attn: nn.Module, y: torch.Tensor, ws: int, attention: str)
     """y: B×h×w×C normalised tokens -> B×h×w×C attention output (before ``proj``), ws×ws windows.
 
     segment-anything zero-pads after the norm, so a padded token's qkv is the bias alone: qkv is computed on the
-    image tokens, one row holding the bias is appended, and one gather builds the padded windows.
+    image tokens, one row holding the bias is appended, and gathers build the padded windows, one block of
+    windows per kernel call (``BLOCK_SCORES``) while the block is in cache (flex: all windows in one call).
     """
     b, h, w, c = y.shape
     qkv = F.linear(padded_rows(y), attn.qkv.weight, attn.qkv.bias)  # (B·h·w + 1, 3C)
     gather, scatter = window_index(b, h, w, ws, y.device)
-    windows = qkv.index_select(0, gather).view(-1, ws, ws, qkv.shape[-1])  # (B·nW, ws, ws, 3C)
-    out = _attention(attn, windows, attention)  # (B·nW, ws, ws, C)
-    return out.reshape(-1, c).index_select(0, scatter).view(b, h, w, c)
+    per_window = ws * ws
+    windows = max(1, BLOCK_SCORES // (per_window**2 * attn.num_attention_heads))
+    step = gather.numel() if attention == "flex" else windows * per_window
+    buffer = qkv.new_empty(BLOCK_SCORES)
+    blocks = [
+        _attention(attn, qkv.index_select(0, rows).view(-1, ws, ws, qkv.shape[-1]), attention, buffer)
+        for rows in gather.split(step)
+    ]  # (windows, ws, ws, C) each
+    return torch.cat(blocks).view(-1, c).index_select(0, scatter).view(b, h, w, c)
 
 
-def _attention(attn: nn.Module, qkv: torch.Tensor, attention: str) -> torch.Tensor:
-    """qkv: N×h×w×3C -> N×h×w×C, multi-head attention with decomposed relative positions (before ``proj``)."""
+def _attention(
+    attn: nn.Module, qkv: torch.Tensor, attention: str, buffer: torch.Tensor | None = None
+) -> torch.Tensor:
+    """qkv: N×h×w×3C -> N×h×w×C, multi-head attention with decomposed relative positions (before ``proj``);
+    ``buffer``: flat scratch for the bias of one kernel call (one is made when None)."""
     n, h, w, _ = qkv.shape
     heads = attn.num_attention_heads
     q, k, v = qkv.reshape(n, h * w, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # (N, A, L, d) each
@@ -88,7 +98,7 @@ def _attention(attn: nn.Module, qkv: torch.Tensor, attention: str) -> torch.Tens
     if attention == "flex":
         out = _flex(q, k, v, rel_h, rel_w).transpose(1, 2)
     elif attention in ("sdpa", "eager"):
-        out = _blockwise(q, k, v, rel_h, rel_w, fused=attention == "sdpa")
+        out = _blockwise(q, k, v, rel_h, rel_w, fused=attention == "sdpa", buffer=buffer)
     else:
         raise ValueError(f"attention must be one of {ATTENTION_PATHS}, got {attention!r}")
     return out.reshape(n, h, w, -1)  # (N, L, A, d) -> (N, h, w, A·d)
@@ -114,6 +124,7 @@ def _blockwise(
     rel_w: torch.Tensor | None,
     *,
     fused: bool,
+    buffer: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """q, k, v: N×A×L×d; rel_h: N×A×L×h, rel_w: N×A×L×w (or None) -> N×L×A×d (token-major, as ``proj`` reads).
 
@@ -122,7 +133,8 @@ def _blockwise(
     """
     n, a, length, _ = q.shape
     per_pair = length * length
-    buffer = None if rel_h is None else q.new_empty(max(BLOCK_SCORES, length))
+    if buffer is None or buffer.numel() < length:
+        buffer = q.new_empty(max(BLOCK_SCORES, length))
     if per_pair * a <= BLOCK_SCORES:  # several whole sequences per call (window attention)
         step = max(1, BLOCK_SCORES // (per_pair * a))
         blocks = []
