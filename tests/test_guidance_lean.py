@@ -15,6 +15,7 @@ from aeroseg.measure import FLOP_MAPPING
 from aeroseg.modeling import hiera_image_encoder, residual, sam_image_encoder
 from aeroseg.modeling.hiera_image_encoder import hiera_block, hiera_fpn_forward
 from aeroseg.modeling.sam_image_encoder import sam_vit_forward, vit_block
+from aeroseg.modeling.windows import window_index
 from aeroseg.training_free.regions import SamFeatures
 from tests.test_convert_sam import _tiny_sam2_config
 from tests.test_guidance_encoders import SAM_VISION, _check_sam, _close, _sam_encoder
@@ -132,3 +133,14 @@ def test_blocks_of_windows_match_transformers(attention, monkeypatch):
     monkeypatch.setattr(sam_image_encoder, "BLOCK_SCORES", 700)
     _check_sam(_sam_encoder(), attention, torch.randn(1, 3, 64, 64))
     _check_sam(_sam_encoder(), attention, torch.randn(2, 3, 64, 64))
+
+
+def test_indices_cached_in_inference_mode_serve_autograd_later():
+    window_index.cache_clear()
+    sam, hiera = _sam_encoder(), _hiera_encoder()
+    pixels = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        sam_vit_forward(sam, pixels, taps=())
+        hiera_fpn_forward(hiera, pixels)
+    sam_vit_forward(sam, pixels, taps=())[0].sum().backward()
+    hiera_fpn_forward(hiera, pixels)[0].sum().backward()

@@ -24,7 +24,13 @@ def window_index(b: int, h: int, w: int, ws: int, device: torch.device) -> tuple
 
     gather: (B·nW·ws²,) the token row of every window position, B·h·w (the zero row) on the padding;
     scatter: (B·h·w,) the window position of every token, in B×h×w order.
+    Made outside inference mode: the cached indices also serve later calls that record autograd.
     """
+    with torch.inference_mode(False):
+        return _window_index(b, h, w, ws, device)
+
+
+def _window_index(b: int, h: int, w: int, ws: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     nh, nw = -(-h // ws), -(-w // ws)
     token = torch.full((b, nh * ws, nw * ws), b * h * w, dtype=torch.long)
     token[:, :h, :w] = torch.arange(b * h * w).view(b, h, w)
