@@ -4,10 +4,13 @@ The same parameters, names and results as ``SamVisionEncoder.forward`` (so hub, 
 checkpoints load unchanged), computed faster:
 
 - the decomposed relative-position bias (MViTv2, as in segment-anything) is never materialised for the whole
-  image: attention runs in blocks of queries, each adding its own slice of ``rel_h`` + ``rel_w`` (``"sdpa"``
-  and ``"eager"``), or inside the kernel as a score modification (``"flex"``, ``flex_attention``);
+  image: attention runs in blocks of queries, each adding its own slice of ``rel_h`` + ``rel_w`` written into
+  one reused buffer (``"sdpa"`` and ``"eager"``), or inside the kernel as a score modification (``"flex"``,
+  ``flex_attention``);
 - window attention computes the query/key/value and output projections on the image tokens only: a
-  zero-padded token's projection is the bias alone, so padding is filled with it after the product.
+  zero-padded token's projection is the bias alone, so padding is filled with it after the product; windows
+  are gathered one kernel call at a time;
+- without autograd the residual and MLP steps allocate little (:mod:`aeroseg.modeling.residual`).
 
 ``attention``: ``"sdpa"`` (fused ``scaled_dot_product_attention`` per block of queries; the default),
 ``"flex"`` (``torch.nn.attention.flex_attention``, compiled; for GPUs: on CPU its generated kernel is
