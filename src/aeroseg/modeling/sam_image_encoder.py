@@ -136,7 +136,7 @@ def _blockwise(
     """
     n, a, length, _ = q.shape
     per_pair = length * length
-    if buffer is None or buffer.numel() < length:
+    if rel_h is not None and (buffer is None or buffer.numel() < length):
         buffer = q.new_empty(max(BLOCK_SCORES, length))
     if per_pair * a <= BLOCK_SCORES:  # several whole sequences per call (window attention)
         step = max(1, BLOCK_SCORES // (per_pair * a))
