@@ -2,7 +2,7 @@
 
 CLIP ViT-B/16 on the four rotations of a 384² input (4 × 577 tokens) and SAM ViT-L on its 64×64 token grid,
 a windowed block (14×14 windows) and a global one. Each block is built with ``attn_implementation`` "eager"
-and "sdpa" (what ``aeroseg.modeling.backbones`` sets), the two run alternately, and the median seconds are
+and "sdpa" (what ``aeroseg.backbones`` sets), the two run alternately, and the median seconds are
 reported with the largest difference of their outputs.
 
     python benchmarks/attention.py                       # → benchmarks/results/attention.json
@@ -20,7 +20,7 @@ import torch
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.models.sam.modeling_sam import SamVisionLayer
 
-from aeroseg.bench import write_json
+from aeroseg.cli.bench import write_json
 from aeroseg.convert.arch import load_arch_config
 from aeroseg.measure import machine
 

@@ -9,7 +9,7 @@ alternating (variant order rotated each repeat) at 1024² after one untimed run 
 variant is kept. Printed: seconds, ratios to
 ours, and the largest relative difference of each variant's output to ours (the same computation: ~1e-6).
 
-Variants: ``ours`` (``aeroseg.modeling.sam_image_encoder`` / ``hiera_image_encoder``, the path ``predict``
+Variants: ``ours`` (``aeroseg.encoders.sam_image_encoder`` / ``hiera_image_encoder``, the path ``predict``
 runs; ``--attention`` picks sdpa, flex or eager), ``transformers`` (``SamVisionEncoder`` / ``Sam2VisionModel``
 forward, what aeroseg ran before) and ``official`` (``segment_anything.modeling.ImageEncoderViT`` from PyPI's
 ``segment-anything``; ``sam2.modeling.backbones`` from a checkout of facebookresearch/sam2 on PYTHONPATH).
@@ -39,9 +39,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import Sam2Model, SamModel
 
 from aeroseg.convert.arch import load_arch_config
+from aeroseg.encoders.hiera_image_encoder import hiera_fpn_forward
+from aeroseg.encoders.sam_image_encoder import ATTENTION_PATHS, sam_vit_forward
 from aeroseg.measure import FLOP_MAPPING, gemm_peak, sustained_gemm
-from aeroseg.modeling.hiera_image_encoder import hiera_fpn_forward
-from aeroseg.modeling.sam_image_encoder import ATTENTION_PATHS, sam_vit_forward
 
 SAM_OFFICIAL = {  # segment-anything build_sam.py: (embed_dim, depth, num_heads, global_attn_indexes)
     "sam-vit-b": (768, 12, 12, (2, 5, 8, 11)),

@@ -22,7 +22,7 @@ from torch import nn
 from transformers.models.sam.modeling_sam import SamVisionEncoder
 
 from aeroseg.convert.arch import load_arch_config
-from aeroseg.modeling.sam_image_encoder import vit_block
+from aeroseg.encoders.sam_image_encoder import vit_block
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_guidance import _bare_import, _cpu_name, _rename, _write  # noqa: E402

@@ -68,7 +68,7 @@ def rss_mib() -> float:
 
 def child(scene: str, out: str, model_name: str, window: int, batch_size: int) -> dict:
     """Predict ``scene`` in this process and return the measurements."""
-    import aeroseg.predict.api
+    import aeroseg.prediction.api
     from aeroseg.cli import main
 
     if model_name == "tiny":
@@ -78,7 +78,7 @@ def child(scene: str, out: str, model_name: str, window: int, batch_size: int) -
         model = build_tiny_model().eval()
     else:
         model = PixelModel()
-    aeroseg.predict.api.load_segmenter = lambda checkpoint, device: model
+    aeroseg.prediction.api.load_segmenter = lambda checkpoint, device: model
     encode, windows = model.encode_image, []
     model.encode_image = lambda images: windows.append(len(images)) or encode(images)  # windows computed
     base = rss_mib()

@@ -71,7 +71,7 @@ def main() -> None:
 
     from aeroseg.cli import main as aeroseg_main
     from aeroseg.distributed import parts
-    from aeroseg.predict.streaming import WindowOptions, count_windows
+    from aeroseg.prediction.streaming import WindowOptions, count_windows
     from tests.helpers.tiny import build_tiny_model
 
     torch.set_num_threads(1)
@@ -87,7 +87,7 @@ def main() -> None:
             assembly.append(time.perf_counter() - start)
 
     parts.assemble = timed_assemble
-    import aeroseg.distributed.command as distributed_command
+    import aeroseg.distributed.driver as distributed_command
 
     distributed_command.assemble = timed_assemble
     with tempfile.TemporaryDirectory(prefix="aeroseg-bench-ray-") as tmp:

@@ -34,7 +34,7 @@ import torch
 from fastapi.testclient import TestClient
 from rasterio.transform import Affine
 
-from aeroseg.predict.streaming import WindowOptions
+from aeroseg.prediction.streaming import WindowOptions
 from aeroseg.serve.app import create_app
 from aeroseg.serve.catalog import Catalog
 from aeroseg.serve.files import FileAccess

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from aeroseg.bench import write_json
+from aeroseg.cli.bench import write_json
 from aeroseg.measure import FLOP_MAPPING, MemoryTracker, build_model, class_names, machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "class_scaling.json"

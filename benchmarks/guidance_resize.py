@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
+from aeroseg.backbones import load_guidance_encoder
 from aeroseg.data import read_image
-from aeroseg.modeling.backbones import load_guidance_encoder
 from aeroseg.modeling.guidance_encoder import _resize
 
 LAYERS = {"sam-vit-b": (4, 8), "sam-vit-l": (8, 16), "sam-vit-h": (8, 16)}

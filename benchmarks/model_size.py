@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from aeroseg.bench import write_json
+from aeroseg.cli.bench import write_json
 from aeroseg.measure import build_model, class_names, count_forward, machine
 from aeroseg.presets import presets
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from aeroseg.bench import machine, write_json
+from aeroseg.cli.bench import machine, write_json
 from aeroseg.presets import build
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sam3_guidance_size.json"

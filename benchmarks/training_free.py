@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from aeroseg.bench import build_model, class_names, machine, write_json
+from aeroseg.cli.bench import build_model, class_names, machine, write_json
 from aeroseg.training_free.presets import TRAINING_FREE_PRESETS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training_free.json"

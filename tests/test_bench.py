@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from aeroseg import bench, measure
+from aeroseg import measure
 from aeroseg._tiny import IMAGE_SIZE, build_tiny
-from aeroseg.cli import main
-from aeroseg.modeling.precision import autocast
+from aeroseg.cli import bench, main
+from aeroseg.precision import autocast
 
 
 @pytest.fixture(scope="module")

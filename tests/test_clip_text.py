@@ -10,8 +10,8 @@ from transformers import CLIPModel, CLIPTokenizer
 
 import aeroseg
 from aeroseg import AerOSeg
+from aeroseg.backbones import load_clip
 from aeroseg.convert.tokenizer import _vocab_and_merges, clean_text, clip_tokenizer
-from aeroseg.modeling.backbones import load_clip
 from aeroseg.presets import preset_config
 from tests.helpers import original_formats as orig
 from tests.helpers.tiny import tiny_overrides

@@ -9,7 +9,7 @@ import pytest
 import rasterio
 
 from aeroseg.cli import main
-from aeroseg.predict import predict as predict_image
+from aeroseg.prediction import predict as predict_image
 from tests.helpers.tiny import build_tiny_model
 from tests.test_predict import smooth_image
 from tests.test_predict_inputs import write_geotiff

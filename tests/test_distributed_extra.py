@@ -7,7 +7,7 @@ import pytest
 
 from aeroseg.cli import main
 from aeroseg.errors import UserError
-from aeroseg.predict import predict as predict_image
+from aeroseg.prediction import predict as predict_image
 from tests.test_inference import PixelModel
 from tests.test_predict import smooth_image
 from tests.test_predict_inputs import write_geotiff

@@ -4,10 +4,10 @@ give the single pass byte for byte, and every window runs once."""
 import pytest
 import torch
 
-from aeroseg.predict.classes import parse_classes
-from aeroseg.predict.io import ArraySource, ReadOptions
-from aeroseg.predict.outputs import ArrayWriter
-from aeroseg.predict.streaming import Grid, WindowOptions, blend_seam, segment_band, segment_source
+from aeroseg.prediction.classes import parse_classes
+from aeroseg.prediction.outputs import ArrayWriter
+from aeroseg.prediction.streaming import Grid, WindowOptions, blend_seam, segment_band, segment_source
+from aeroseg.raster import ArraySource, ReadOptions
 from tests.test_inference import ContextModel
 from tests.test_predict import smooth_image
 

@@ -11,9 +11,9 @@ from PIL import Image
 from torch import nn
 
 from aeroseg import AerOSeg
+from aeroseg.cli import evaluate as command
 from aeroseg.cli import main
 from aeroseg.data import SegmentationDataset
-from aeroseg.evaluation import command
 from aeroseg.inference import reference_scores
 from aeroseg.metrics import ConfusionMatrix
 from tests.helpers.tiny import build_tiny_model

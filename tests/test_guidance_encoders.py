@@ -11,11 +11,11 @@ from aeroseg._tiny import tiny_sam2_config
 from aeroseg.config import AerOSegConfig
 from aeroseg.convert.sam import load_original_sam
 from aeroseg.convert.sam2 import load_original_sam2
-from aeroseg.modeling import sam_image_encoder
+from aeroseg.encoders import sam_image_encoder
+from aeroseg.encoders.attention_windows import padded_rows, window_index
+from aeroseg.encoders.hiera_image_encoder import hiera_fpn_forward
+from aeroseg.encoders.sam_image_encoder import ATTENTION_PATHS, sam_vit_forward
 from aeroseg.modeling.guidance_encoder import SamGuidanceEncoder
-from aeroseg.modeling.hiera_image_encoder import hiera_fpn_forward
-from aeroseg.modeling.sam_image_encoder import ATTENTION_PATHS, sam_vit_forward
-from aeroseg.modeling.windows import padded_rows, window_index
 from tests.helpers import original_formats as orig
 from tests.helpers.reference_models import sam2_image_encoder as _sam2_image_encoder
 from tests.helpers.reference_models import sam_image_encoder as _sam_image_encoder

@@ -11,11 +11,11 @@ from transformers.models.sam.configuration_sam import SamVisionConfig
 from transformers.models.sam.modeling_sam import SamVisionEncoder
 
 from aeroseg._tiny import tiny_sam2_config
+from aeroseg.encoders import hiera_image_encoder, residual, sam_image_encoder
+from aeroseg.encoders.attention_windows import window_index
+from aeroseg.encoders.hiera_image_encoder import hiera_block, hiera_fpn_forward
+from aeroseg.encoders.sam_image_encoder import sam_vit_forward, vit_block
 from aeroseg.measure import FLOP_MAPPING
-from aeroseg.modeling import hiera_image_encoder, residual, sam_image_encoder
-from aeroseg.modeling.hiera_image_encoder import hiera_block, hiera_fpn_forward
-from aeroseg.modeling.sam_image_encoder import sam_vit_forward, vit_block
-from aeroseg.modeling.windows import window_index
 from aeroseg.training_free.regions import SamFeatures
 from tests.test_convert_sam import _tiny_sam2_config
 from tests.test_guidance_encoders import SAM_VISION, _check_sam, _close, _sam_encoder

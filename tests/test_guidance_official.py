@@ -11,8 +11,8 @@ from safetensors import safe_open
 
 from aeroseg.convert.sam import load_original_sam
 from aeroseg.convert.sam2 import load_original_sam2
-from aeroseg.modeling.hiera_image_encoder import hiera_fpn_forward
-from aeroseg.modeling.sam_image_encoder import sam_vit_forward
+from aeroseg.encoders.hiera_image_encoder import hiera_fpn_forward
+from aeroseg.encoders.sam_image_encoder import sam_vit_forward
 from tests.helpers import original_formats as orig
 from tests.helpers.hashed_weights import hashed_tensor
 from tests.test_convert_sam import _tiny_sam2_config

@@ -17,13 +17,13 @@ from PIL import Image
 from rasterio.windows import Window
 
 import aeroseg
-import aeroseg.predict.api
+import aeroseg.prediction.api
 from aeroseg.cli import build_parser, main
+from aeroseg.cli.train import resolve_config
 from aeroseg.errors import CheckpointError, UserError
-from aeroseg.predict.classes import make_class_list, parse_classes
-from aeroseg.predict.outputs import GeoTiffWriter, legend_font, write_overlay
+from aeroseg.prediction.classes import make_class_list, parse_classes
+from aeroseg.prediction.outputs import GeoTiffWriter, legend_font, write_overlay
 from aeroseg.progress import LogProgress, progress
-from aeroseg.training.command import resolve_config
 from tests.helpers.tiny import build_tiny_model, tiny_overrides
 from tests.test_evaluate import SAMPLES, check_scores, make_dataset
 from tests.test_inference import PixelModel
@@ -46,7 +46,7 @@ def test_7_impossible_folders_and_a_file_as_o_are_refused_before_any_work(tmp_pa
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded before the outputs were checked")
 
-    monkeypatch.setattr(aeroseg.predict.api, "load_segmenter", never)
+    monkeypatch.setattr(aeroseg.prediction.api, "load_segmenter", never)
     scenes = [write_geotiff(tmp_path / f"s{i}.tif", smooth_image(40, 40)) for i in range(2)]
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file")
@@ -121,11 +121,11 @@ def test_10_the_readme_output_folder_works_in_python(tmp_path, monkeypatch):
     result = predict_readme_style(PixelModel())
     assert result.outputs["classes"] == Path("out/scene.tif") and os.path.isfile("out/scene.tif")
     with pytest.raises(UserError, match="an array has no file name"):
-        aeroseg.predict.predict(PixelModel(), np.zeros((8, 8, 3), np.uint8), ["road"], output="out/")
+        aeroseg.prediction.predict(PixelModel(), np.zeros((8, 8, 3), np.uint8), ["road"], output="out/")
 
 
 def predict_readme_style(model):
-    return aeroseg.predict.predict(
+    return aeroseg.prediction.predict(
         model, "scene.tif", classes=["building", "road", "tree|forest"], output="out/"
     )
 

@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 from rasterio.windows import Window
 
-import aeroseg.predict.api
+import aeroseg.prediction.api
 from aeroseg.cli import main
 from aeroseg.inference import sliding_window_scores, window_starts
-from aeroseg.predict.classes import parse_classes
-from aeroseg.predict.io import ArraySource, RasterSource, ReadOptions
-from aeroseg.predict.outputs import ArrayWriter
-from aeroseg.predict.streaming import WindowOptions, count_windows, segment_source
+from aeroseg.prediction.classes import parse_classes
+from aeroseg.prediction.outputs import ArrayWriter
+from aeroseg.prediction.streaming import WindowOptions, count_windows, segment_source
+from aeroseg.raster import ArraySource, RasterSource, ReadOptions
 from tests.test_inference import ContextModel, PixelModel
 from tests.test_predict_inputs import TRANSFORM, write_geotiff
 
@@ -27,7 +27,7 @@ CLASSES = "building,road,tree|forest,water"
 def model(monkeypatch):
     """The stand-in that ``aeroseg predict`` loads whatever the checkpoint."""
     standin = PixelModel()
-    monkeypatch.setattr(aeroseg.predict.api, "load_segmenter", lambda checkpoint, device: standin)
+    monkeypatch.setattr(aeroseg.prediction.api, "load_segmenter", lambda checkpoint, device: standin)
     return standin
 
 

@@ -9,8 +9,8 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from aeroseg.errors import UserError
-from aeroseg.predict.classes import ClassList, make_class_list, parse_classes
-from aeroseg.predict.io import ArraySource, RasterSource, ReadOptions, expand_inputs
+from aeroseg.prediction.classes import ClassList, make_class_list, parse_classes
+from aeroseg.raster import ArraySource, RasterSource, ReadOptions, expand_inputs
 
 TRANSFORM = Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 5600000.0)  # 0.5 m pixels
 
@@ -133,7 +133,7 @@ def test_uint16_bands_are_chosen_and_scaled_by_percentiles(tmp_path):
 
 
 def test_percentiles_come_from_a_decimated_read(tmp_path, monkeypatch):
-    monkeypatch.setattr("aeroseg.predict.io.OVERVIEW_SIDE", 16)
+    monkeypatch.setattr("aeroseg.raster.OVERVIEW_SIDE", 16)
     data = np.arange(64 * 64, dtype=np.uint16).reshape(1, 64, 64)
     path = write_geotiff(tmp_path / "ramp.tif", data)
     reads = []

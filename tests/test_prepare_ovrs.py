@@ -94,7 +94,7 @@ def test_mask_with_an_id_outside_the_class_list_is_refused(archive, tmp_path, ca
 
 
 def test_dataset_refuses_out_of_list_ids_in_training_and_evaluation(tmp_path, capsys, monkeypatch):
-    from aeroseg.evaluation import command
+    from aeroseg.cli import evaluate as command
     from tests.test_train import write_dataset
 
     data = write_dataset(tmp_path / "data", n=2)

@@ -21,10 +21,10 @@ import morecantile  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from aeroseg.cli import build_parser, main  # noqa: E402
+from aeroseg.cli.serve import served_app  # noqa: E402
 from aeroseg.modeling.aeroseg import AerOSeg  # noqa: E402
-from aeroseg.predict import predict  # noqa: E402
-from aeroseg.predict.io import RasterSource, ReadOptions  # noqa: E402
-from aeroseg.serve.command import served_app  # noqa: E402
+from aeroseg.prediction import predict  # noqa: E402
+from aeroseg.raster import RasterSource, ReadOptions  # noqa: E402
 from tests.helpers.tiny import build_tiny_model  # noqa: E402
 from tests.test_predict import smooth_image  # noqa: E402
 from tests.test_predict_inputs import write_geotiff  # noqa: E402

@@ -16,11 +16,11 @@ import yaml
 from PIL import Image
 from rasterio.transform import from_origin
 
-from aeroseg.cli import build_parser, main
+from aeroseg.cli import build_parser, demo, main
 from aeroseg.data import SegmentationDataset
 from aeroseg.errors import CheckpointError, UserError
 from aeroseg.inference import sliding_window_scores
-from aeroseg.training_free import TrainingFreeConfig, build_training_free, demo, training_free
+from aeroseg.training_free import TrainingFreeConfig, build_training_free, training_free
 from aeroseg.training_free.regions import kmeans_regions
 
 TINY = dict(clip_image_size=64, clip_crop=32, clip_stride=16)  # tiny CLIP: patch 8, native input 32
@@ -245,7 +245,7 @@ def test_unreachable_hub_id_is_one_line(monkeypatch):
 
 def run_demo(argv: list[str]) -> int:
     """``aeroseg demo ARGV`` as the CLI runs it (the lead registers the name in aeroseg.cli)."""
-    parser = build_parser({"demo": ("aeroseg.training_free.demo", "demo")})
+    parser = build_parser({"demo": ("aeroseg.cli.demo", "demo")})
     args = parser.parse_args(["demo", *argv])
     try:
         return args._run(args)

@@ -14,7 +14,7 @@ from PIL import Image
 from aeroseg import build
 from aeroseg.cli import main
 from aeroseg.errors import CheckpointError, UserError
-from aeroseg.predict.api import load_segmenter
+from aeroseg.prediction.api import load_segmenter
 from aeroseg.presets import preset_config
 from aeroseg.training_free.presets import preset_file_overrides
 from aeroseg.training_free.segearth_config import SegEarthOV3Config, segearth_ov3

@@ -26,7 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from aeroseg.modeling.precision import autocast, has_native_bf16
+from aeroseg.precision import autocast, has_native_bf16
 
 COMPONENTS = ("clip", "text", "guidance", "correlation", "refinement", "decoder")
 MIB = 2**20
@@ -82,7 +82,7 @@ def _inplace_addmm_flop(self_shape, a_shape, b_shape, *args, out_shape=None, **k
 
 
 # FlopCounterMode knows the CUDA attention kernels only (the CPU one has the same cost) and not the in-place
-# product the guidance encoders accumulate their MLP output with (``aeroseg.modeling.residual``).
+# product the guidance encoders accumulate their MLP output with (``aeroseg.encoders.residual``).
 FLOP_MAPPING = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
     torch.ops.aten.addmm_: _inplace_addmm_flop,

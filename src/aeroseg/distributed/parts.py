@@ -1,12 +1,12 @@
 """The units of a distributed prediction, their part files and the assembly of a scene from its parts.
 
-A unit is a band of window rows of one scene (:meth:`aeroseg.predict.streaming.Grid.bands`); a scene
+A unit is a band of window rows of one scene (:meth:`aeroseg.prediction.streaming.Grid.bands`); a scene
 smaller than a unit is one unit. A worker runs a unit (:func:`run_unit`) and returns its part: the labels
-of the pixel rows only its windows cover and its :class:`~aeroseg.predict.streaming.BandEdges`. The
+of the pixel rows only its windows cover and its :class:`~aeroseg.prediction.streaming.BandEdges`. The
 driver saves each part under ``OUT/.aeroseg-parts/<stem>/`` (temporary name, then renamed) beside a
 ``plan.json`` that names the input, the settings and the units, so that a rerun of the same command
 reuses the parts of an unfinished scene. When every part of a scene is in, :func:`assemble` writes the
-scene's files band by band (the seams blended by :func:`~aeroseg.predict.streaming.blend_seam`), holding
+scene's files band by band (the seams blended by :func:`~aeroseg.prediction.streaming.blend_seam`), holding
 at most two parts in memory, and removes the parts.
 """
 
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
-from aeroseg.predict.classes import NODATA, ClassList
-from aeroseg.predict.io import RasterSource, ReadOptions, is_url
-from aeroseg.predict.outputs import ArrayWriter, PredictionFiles, temporary_path
-from aeroseg.predict.streaming import BandEdges, Grid, WindowOptions, blend_seam, segment_band
+from aeroseg.prediction.classes import NODATA, ClassList
+from aeroseg.prediction.outputs import ArrayWriter, PredictionFiles, temporary_path
+from aeroseg.prediction.streaming import BandEdges, Grid, WindowOptions, blend_seam, segment_band
+from aeroseg.raster import RasterSource, ReadOptions, is_url
 
 PARTS = ".aeroseg-parts"
 

@@ -32,8 +32,8 @@ from tqdm.auto import tqdm
 
 from aeroseg.distributed.parts import Job, Scene, run_unit, save_part
 from aeroseg.errors import UserError
-from aeroseg.predict import api
-from aeroseg.predict.io import one_line
+from aeroseg.prediction import api
+from aeroseg.raster import one_line
 
 LOST = (RayActorError, WorkerCrashedError, OutOfMemoryError, ObjectLostError, NodeDiedError)
 ATTEMPTS = 3  # runs of a unit lost with their worker before the unit fails

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aeroseg.commands import options
+from aeroseg.cli import options
+from aeroseg.cli.evaluate import write_text_atomic
 from aeroseg.errors import UserError
-from aeroseg.evaluation.command import write_text_atomic
 from aeroseg.metrics import SegmentationScores
 
 MISSING = "–"

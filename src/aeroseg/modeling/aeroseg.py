@@ -14,10 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from aeroseg.config import AerOSegConfig
-from aeroseg.errors import CheckpointError
-from aeroseg.modeling.back_projection import SemanticBackProjection
-from aeroseg.modeling.backbones import (
+from aeroseg.backbones import (
     TOKENIZER_FILES,
     backbone_configs,
     backbones_from_configs,
@@ -27,6 +24,9 @@ from aeroseg.modeling.backbones import (
     load_clip,
     load_guidance_encoder,
 )
+from aeroseg.config import AerOSegConfig
+from aeroseg.errors import CheckpointError
+from aeroseg.modeling.back_projection import SemanticBackProjection
 from aeroseg.modeling.clip_guidance import ClipGuidance
 from aeroseg.modeling.correlation import CorrelationFeatures
 from aeroseg.modeling.correlation_refinement import CorrelationRefinement
@@ -36,10 +36,10 @@ from aeroseg.modeling.guidance_encoder import (
     Sam3GuidanceEncoder,
     SamGuidanceEncoder,
 )
-from aeroseg.modeling.images import unit_images
 from aeroseg.modeling.upsampling_decoder import UpsamplingDecoder
 from aeroseg.modeling.vision_language_backbone import VisionLanguageBackbone
 from aeroseg.presets import fit_guidance_layers
+from aeroseg.segmenter import unit_images
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -199,8 +199,8 @@ class AerOSeg(nn.Module):
         return self
 
     def predict(self, image: Any, classes: Sequence[str], output: Any = None, **options: Any) -> Any:
-        """Segment a file or an array of any size; see :func:`aeroseg.predict.api.predict`."""
-        from aeroseg.predict.api import predict
+        """Segment a file or an array of any size; see :func:`aeroseg.prediction.api.predict`."""
+        from aeroseg.prediction.api import predict
 
         return predict(self, image, classes=classes, output=output, **options)
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aeroseg.modeling.hiera_image_encoder import hiera_fpn_forward
-from aeroseg.modeling.sam_image_encoder import ATTENTION_PATHS, sam_vit_forward
+from aeroseg.encoders.hiera_image_encoder import hiera_fpn_forward
+from aeroseg.encoders.sam_image_encoder import ATTENTION_PATHS, sam_vit_forward
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -87,13 +87,13 @@ class _FrozenImageEncoder(nn.Module):
 
 class SamGuidanceEncoder(_FrozenImageEncoder):
     """SAM ViT image encoder: the weights of ``transformers``' ``SamVisionEncoder``, run by
-    :func:`aeroseg.modeling.sam_image_encoder.sam_vit_forward` (same results, faster).
+    :func:`aeroseg.encoders.sam_image_encoder.sam_vit_forward` (same results, faster).
 
     Args:
         encoder: ``SamModel.vision_encoder``.
         layers: 1-based blocks (paper: 8 and 16 of ViT-L) feeding decoder stages 1 and 2.
         final: ``"neck"`` (256 channels, **choice**) or ``"last_block"`` (the last block's width).
-        attention: ``"sdpa"``, ``"flex"`` or ``"eager"`` (see :mod:`aeroseg.modeling.sam_image_encoder`).
+        attention: ``"sdpa"``, ``"flex"`` or ``"eager"`` (see :mod:`aeroseg.encoders.sam_image_encoder`).
     """
 
     def __init__(
@@ -130,7 +130,7 @@ class SamGuidanceEncoder(_FrozenImageEncoder):
 
 class Sam2GuidanceEncoder(_FrozenImageEncoder):
     """SAM2 / SAM2.1 Hiera image encoder: the weights of ``transformers``' ``Sam2VisionModel``, run by
-    :func:`aeroseg.modeling.hiera_image_encoder.hiera_fpn_forward`; the three FPN levels (strides 16, 8, 4)
+    :func:`aeroseg.encoders.hiera_image_encoder.hiera_fpn_forward`; the three FPN levels (strides 16, 8, 4)
     feed the final feature and decoder stages 1 and 2."""
 
     def __init__(

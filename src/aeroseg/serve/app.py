@@ -34,10 +34,10 @@ from rio_tiler.errors import RioTilerError
 from starlette.exceptions import HTTPException
 
 from aeroseg.errors import UserError
-from aeroseg.predict.classes import parse_classes
-from aeroseg.predict.io import one_line
-from aeroseg.predict.outputs import class_colours
+from aeroseg.prediction.classes import parse_classes
+from aeroseg.prediction.outputs import class_colours
 from aeroseg.presets import presets
+from aeroseg.raster import one_line
 from aeroseg.serve.catalog import DEFAULT_MODEL, Catalog
 from aeroseg.serve.files import ForbiddenPath, TooLarge, save_upload, too_large
 from aeroseg.serve.jobs import JobRunner

@@ -1,6 +1,6 @@
 """What ``aeroseg serve`` holds in memory: the opened rasters, the loaded models and the feature caches.
 
-- A raster is opened once (:class:`aeroseg.predict.io.RasterSource`, so bands and scaling are those of
+- A raster is opened once (:class:`aeroseg.raster.RasterSource`, so bands and scaling are those of
   ``aeroseg predict``) and named by a short id in the page's URLs.
 - A model is loaded once per name: ``default`` (the one given on the command line), a preset name, or a
   checkpoint directory under the allowed roots. At most :data:`LOADED_MODELS` stay loaded.
@@ -24,7 +24,7 @@ import torch
 
 from aeroseg.errors import UserError
 from aeroseg.inference import FeatureCache
-from aeroseg.predict.io import RasterSource, ReadOptions
+from aeroseg.raster import RasterSource, ReadOptions
 from aeroseg.serve.files import FileAccess
 from aeroseg.serve.tiles import MapFrame, map_frame
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from aeroseg.errors import UserError
-from aeroseg.predict.io import IMAGE_SUFFIXES
+from aeroseg.raster import IMAGE_SUFFIXES
 
 LISTED_FILES = 500  # at most this many images are listed in the page's file menu
 

@@ -1,7 +1,7 @@
 """Segmentation runs of ``aeroseg serve``: one at a time, in a worker thread, with their progress.
 
 A run segments a window of a raster (the map's view) or the whole raster with
-:func:`aeroseg.predict.api.run_prediction`, the code of ``aeroseg predict``, into a class GeoTIFF on the
+:func:`aeroseg.prediction.api.run_prediction`, the code of ``aeroseg predict``, into a class GeoTIFF on the
 raster's own pixel grid (CRS and transform of the input, shifted to the window). The page polls the run's
 progress, then shows the GeoTIFF as map tiles; the polygons (GeoPackage) are made from it on first
 download. The files of the last :data:`KEPT_JOBS` runs are kept in the server's work folder.
@@ -25,11 +25,11 @@ from rasterio.windows import transform as window_transform
 
 from aeroseg.errors import UserError
 from aeroseg.inference import FeatureCache
-from aeroseg.predict.api import run_prediction, vector_writer
-from aeroseg.predict.classes import NODATA, ClassList
-from aeroseg.predict.io import RasterSource, one_line
-from aeroseg.predict.outputs import class_colours
-from aeroseg.predict.streaming import WindowOptions, count_windows
+from aeroseg.prediction.api import run_prediction, vector_writer
+from aeroseg.prediction.classes import NODATA, ClassList
+from aeroseg.prediction.outputs import class_colours
+from aeroseg.prediction.streaming import WindowOptions, count_windows
+from aeroseg.raster import RasterSource, one_line
 from aeroseg.serve.catalog import Raster
 
 KEPT_JOBS = 16

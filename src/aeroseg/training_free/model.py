@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aeroseg.backbones import load_clip, load_guidance_encoder
 from aeroseg.errors import CheckpointError, UserError
-from aeroseg.modeling.backbones import load_clip, load_guidance_encoder
-from aeroseg.modeling.images import unit_images
+from aeroseg.segmenter import unit_images
 from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE, TrainingFreeConfig
 from aeroseg.training_free.dense_clip import TrainingFreeClip
 from aeroseg.training_free.regions import SamFeatures, kmeans_regions, region_mean
@@ -148,8 +148,8 @@ class TrainingFreeSegmenter(nn.Module):
         )
 
     def predict(self, image: Any, classes: Sequence[str], output: Any = None, **options: Any) -> Any:
-        """Segment a file, URL or array of any size; see :func:`aeroseg.predict.api.predict`."""
-        from aeroseg.predict.api import predict
+        """Segment a file, URL or array of any size; see :func:`aeroseg.prediction.api.predict`."""
+        from aeroseg.prediction.api import predict
 
         return predict(self, image, classes=classes, output=output, **options)
 

@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aeroseg.encoders.hiera_image_encoder import hiera_fpn_forward
+from aeroseg.encoders.sam_image_encoder import sam_vit_forward
 from aeroseg.modeling.guidance_encoder import IMAGENET_MEAN, IMAGENET_STD
-from aeroseg.modeling.hiera_image_encoder import hiera_fpn_forward
-from aeroseg.modeling.sam_image_encoder import sam_vit_forward
 
 
 class SamFeatures(nn.Module):
     """Frozen SAM (``SamVisionEncoder``) or SAM2 (``Sam2VisionModel``) image encoder → final features, run by
-    the guidance encoders' own forwards (:mod:`aeroseg.modeling.sam_image_encoder`, ``hiera_image_encoder``).
+    the guidance encoders' own forwards (:mod:`aeroseg.encoders.sam_image_encoder`, ``hiera_image_encoder``).
 
     Args:
         encoder: the image encoder.

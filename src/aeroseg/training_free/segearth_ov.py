@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aeroseg.backbones import load_clip
 from aeroseg.errors import UserError
-from aeroseg.modeling.backbones import load_clip
 from aeroseg.training_free.dense_clip import TrainingFreeClip
 from aeroseg.training_free.model import PROBABILITY_EPS, background_probabilities
 from aeroseg.training_free.segearth_config import SegEarthOVConfig
@@ -146,8 +146,8 @@ class SegEarthOV(nn.Module):
         return self._text_cache[1]
 
     def predict(self, image: Any, classes: Sequence[str], output: Any = None, **options: Any) -> Any:
-        """Segment a file, URL or array of any size; see :func:`aeroseg.predict.api.predict`."""
-        from aeroseg.predict.api import predict
+        """Segment a file, URL or array of any size; see :func:`aeroseg.prediction.api.predict`."""
+        from aeroseg.prediction.api import predict
 
         return predict(self, image, classes=classes, output=output, **options)
 

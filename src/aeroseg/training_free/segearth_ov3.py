@@ -29,10 +29,10 @@ from torch import nn
 from transformers import CLIPTokenizer, Sam3Model
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from aeroseg.backbones import ATTENTION, hub_offline
 from aeroseg.convert.arch import load_arch_config
 from aeroseg.convert.tokenizer import clip_tokenizer
 from aeroseg.errors import CheckpointError
-from aeroseg.modeling.backbones import ATTENTION, hub_offline
 from aeroseg.training_free.model import PROBABILITY_EPS
 from aeroseg.training_free.segearth_config import SegEarthOV3Config
 from aeroseg.training_free.segearth_ov import _crop_boxes
@@ -185,8 +185,8 @@ class SegEarthOV3(nn.Module):
         return self._text_cache[1]
 
     def predict(self, image: Any, classes: Sequence[str], output: Any = None, **options: Any) -> Any:
-        """Segment a file, URL or array of any size; see :func:`aeroseg.predict.api.predict`."""
-        from aeroseg.predict.api import predict
+        """Segment a file, URL or array of any size; see :func:`aeroseg.prediction.api.predict`."""
+        from aeroseg.prediction.api import predict
 
         return predict(self, image, classes=classes, output=output, **options)
 

@@ -161,7 +161,7 @@ def _download(url: str) -> Path:
     import os
     import urllib.request
 
-    from aeroseg.training_free.demo import cache_dir
+    from aeroseg.cli.demo import cache_dir
 
     key = hashlib.sha256(url.encode()).hexdigest()[:12]
     path = cache_dir() / "weights" / f"{key}-{url.rsplit('/', 1)[-1]}"
@@ -186,7 +186,7 @@ def _download(url: str) -> Path:
 def load_simfeatup(source: str, dim: int) -> SimFeatUp:
     """SimFeatUp from a local ``.ckpt`` path, an ``http(s)://`` URL (cached) or an ``hf://OWNER/REPO/PATH``
     file on the hub."""
-    from aeroseg.modeling.backbones import hub_file
+    from aeroseg.backbones import hub_file
 
     if source.startswith(("http://", "https://")):
         path = _download(source)

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from aeroseg.errors import CheckpointError, UserError
-from aeroseg.predict.io import ReadOptions, expand_inputs, is_url, one_line
-from aeroseg.predict.streaming import PRECISIONS, WindowOptions
+from aeroseg.prediction.streaming import PRECISIONS, WindowOptions
 from aeroseg.presets import presets
+from aeroseg.raster import ReadOptions, expand_inputs, is_url, one_line
 
 DEFAULT_PORT = 8000
 DEFAULT_UPLOAD_MB = 512
@@ -94,7 +94,7 @@ def served_app(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
         raise UserError(
             f'aeroseg serve needs the {error.name} package: pip install "aeroseg[serve]"'
         ) from None
-    from aeroseg.predict import api
+    from aeroseg.prediction import api
     from aeroseg.serve.catalog import Catalog
     from aeroseg.serve.files import FileAccess, ForbiddenPath
     from aeroseg.serve.jobs import JobRunner
@@ -150,7 +150,7 @@ def served_app(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
 def load_model(checkpoint: str | None, preset: str | None, device: Any, **weights: str | None) -> Any:
     """The model of ``--checkpoint`` (a directory, or a file in it), of ``--preset`` on its public weights,
     or the training-free model; :class:`UserError` with one line when it cannot be loaded."""
-    from aeroseg.predict import api
+    from aeroseg.prediction import api
 
     weights = {k: v for k, v in weights.items() if v is not None}
     if checkpoint is not None:

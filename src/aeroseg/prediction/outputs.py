@@ -3,7 +3,7 @@
 Every file is written under a hidden temporary name beside its final name and renamed when complete, so
 an interrupted run never leaves a truncated output that a later run would skip.
 
-- Class raster: uint8 class ids (see :mod:`aeroseg.predict.classes` for the id scheme; 255 = nodata). A
+- Class raster: uint8 class ids (see :mod:`aeroseg.prediction.classes` for the id scheme; 255 = nodata). A
   GeoTIFF keeps the input's CRS and transform, is tiled 256×256 and deflate-compressed, and carries a
   colour map, the class names as tags (``AEROSEG_CLASSES``: JSON list by id; ``CLASS_<id>``: name) and a
   band description. A PNG (for a plain PNG or JPEG input) is a palette image with the same JSON in a text
@@ -32,7 +32,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from aeroseg.predict.classes import BACKGROUND, NODATA, ClassList
+from aeroseg.prediction.classes import BACKGROUND, NODATA, ClassList
 
 OVERLAY_SIDE = 2048
 CLASSES_TAG = "AEROSEG_CLASSES"

@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from aeroseg.errors import UserError
-from aeroseg.predict.api import model_identity
-from aeroseg.predict.classes import ClassList
-from aeroseg.predict.outputs import read_settings
+from aeroseg.prediction.api import model_identity
+from aeroseg.prediction.classes import ClassList
+from aeroseg.prediction.outputs import read_settings
 
 
 def model_weights(args: argparse.Namespace) -> dict[str, str]:
     """The weights flags given (``--clip``, ``--guidance``, ``--preset``, ``--simfeatup``, ``--sam3``), as
-    keyword arguments of :func:`aeroseg.predict.api.load_segmenter`."""
+    keyword arguments of :func:`aeroseg.prediction.api.load_segmenter`."""
     names = ("clip", "guidance", "preset", "simfeatup", "sam3")
     return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from aeroseg.errors import UserError
-from aeroseg.predict.io import RasterSource, is_url
+from aeroseg.raster import RasterSource, is_url
 
 
 def output_paths(class_path: Path, *, scores: bool, overlay: bool) -> dict[str, Path]:

@@ -31,8 +31,8 @@ from rasterio.features import shapes
 from rasterio.warp import transform_geom
 
 from aeroseg.errors import UserError
-from aeroseg.predict.classes import NODATA
-from aeroseg.predict.outputs import CLASSES_TAG, temporary_path
+from aeroseg.prediction.classes import NODATA
+from aeroseg.prediction.outputs import CLASSES_TAG, temporary_path
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 FIELDS = ["class", "class_id", "area", "source"]

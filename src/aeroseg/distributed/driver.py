@@ -1,4 +1,4 @@
-"""The entry points of a distributed prediction: ``aeroseg predict --ray`` and ``aeroseg.predict(ray=...)``.
+"""The entry points of a distributed prediction: ``aeroseg predict --ray`` and ``aeroseg.prediction(ray=...)``.
 
 The driver (the process that runs the command) opens every input to plan its units, starts the workers,
 saves the parts as they come back and writes each scene's files once its parts are in; it needs read
@@ -23,16 +23,16 @@ import torch
 from rasterio.errors import RasterioError
 from tqdm.auto import tqdm
 
+from aeroseg.cli.predict import _stem
 from aeroseg.distributed import require_ray
 from aeroseg.distributed.parts import PARTS, Job, Scene, assemble, plan_scene
 from aeroseg.errors import UserError
-from aeroseg.predict import api
-from aeroseg.predict import paths as places
-from aeroseg.predict.classes import ClassList
-from aeroseg.predict.command import _stem
-from aeroseg.predict.io import RasterSource, ReadOptions, is_url, one_line
-from aeroseg.predict.settings import finished, model_weights
-from aeroseg.predict.streaming import WindowOptions
+from aeroseg.prediction import api
+from aeroseg.prediction import paths as places
+from aeroseg.prediction.classes import ClassList
+from aeroseg.prediction.settings import finished, model_weights
+from aeroseg.prediction.streaming import WindowOptions
+from aeroseg.raster import RasterSource, ReadOptions, is_url, one_line
 
 UNIT_PIXELS = 32_000_000  # default pixels of a unit: a larger scene is split into bands of about this size
 
@@ -50,7 +50,7 @@ def records_on_ray(
     """Predict ``inputs`` on Ray as ``aeroseg predict --ray`` does; one record per input, in order.
 
     ``out_file``: the one class raster ``-o`` names, else None (``-o`` is a folder); ``settings`` are
-    recorded in the class rasters (see :func:`aeroseg.predict.settings.prediction_settings`); ``clashes``
+    recorded in the class rasters (see :func:`aeroseg.prediction.settings.prediction_settings`); ``clashes``
     maps inputs whose outputs would take an earlier input's names to their one-line reason."""
     require_ray()
     from aeroseg.distributed.runner import Cluster, connect, run_units
@@ -130,7 +130,7 @@ def predict_on_ray(
     address: str,
     progress: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Predict one image on Ray for :func:`aeroseg.predict`; its class map and scores."""
+    """Predict one image on Ray for :func:`aeroseg.prediction`; its class map and scores."""
     require_ray()
     from aeroseg.distributed.runner import Cluster, connect, run_units
 

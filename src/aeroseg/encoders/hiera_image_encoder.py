@@ -4,9 +4,9 @@ The same parameters and FPN features as ``Sam2VisionModel.forward`` (hub, direct
 unchanged), without its extra work: ``transformers``' ``Sam2MultiScaleAttention`` also computes and discards a
 softmax over the heads of every token, the neck builds sine position encodings the guidance never reads, and
 windows are padded and permuted by copies. Here windows are gathers of the tokens or of their projections
-(:mod:`aeroseg.modeling.windows`), taken in blocks of windows that stay in cache, and without autograd a block
+(:mod:`aeroseg.encoders.attention_windows`), taken in blocks of windows that stay in cache, and without autograd a block
 on whole windows (the first two stages, 65,536 and 16,384 tokens at 1024²) runs norm, attention, projection
-and MLP per block of windows before writing its rows back (residual forms: :mod:`aeroseg.modeling.residual`).
+and MLP per block of windows before writing its rows back (residual forms: :mod:`aeroseg.encoders.residual`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aeroseg.modeling.residual import add_linear, add_mlp, lean
-from aeroseg.modeling.windows import padded_rows, window_index
+from aeroseg.encoders.attention_windows import padded_rows, window_index
+from aeroseg.encoders.residual import add_linear, add_mlp, lean
 
 # tokens per block of windows. Measured on 2 cores (Hiera-B+ at 1024², min of 5): 4096 tokens
 # (5-11 MiB of query/key/value) take the stage-2 block with query pooling from 0.50 to 0.33 s and are as fast

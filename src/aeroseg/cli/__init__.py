@@ -13,22 +13,22 @@ import argparse
 import importlib
 import sys
 
-from aeroseg.commands.options import HelpFormatter
+from aeroseg.cli.options import HelpFormatter
 from aeroseg.errors import UserError
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "presets": ("aeroseg.commands.presets", "list the model presets"),
-    "prepare": ("aeroseg.data.prepare", "prepare iSAID, DLRSD or OpenEarthMap from the official downloads"),
-    "train": ("aeroseg.training.command", "train a model on a prepared dataset"),
-    "evaluate": ("aeroseg.evaluation.command", "score a model or a folder of predictions (s/u/h-mIoU)"),
+    "presets": ("aeroseg.cli.presets", "list the model presets"),
+    "prepare": ("aeroseg.cli.prepare", "prepare iSAID, DLRSD or OpenEarthMap from the official downloads"),
+    "train": ("aeroseg.cli.train", "train a model on a prepared dataset"),
+    "evaluate": ("aeroseg.cli.evaluate", "score a model or a folder of predictions (s/u/h-mIoU)"),
     "report": ("aeroseg.evaluation.report", "print the paper's tables from evaluation JSON files"),
-    "predict": ("aeroseg.predict.command", "segment images or GeoTIFFs of any size"),
-    "bench": ("aeroseg.bench", "measure speed, FLOPs and memory of a preset"),
-    "serve": ("aeroseg.serve.command", "a map in the browser: segment GeoTIFFs with any class list"),
-    "convert": ("aeroseg.commands.convert", "turn a CAT-Seg / OVRS checkpoint into an AerOSeg checkpoint"),
+    "predict": ("aeroseg.cli.predict", "segment images or GeoTIFFs of any size"),
+    "bench": ("aeroseg.cli.bench", "measure speed, FLOPs and memory of a preset"),
+    "serve": ("aeroseg.cli.serve", "a map in the browser: segment GeoTIFFs with any class list"),
+    "convert": ("aeroseg.cli.convert", "turn a CAT-Seg / OVRS checkpoint into an AerOSeg checkpoint"),
     "demo": (
-        "aeroseg.training_free.demo",
+        "aeroseg.cli.demo",
         "segment a public sample aerial image with the training-free model",
     ),
 }

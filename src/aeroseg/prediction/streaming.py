@@ -29,8 +29,8 @@ from rasterio.windows import Window
 
 from aeroseg.errors import UserError
 from aeroseg.inference import FeatureCache, blend_weight, pad_to, window_probabilities, window_starts
-from aeroseg.predict.classes import ClassList
-from aeroseg.predict.io import RasterSource
+from aeroseg.prediction.classes import ClassList
+from aeroseg.raster import RasterSource
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 GDAL_CACHE_MB = 64  # GDAL's block cache (default 5% of RAM) would otherwise grow with the scene

@@ -26,8 +26,8 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from aeroseg.commands import options
-from aeroseg.commands.options import WEIGHTS_METAVAR
+from aeroseg.cli import options
+from aeroseg.cli.options import WEIGHTS_METAVAR
 from aeroseg.errors import UserError
 from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
 from aeroseg.training_free.presets import TRAINING_FREE_PRESETS, build_training_free_preset
@@ -102,9 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aeroseg.predict.api import predict, resolve_device
-    from aeroseg.predict.classes import parse_classes
-    from aeroseg.predict.paths import check_folder
+    from aeroseg.prediction.api import predict, resolve_device
+    from aeroseg.prediction.classes import parse_classes
+    from aeroseg.prediction.paths import check_folder
 
     classes = parse_classes(args.classes)
     check_folder(Path(args.output))  # before any download: a folder that cannot be made is refused

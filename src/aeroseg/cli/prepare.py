@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aeroseg.commands import options
+from aeroseg.cli import options
 from aeroseg.data import dlrsd, isaid, openearthmap, ovrs
 from aeroseg.data.info import BUILTIN, builtin_split
 from aeroseg.data.writer import SPLITS, Writer

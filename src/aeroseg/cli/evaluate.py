@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from aeroseg import AerOSeg
-from aeroseg.commands import options
-from aeroseg.commands.options import WEIGHTS_METAVAR
+from aeroseg.cli import options
+from aeroseg.cli.options import WEIGHTS_METAVAR
 from aeroseg.data import DatasetInfo, SegmentationDataset
 from aeroseg.errors import UserError
 from aeroseg.evaluation.scoring import score_model, score_predictions

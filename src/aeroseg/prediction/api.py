@@ -22,18 +22,18 @@ import torch
 import aeroseg
 from aeroseg.errors import CheckpointError, UserError
 from aeroseg.inference import FeatureCache
-from aeroseg.predict.classes import ClassList, make_class_list, parse_classes
-from aeroseg.predict.io import ArraySource, RasterSource, ReadOptions, one_line
-from aeroseg.predict.outputs import PredictionFiles
-from aeroseg.predict.paths import (
+from aeroseg.prediction.classes import ClassList, make_class_list, parse_classes
+from aeroseg.prediction.outputs import PredictionFiles
+from aeroseg.prediction.paths import (
     input_stem,
     make_parent,
     output_file,
     output_paths,
     refuse_overwriting_input,
 )
-from aeroseg.predict.streaming import PRECISIONS, WindowOptions, count_windows, segment_source
+from aeroseg.prediction.streaming import PRECISIONS, WindowOptions, count_windows, segment_source
 from aeroseg.progress import progress as progress_bar
+from aeroseg.raster import ArraySource, RasterSource, ReadOptions, one_line
 
 _CACHES: weakref.WeakKeyDictionary[Any, FeatureCache] = weakref.WeakKeyDictionary()
 
@@ -129,9 +129,9 @@ def resolve_device(name: str | None) -> torch.device:
 def vector_writer(
     path: str | Path, *, min_area: float = 0.0, simplify: float = 0.0, pixel_coordinates: bool = False
 ) -> Any:
-    """A :class:`aeroseg.predict.vector.VectorWriter` (needs the ``pyogrio`` and ``shapely`` packages)."""
+    """A :class:`aeroseg.prediction.vector.VectorWriter` (needs the ``pyogrio`` and ``shapely`` packages)."""
     try:
-        from aeroseg.predict.vector import VectorWriter
+        from aeroseg.prediction.vector import VectorWriter
     except ImportError as error:
         raise UserError(
             f"vector output needs the {error.name} package: pip install pyogrio shapely"
@@ -211,7 +211,7 @@ def predict(
     """Segment ``image`` into ``classes`` and return the class map, the scores and the class names.
 
     ``image``: a file path or URL, or an array / tensor H×W, H×W×C or C×H×W; pixel values are mapped to
-    [0, 1] by the rule of :mod:`aeroseg.predict.io` (uint8 /255, floats in [0, 1] as they are, floats in
+    [0, 1] by the rule of :mod:`aeroseg.raster` (uint8 /255, floats in [0, 1] as they are, floats in
     [0, 255] /255, anything else by percentiles), the same rule as ``aeroseg predict``. ``classes``: names,
     ``"tree|forest"`` synonym strings or lists of synonyms, a comma-separated string, or a
     :class:`ClassList`. ``output``: a .tif/.tiff/.png path, written exactly there, or a folder (an existing
@@ -277,7 +277,7 @@ def predict(
                     on_windows=bar.update,
                 )
     if ray is not None:
-        from aeroseg.distributed.command import predict_on_ray
+        from aeroseg.distributed.driver import predict_on_ray
 
         ids, confidence = predict_on_ray(
             model, str(image), classes, paths, read=read, options=options, precision=precision,

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from aeroseg.commands import options
+from aeroseg.cli import options
 from aeroseg.errors import UserError
 from aeroseg.measure import (
     MIB,

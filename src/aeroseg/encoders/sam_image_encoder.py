@@ -10,7 +10,7 @@ checkpoints load unchanged), computed faster:
 - window attention computes the query/key/value and output projections on the image tokens only: a
   zero-padded token's projection is the bias alone, so padding is filled with it after the product; windows
   are gathered one kernel call at a time;
-- without autograd the residual and MLP steps allocate little (:mod:`aeroseg.modeling.residual`).
+- without autograd the residual and MLP steps allocate little (:mod:`aeroseg.encoders.residual`).
 
 ``attention``: ``"sdpa"`` (fused ``scaled_dot_product_attention`` per block of queries; the default),
 ``"flex"`` (``torch.nn.attention.flex_attention``, compiled; for GPUs: on CPU its generated kernel is
@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aeroseg.modeling.residual import add_linear, add_mlp
-from aeroseg.modeling.windows import padded_rows, window_index
+from aeroseg.encoders.attention_windows import padded_rows, window_index
+from aeroseg.encoders.residual import add_linear, add_mlp
 
 ATTENTION_PATHS = ("sdpa", "flex", "eager")
 # attention scores (or bias) held at once per kernel call: 2**22 fp32 values (16 MiB). Measured on 2 shared

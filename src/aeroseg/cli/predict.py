@@ -8,8 +8,8 @@ ViT-B/16 and SAM ViT-B weights, downloaded into the Hugging Face cache on first 
 ``--guidance`` choose other weights (hub id, directory or original file; ``--guidance none``: no SAM).
 
 For every input, OUT/<stem>.tif (a GeoTIFF input or any other raster) or OUT/<stem>.png (a plain PNG or
-JPEG) holds the class ids; see :mod:`aeroseg.predict.classes` for the id scheme and
-:mod:`aeroseg.predict.outputs` for the files. With a single input, ``-o FILE.tif`` (or .png) writes exactly
+JPEG) holds the class ids; see :mod:`aeroseg.prediction.classes` for the id scheme and
+:mod:`aeroseg.prediction.outputs` for the files. With a single input, ``-o FILE.tif`` (or .png) writes exactly
 that file. Every class raster records the settings that made it (classes, model, reading and window
 options); inputs whose outputs all exist with the same settings are skipped, outputs made with other
 settings are refused unless ``--overwrite`` redoes them. Folders of ``-o``, ``--vector`` and ``--json``
@@ -30,17 +30,17 @@ from typing import Any
 
 from rasterio.errors import RasterioError
 
-from aeroseg.commands import options
-from aeroseg.commands.options import WEIGHTS_METAVAR
+from aeroseg.cli import options
+from aeroseg.cli.options import WEIGHTS_METAVAR
 from aeroseg.errors import UserError
-from aeroseg.predict import api
-from aeroseg.predict import paths as places
-from aeroseg.predict.classes import ClassList, parse_classes
-from aeroseg.predict.io import RasterSource, ReadOptions, expand_inputs, one_line
-from aeroseg.predict.outputs import atomic
-from aeroseg.predict.settings import finished, model_weights, prediction_settings
-from aeroseg.predict.streaming import PRECISIONS, WindowOptions, count_windows
+from aeroseg.prediction import api
+from aeroseg.prediction import paths as places
+from aeroseg.prediction.classes import ClassList, parse_classes
+from aeroseg.prediction.outputs import atomic
+from aeroseg.prediction.settings import finished, model_weights, prediction_settings
+from aeroseg.prediction.streaming import PRECISIONS, WindowOptions, count_windows
 from aeroseg.progress import LogProgress, progress
+from aeroseg.raster import RasterSource, ReadOptions, expand_inputs, one_line
 from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
 
 
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     clashes = {} if out_file else _stem_clashes(inputs)
     settings = prediction_settings(args, classes)
     if args.ray is not None:
-        from aeroseg.distributed.command import records_on_ray
+        from aeroseg.distributed.driver import records_on_ray
 
         records = records_on_ray(args, inputs, classes, read, window_options, out_file, settings, clashes)
     else:

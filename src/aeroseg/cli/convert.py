@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aeroseg.backbones import hub_file
     from aeroseg.convert.catseg import load_catseg
-    from aeroseg.modeling.backbones import hub_file
 
     out = args.out_dir.expanduser()
     if out.exists():

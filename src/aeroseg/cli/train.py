@@ -6,8 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from aeroseg.commands import options
-from aeroseg.commands.options import DEVICE_HELP, DEVICE_METAVAR, WEIGHTS_METAVAR
+from aeroseg.cli import options
+from aeroseg.cli.options import DEVICE_HELP, DEVICE_METAVAR, WEIGHTS_METAVAR
 from aeroseg.errors import UserError
 from aeroseg.training.train_config import PRECISIONS, TrainConfig, load_yaml, merge
 
