@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class PixelModel(nn.Module):
     """Per-pixel stand-in: the class logits are a fixed 1×1 convolution of the colours."""
 
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
         return images - 0.5
 
     def segment(self, feats: torch.Tensor, classes: list[str]) -> torch.Tensor:
@@ -78,9 +78,9 @@ def child(scene: str, out: str, model_name: str, window: int, batch_size: int) -
         model = build_tiny_model().eval()
     else:
         model = PixelModel()
-    aeroseg.prediction.api.load_segmenter = lambda checkpoint, device: model
-    encode, windows = model.encode_image, []
-    model.encode_image = lambda images: windows.append(len(images)) or encode(images)  # windows computed
+    aeroseg.registry.segmenter = lambda request, device: model
+    encode, windows = model.encode, []
+    model.encode = lambda images: windows.append(len(images)) or encode(images)  # windows computed
     base = rss_mib()
     start = time.perf_counter()
     args = ["predict", scene, "--checkpoint", "-", "--classes", "building,road,tree|forest,water", "-o", out]

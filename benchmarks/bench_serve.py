@@ -34,12 +34,12 @@ import torch
 from fastapi.testclient import TestClient
 from rasterio.transform import Affine
 
+from aeroseg import build
 from aeroseg.prediction.streaming import WindowOptions
 from aeroseg.serve.app import create_app
 from aeroseg.serve.catalog import Catalog
 from aeroseg.serve.files import FileAccess
 from aeroseg.serve.jobs import JobRunner
-from aeroseg.training_free import build_training_free
 
 CLASS_LISTS = [
     "building,road,tree,water",
@@ -116,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
 
     guidance = None if args.guidance == "none" else "facebook/sam-vit-base"
-    model = build_training_free(guidance=guidance or "none", pretrained=False).eval()
+    model = build("training-free", guidance=guidance or "none", pretrained=False).eval()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     (work / "uploads").mkdir()
     write_scene(work / "scene.tif", args.raster)

@@ -1,7 +1,7 @@
 """Cost of the class count at inference: T = 10, 100 and 500 classes on one window, with no cap on T
 (CAT-Seg pads or truncates its class list to 256).
 
-The image encoders run once (``encode_image``, as predict does for every window). For each T, the text encoder
+The image encoders run once (``encode``, as predict does for every window). For each T, the text encoder
 runs once (its result is cached per class list), then ``segment`` (correlation, refinement, decoder) is timed
 (median of ``--repeats``) and its FLOPs and peak tensor memory are counted. Lines a + b·T are fitted to the
 times and to the FLOPs; the report gives b (per class) and the time per class at each T.
@@ -31,7 +31,7 @@ def scaling(model, images: torch.Tensor, counts: list[int], repeats: int) -> dic
     model.eval()
     with torch.inference_mode():
         start = time.perf_counter()
-        feats = model.encode_image(images)
+        feats = model.encode(images)
         rows = {"encode_image_seconds": time.perf_counter() - start, "classes": {}}
         for T in counts:
             classes = class_names(T)
@@ -85,7 +85,7 @@ def main() -> int:
         "machine": machine(images.device),
     }
     report.update(scaling(model, images, args.classes, args.repeats))
-    print(f"encode_image (once per window): {report['encode_image_seconds']:.2f} s")
+    print(f"encode (once per window): {report['encode_image_seconds']:.2f} s")
     for T, row in report["classes"].items():
         print(
             f"T={T:>4}: text {row['text_seconds']:7.2f} s (once per class list)  "

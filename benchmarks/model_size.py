@@ -23,7 +23,7 @@ import torch
 
 from aeroseg.cli.bench import write_json
 from aeroseg.measure import build_model, class_names, count_forward, machine
-from aeroseg.presets import presets
+from aeroseg.registry import presets
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model_size.json"
 

@@ -18,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from aeroseg.cli.bench import machine, write_json
-from aeroseg.presets import build
+from aeroseg.registry import build
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sam3_guidance_size.json"
 PRESETS = ("aeroseg", "aeroseg-sam-vit-h", "aeroseg-sam2-hiera-b+", "aeroseg-sam3")

@@ -1,7 +1,7 @@
 """Time and peak memory of the training-free presets per 512×512 window (random weights at paper size,
 built offline), each preset in a fresh process so that its peak resident memory is its own.
 
-For each preset: parameters, build seconds, then on one 512² window with 10 classes: ``encode_image``
+For each preset: parameters, build seconds, then on one 512² window with 10 classes: ``encode``
 seconds (the class-independent part, once per window), ``segment`` seconds (per class list), a second full
 forward, the peak resident memory of the process and the peak tensor memory of the forward (CPU).
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from aeroseg.cli.bench import build_model, class_names, machine, write_json
-from aeroseg.training_free.presets import TRAINING_FREE_PRESETS
+from aeroseg.registry import untrained_presets
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training_free.json"
 
@@ -36,7 +36,7 @@ def measure(preset: str, window: int, num_classes: int) -> dict:
     classes = class_names(num_classes)
     with torch.no_grad():
         start = time.perf_counter()
-        feats = model.encode_image(images)
+        feats = model.encode(images)
         encode = time.perf_counter() - start
         start = time.perf_counter()
         logits = model.segment(feats, classes)
@@ -59,7 +59,7 @@ def measure(preset: str, window: int, num_classes: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", nargs="+", default=list(TRAINING_FREE_PRESETS))
+    parser.add_argument("--presets", nargs="+", default=untrained_presets())
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--json", type=Path, default=RESULTS)

@@ -23,9 +23,9 @@ def tiny_backbones():
 @pytest.fixture
 def standin(monkeypatch):
     """A per-pixel stand-in model that ``aeroseg predict`` loads instead of any checkpoint."""
-    import aeroseg.prediction.api
+    import aeroseg.registry
     from tests.test_inference import PixelModel
 
     model = PixelModel()
-    monkeypatch.setattr(aeroseg.prediction.api, "load_segmenter", lambda checkpoint, device: model)
+    monkeypatch.setattr(aeroseg.registry, "segmenter", lambda request, device: model)
     return model

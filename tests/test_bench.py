@@ -105,13 +105,13 @@ def test_probe_leaves_the_model_as_it_was():
     assert torch.equal(plain, timed)  # timing changes nothing
     torch.testing.assert_close(counted, plain, rtol=1e-5, atol=1e-5)  # FLOP counting may decompose fused ops
     assert p["components"]["text"].calls == 0  # the class list was cached by the first call
-    assert "forward" not in vars(model.decoder) and "encode_image" not in vars(model.backbone)
+    assert "forward" not in vars(model.decoder) and "encode" not in vars(model.backbone)
 
 
 def test_class_count_has_no_cap_and_cost_is_linear():
     model = build_tiny().eval()
     with torch.inference_mode():
-        feats = model.encode_image(torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE))
+        feats = model.encode(torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE))
     flops = {}
     for T in (10, 150, 300):
         classes = measure.class_names(T)

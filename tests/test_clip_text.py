@@ -12,7 +12,7 @@ import aeroseg
 from aeroseg import AerOSeg
 from aeroseg.backbones import load_clip
 from aeroseg.convert.tokenizer import _vocab_and_merges, clean_text, clip_tokenizer
-from aeroseg.presets import preset_config
+from aeroseg.registry import preset_config
 from tests.helpers import original_formats as orig
 from tests.helpers.tiny import tiny_overrides
 

@@ -62,7 +62,7 @@ def eval_views(image):
 def head_logits(model, views, classes):
     """Logits at the decoder's 96² output (the official segmentation head's output size)."""
     with torch.no_grad():
-        feats = replace(model.encode_image(views), image_size=(96, 96))
+        feats = replace(model.encode(views), image_size=(96, 96))
         return model.segment(feats, classes)
 
 

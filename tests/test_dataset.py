@@ -63,12 +63,46 @@ def test_tif_and_jpg_images(tmp_path):
         dst.write(bands)
     image = SegmentationDataset(root)[0]["image"]
     assert image.shape == (3, 12, 16)
-    assert torch.allclose(image[:, 0, 0], torch.tensor([1.0, 0.0, 32768 / 65535]))
+    assert torch.equal(image, _predict_input(root / "train" / "images" / "a.tif"))  # the one pixel rule
 
     (root / "train" / "images" / "a.tif").unlink()
     Image.new("RGB", (16, 12), (255, 0, 0)).save(root / "train" / "images" / "a.jpg", quality=100)
     image = SegmentationDataset(root)[0]["image"]
     assert image.shape == (3, 12, 16) and float(image[0].mean()) > 0.95 and float(image[1].mean()) < 0.05
+
+
+def _predict_input(path):
+    """What ``aeroseg predict`` (and ``serve``) feed the model for the whole file."""
+    from rasterio.windows import Window
+
+    from aeroseg.raster import RasterSource
+
+    with RasterSource(str(path)) as source:
+        return torch.from_numpy(source.read(Window(0, 0, source.width, source.height))[0])
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_a_geotiff_reaches_the_model_as_predict_feeds_it(tmp_path, dtype):
+    """uint16 and floats beyond 255 by each band's 2nd-98th percentiles, in the dataset as in predict (the
+    dataset used to divide uint16 by 65535 and clip floats)."""
+    import rasterio
+
+    root = _write_dataset(tmp_path, stems=("a",))
+    (root / "train" / "images" / "a.png").unlink()
+    rng = np.random.default_rng(0)
+    bands = (rng.random((3, 12, 16)) * 3000 + 400).astype(dtype)  # reflectances: not [0, 1], not [0, 255]
+    path = root / "train" / "images" / "a.tif"
+    profile = dict(driver="GTiff", dtype=dtype, count=3, height=12, width=16)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(bands)
+    image = SegmentationDataset(root)[0]["image"]
+    expected = _predict_input(path)
+    assert torch.equal(image, expected)
+    low, high = np.percentile(bands[0].astype(np.float64), (2, 98))
+    by_hand = np.clip((bands[0].astype(np.float32) - np.float32(low)) / np.float32(high - low), 0, 1)
+    np.testing.assert_allclose(image[0].numpy(), by_hand, rtol=1e-5, atol=1e-6)
+    assert float(image.max()) == 1.0 and float(image.min()) == 0.0  # the tails are clipped
 
 
 def test_missing_dataset_yaml(tmp_path):

@@ -8,6 +8,7 @@ import time
 import pytest
 import rasterio
 
+import aeroseg.progress
 from aeroseg.cli import main
 from aeroseg.prediction import predict as predict_image
 from tests.helpers.tiny import build_tiny_model
@@ -88,6 +89,15 @@ def test_folder_of_scenes_and_a_scene_in_several_units_equal_one_process(tmp_pat
     images = json.loads(summary.read_text())["images"]
     assert [r["units"] for r in images] == [3, 7, 1]
     assert all(r["status"] == "ok" for r in images)
+
+
+def test_a_log_gets_plain_progress_lines_under_ray(tmp_path, checkpoint, capsys, monkeypatch):
+    monkeypatch.setattr(aeroseg.progress, "LOG_INTERVAL", 0.0)  # a line at every update
+    scene = write_geotiff(tmp_path / "a.tif", smooth_image(150, 170))
+    args = ["predict", scene, "--checkpoint", checkpoint, "--classes", CLASSES, "-o", str(tmp_path / "out")]
+    assert main([*args, "--window", "64", "--ray", "--ray-threads", "1"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ray: ")]
+    assert lines and "windows" in lines[-1] and "\r" not in "".join(lines)  # plain lines, no bar redraws
 
 
 def test_a_killed_worker_has_its_units_rerun_with_identical_outputs(tmp_path, checkpoint):

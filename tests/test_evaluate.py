@@ -16,6 +16,8 @@ from aeroseg.cli import main
 from aeroseg.data import SegmentationDataset
 from aeroseg.inference import reference_scores
 from aeroseg.metrics import ConfusionMatrix
+from aeroseg.registry import checkpoint_folder
+from tests.helpers.standins import LogitStandIn
 from tests.helpers.tiny import build_tiny_model
 
 CLASSES = ["a", "b", "c", "d", "e"]
@@ -60,7 +62,7 @@ def write_predictions(folder: Path) -> Path:
     return folder
 
 
-class PixelModel(nn.Module):
+class PixelModel(LogitStandIn):
     """Stand-in for AerOSeg: logit of class t at a pixel = -(red * 255 / STEP - t)^2."""
 
     def __init__(self):
@@ -70,7 +72,8 @@ class PixelModel(nn.Module):
         self.class_lists: list[list[str]] = []
         self.batch_sizes: list[int] = []
 
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes.append(images.shape[0])
         return images[:, :1] * self.scale  # B×1×H×W
 
     def segment(self, features: torch.Tensor, classes: list[str]) -> torch.Tensor:
@@ -79,8 +82,7 @@ class PixelModel(nn.Module):
         return -((features - t) ** 2)  # B×T×H×W
 
     def forward(self, images: torch.Tensor, classes: list[str]) -> torch.Tensor:
-        self.batch_sizes.append(images.shape[0])
-        return self.segment(self.encode_image(images), classes)
+        return self.segment(self.encode(images), classes)
 
 
 def check_scores(data: dict) -> None:
@@ -156,7 +158,7 @@ def test_nothing_to_evaluate_is_a_user_error(tmp_path, capsys):
 def test_model_modes_with_stand_in(tmp_path, monkeypatch, mode_args):
     data, out = make_dataset(tmp_path / "toy"), tmp_path / "eval.json"
     model = PixelModel()
-    monkeypatch.setattr(command, "load_model", lambda args: model)
+    monkeypatch.setattr(command, "load_model", lambda args, device: model)
     argv = ["evaluate", "--data", str(data), "--checkpoint", str(tmp_path / "ckpt"), "--json", str(out)]
     assert main(argv + ["--device", "cpu", "--workers", "0", "--quiet", *mode_args]) == 0
     document = json.loads(out.read_text())
@@ -176,8 +178,8 @@ def test_run_directory_resolves_to_final(tmp_path):
     run = tmp_path / "run"
     (run / "final").mkdir(parents=True)
     (run / "final" / "config.json").write_text("{}")
-    assert command._checkpoint_dir(run) == run / "final"
-    assert command._checkpoint_dir(run / "final") == run / "final"
+    assert checkpoint_folder(run) == run / "final"
+    assert checkpoint_folder(run / "final") == run / "final"
 
 
 def test_checkpoint_mode_with_saved_tiny_model(tmp_path):

@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from aeroseg.inference import FeatureCache, blend_weight, sliding_window_scores, window_starts
+from aeroseg.inference import FeatureCache, sliding_window_scores
+from aeroseg.windows import blend_weight, window_starts
+from tests.helpers.standins import LogitStandIn
 
 
 def _class_weights(name: str) -> Tensor:
@@ -16,15 +18,15 @@ def _class_weights(name: str) -> Tensor:
     return torch.randn(4, generator=generator)
 
 
-class PixelModel(nn.Module):
+class PixelModel(LogitStandIn):
     """Stand-in whose logit of class t depends only on each pixel's colour: w_t · (rgb - 0.5) + b_t."""
 
     def __init__(self) -> None:
         super().__init__()
         self.gain = nn.Parameter(torch.tensor(6.0))
-        self.encoded = 0  # number of images that went through encode_image
+        self.encoded = 0  # number of images that went through encode
 
-    def encode_image(self, images: Tensor) -> Tensor:
+    def encode(self, images: Tensor) -> Tensor:
         self.encoded += len(images)
         return images - 0.5  # (B, 3, H, W)
 
@@ -34,7 +36,7 @@ class PixelModel(nn.Module):
         return self.gain * logits  # (B, T, H, W)
 
     def forward(self, images: Tensor, classes: list[str]) -> Tensor:
-        return self.segment(self.encode_image(images), classes)
+        return self.segment(self.encode(images), classes)
 
 
 class ContextModel(PixelModel):

@@ -8,7 +8,6 @@ import torch
 import aeroseg
 from aeroseg.errors import CheckpointError, UserError
 from aeroseg.losses import AerOSegLoss
-from aeroseg.training_free.presets import TRAINING_FREE_PRESETS
 from tests.helpers.tiny import build_tiny_model
 
 SEEN = [
@@ -32,7 +31,7 @@ def batch(seed: int = 0, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     return images, masks
 
 
-TRAINABLE_PRESETS = [name for name in aeroseg.presets() if name not in TRAINING_FREE_PRESETS]
+TRAINABLE_PRESETS = [name for name in aeroseg.presets() if name not in aeroseg.registry.untrained_presets()]
 
 
 @pytest.mark.parametrize("preset", TRAINABLE_PRESETS)
@@ -124,7 +123,7 @@ def test_encode_image_then_segment_equals_forward():
     model = build_tiny_model(preset="aeroseg").eval()
     images, _ = batch()
     with torch.no_grad():
-        feats = model.encode_image(images)
+        feats = model.encode(images)
         for classes in (["harbor", "ship"], ["bridge", "ship", "plane"]):
             torch.testing.assert_close(model.segment(feats, classes), model(images, classes), rtol=0, atol=0)
 
@@ -133,7 +132,7 @@ def test_grid_follows_the_input_size():
     model = build_tiny_model(preset="aeroseg", clip_image_size=96).eval()
     assert model.backbone.grid_size == 12  # 96 / patch 8: nothing is tied to 24×24
     with torch.no_grad():
-        feats = model.encode_image(torch.rand(1, 3, 40, 56))
+        feats = model.encode(torch.rand(1, 3, 40, 56))
         assert feats.clip.shape[-2:] == (12, 12) and feats.guidance.final.shape[-2:] == (12, 12)
         assert model.segment(feats, ["a", "b"]).shape == (1, 2, 40, 56)
 

@@ -16,7 +16,7 @@ from rasterio.windows import Window
 from safetensors.torch import load_file, save_file
 
 import aeroseg
-import aeroseg.prediction.api
+import aeroseg.registry
 from aeroseg.cli import main
 from aeroseg.errors import CheckpointError, UserError
 from aeroseg.prediction import predict
@@ -122,7 +122,7 @@ def test_3_outputs_made_with_other_classes_are_not_finished(tmp_path, standin, c
 
 def test_3_another_model_is_another_run(tmp_path, monkeypatch, capsys):
     scene = write_geotiff(tmp_path / "scene.tif", smooth_image(40, 40))
-    monkeypatch.setattr(aeroseg.prediction.api, "load_segmenter", lambda checkpoint, device: PixelModel())
+    monkeypatch.setattr(aeroseg.registry, "segmenter", lambda request, device: PixelModel())
     out = str(tmp_path / "out")
     assert (
         main(["predict", scene, "--checkpoint", "a", "--classes", "road", "-o", out, "--window", "64"]) == 0

@@ -46,7 +46,7 @@ def test_7_impossible_folders_and_a_file_as_o_are_refused_before_any_work(tmp_pa
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded before the outputs were checked")
 
-    monkeypatch.setattr(aeroseg.prediction.api, "load_segmenter", never)
+    monkeypatch.setattr(aeroseg.registry, "segmenter", never)
     scenes = [write_geotiff(tmp_path / f"s{i}.tif", smooth_image(40, 40)) for i in range(2)]
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file")
@@ -121,7 +121,7 @@ def test_10_the_readme_output_folder_works_in_python(tmp_path, monkeypatch):
     result = predict_readme_style(PixelModel())
     assert result.outputs["classes"] == Path("out/scene.tif") and os.path.isfile("out/scene.tif")
     with pytest.raises(UserError, match="an array has no file name"):
-        aeroseg.prediction.predict(PixelModel(), np.zeros((8, 8, 3), np.uint8), ["road"], output="out/")
+        aeroseg.predict(PixelModel(), np.zeros((8, 8, 3), np.uint8), ["road"], output="out/")
 
 
 def predict_readme_style(model):

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from rasterio.windows import Window
 
-import aeroseg.prediction.api
+import aeroseg.registry
 from aeroseg.cli import main
 from aeroseg.inference import sliding_window_scores, window_starts
 from aeroseg.prediction.classes import parse_classes
@@ -27,7 +27,7 @@ CLASSES = "building,road,tree|forest,water"
 def model(monkeypatch):
     """The stand-in that ``aeroseg predict`` loads whatever the checkpoint."""
     standin = PixelModel()
-    monkeypatch.setattr(aeroseg.prediction.api, "load_segmenter", lambda checkpoint, device: standin)
+    monkeypatch.setattr(aeroseg.registry, "segmenter", lambda request, device: standin)
     return standin
 
 

@@ -10,7 +10,7 @@ import rasterio
 import torch
 
 import aeroseg
-import aeroseg.prediction.api
+import aeroseg.registry
 from aeroseg.cli import main
 from aeroseg.errors import UserError
 from aeroseg.prediction import PredictionResult, predict
@@ -79,7 +79,7 @@ def test_predict_a_file_writes_the_outputs(tmp_path):
 
 def test_vector_polygons_cover_the_classes_with_their_area(tmp_path, monkeypatch):
     model = PixelModel()
-    monkeypatch.setattr(aeroseg.prediction.api, "load_segmenter", lambda checkpoint, device: model)
+    monkeypatch.setattr(aeroseg.registry, "segmenter", lambda request, device: model)
     data = smooth_image(96, 96, seed=4)
     data[:, :, :32] = 0
     first = write_geotiff(tmp_path / "a.tif", data, nodata=0)

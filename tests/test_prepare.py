@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aeroseg.atomic import temporary_path
 from aeroseg.cli import main
 from aeroseg.data import DatasetInfo, SegmentationDataset
 from aeroseg.data.labels import colors_to_ids, values_to_ids
-from aeroseg.data.writer import window_starts
+from aeroseg.windows import stride_starts
 
 _spec = importlib.util.spec_from_file_location(
     "make_fake_raw", Path(__file__).parent / "data" / "make_fake_raw.py"
@@ -151,7 +152,9 @@ def test_interrupted_run_resumes(tmp_path):
     # and no dataset.yaml yet
     (out / ".prepare" / "train" / "P0000.done").unlink()
     redone.unlink()
-    half_written = redone.with_name(f".{redone.name}.tmp")
+    half_written = temporary_path(redone).with_name(
+        temporary_path(redone).name.replace(f"{os.getpid()}-", "999999-")
+    )
     half_written.write_bytes(b"\x89PNG\r\n")
     (out / "dataset.yaml").unlink()
 
@@ -212,7 +215,7 @@ def test_resuming_with_other_options_is_refused(prepared, capsys):
 def test_windows_match_mmsegmentation(length, size, stride):
     # mmsegmentation's isaid.py: a window at every multiple of the stride, shifted back inside the image
     mmseg = sorted({min(x, length - size) for x in range(0, length, stride)})
-    starts = window_starts(length, size, stride)
+    starts = stride_starts(length, size, stride)
     assert starts == mmseg
     assert starts[0] == 0 and starts[-1] + size == length
 

@@ -15,6 +15,7 @@ from aeroseg.cli import main
 from aeroseg.data import SegmentationDataset
 from aeroseg.data.info import builtin_split
 from aeroseg.data.ovrs import PAPER_COUNTS, count_report
+from tests.helpers.standins import LogitStandIn
 
 _spec = importlib.util.spec_from_file_location(
     "make_fake_ovrs", Path(__file__).parent / "data" / "make_fake_ovrs.py"
@@ -106,16 +107,16 @@ def test_dataset_refuses_out_of_list_ids_in_training_and_evaluation(tmp_path, ca
         SegmentationDataset(data, split="val")[1]
     argv = ["evaluate", "--data", str(data), "--checkpoint", str(tmp_path / "none"), "--workers", "1"]
 
-    class Zero(torch.nn.Module):
+    class Zero(LogitStandIn):
         config = None
 
-        def encode_image(self, images):
+        def encode(self, images):
             return images
 
         def segment(self, feats, classes):
             return torch.zeros(feats.shape[0], len(classes), *feats.shape[-2:])
 
-    monkeypatch.setattr(command, "load_model", lambda args: Zero())
+    monkeypatch.setattr(command, "load_model", lambda args, device: Zero())
     assert main([*argv, "--device", "cpu", "--quiet", "--mode", "reference"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "001.png holds class id 9" in err  # one line from a worker too

@@ -13,6 +13,7 @@ from aeroseg.data.photometric import ColorAugSSD, JitterPlan
 from aeroseg.inference import reference_scores
 from aeroseg.losses import AerOSegLoss
 from aeroseg.modeling.aeroseg import AerOSegOutput
+from tests.helpers.standins import LogitStandIn
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference_protocol.safetensors"
 COLOR_FIXTURE = Path(__file__).parent / "fixtures" / "color_aug_ssd.safetensors"  # make_color_aug_ssd.py
@@ -23,14 +24,14 @@ def _load() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
 
 
-class PerPixelHead(torch.nn.Module):
+class PerPixelHead(LogitStandIn):
     """The fixture's stand-in model: logit of class t = gain * (w_t · (rgb - 0.5) + b_t), rgb in [0, 1]."""
 
     def __init__(self, weights: torch.Tensor, gain: float) -> None:
         super().__init__()
         self.weights, self.gain = weights, gain
 
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
         return images
 
     def segment(self, rgb: torch.Tensor, classes: list[str]) -> torch.Tensor:

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aeroseg.inference import reference_scores, reference_starts, shortest_edge_size
+from aeroseg.inference import reference_scores, shortest_edge_size
+from aeroseg.windows import stride_starts as reference_starts
+from tests.helpers.standins import LogitStandIn
 from tests.helpers.tiny import build_tiny_model
 
 CLASSES = ["ship", "plane", "harbor"]
@@ -55,12 +57,12 @@ def test_reference_windows_are_catsegs_and_cover_any_size():
 
 
 def test_every_pixel_of_a_non_square_image_gets_local_and_global_views():
-    class Constant(nn.Module):
+    class Constant(LogitStandIn):
         """Logit 0 in the windows (p = 0.5) and 50 in the global view, the last (p = 1): 0.75 everywhere."""
 
         calls = 0
 
-        def encode_image(self, images):
+        def encode(self, images):
             return images
 
         def segment(self, feats, classes):

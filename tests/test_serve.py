@@ -154,9 +154,9 @@ def test_view_and_whole_image_equal_predict_and_keep_the_georeferencing(client, 
 
 def test_a_new_class_list_reuses_the_cached_features(client, scene, model, tmp_path, monkeypatch):
     encoded = []
-    original = AerOSeg.encode_image
+    original = AerOSeg.encode
     monkeypatch.setattr(
-        AerOSeg, "encode_image", lambda self, images: encoded.append(len(images)) or original(self, images)
+        AerOSeg, "encode", lambda self, images: encoded.append(len(images)) or original(self, images)
     )
     info = opened(client)
     first = run(client, raster=info["id"], scope="view", bounds=quarter(info))
@@ -283,7 +283,7 @@ def test_the_feature_cache_holds_what_fits_its_memory_budget():
     class Encoder:
         calls = 0
 
-        def encode_image(self, images):
+        def encode(self, images):
             Encoder.calls += 1
             return {"feats": torch.zeros(len(images), 256, dtype=torch.float32)}  # 1 KiB a window
 

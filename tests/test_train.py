@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 import aeroseg
 from aeroseg.cli import build_parser, main
 from aeroseg.cli.train import resolve_config
-from aeroseg.presets import preset_config
+from aeroseg.registry import preset_config
 from aeroseg.training.checkpointing import STATE_FILE, find_checkpoint, list_checkpoints
 from aeroseg.training.train_config import TrainConfig, dump_yaml, load_yaml, merge
 from aeroseg.training.trainer import Trainer, cosine_factor

@@ -16,11 +16,13 @@ import yaml
 from PIL import Image
 from rasterio.transform import from_origin
 
+import aeroseg
+from aeroseg import build, hub
 from aeroseg.cli import build_parser, demo, main
 from aeroseg.data import SegmentationDataset
 from aeroseg.errors import CheckpointError, UserError
 from aeroseg.inference import sliding_window_scores
-from aeroseg.training_free import TrainingFreeConfig, build_training_free, training_free
+from aeroseg.training_free import TrainingFreeConfig, training_free
 from aeroseg.training_free.regions import kmeans_regions
 
 TINY = dict(clip_image_size=64, clip_crop=32, clip_stride=16)  # tiny CLIP: patch 8, native input 32
@@ -29,8 +31,8 @@ CLASSES = ["field", "forest", "background"]
 
 def tiny(paths, guidance="sam", **overrides):
     kind = {"guidance_type": "sam2"} if guidance == "sam2" else {}
-    source = None if guidance is None else str(paths[guidance])
-    return build_training_free(clip=str(paths["clip"]), guidance=source, **{**TINY, **kind, **overrides})
+    source = "none" if guidance is None else str(paths[guidance])
+    return build("training-free", clip=str(paths["clip"]), guidance=source, **{**TINY, **kind, **overrides})
 
 
 def two_regions(boundary: int, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,13 +60,13 @@ def test_shapes_and_probabilities(tiny_backbones):
     model = tiny(tiny_backbones)
     assert isinstance(model.config, TrainingFreeConfig) and model.config.preset == "training-free"
     images = torch.rand(2, 3, 40, 56)
-    feats = model.encode_image(images)
+    feats = model.encode(images)
     logits = model.segment(feats, CLASSES)
     assert logits.shape == (2, 3, 40, 56) and torch.isfinite(logits).all()
     torch.testing.assert_close(logits.sigmoid().sum(1), torch.ones(2, 40, 56), atol=1e-4, rtol=0)
     torch.testing.assert_close(model(images, CLASSES), logits)
     assert feats.regions is not None and feats.regions.max() < model.config.region_clusters
-    # the inference code's protocol: encode_image + segment, sigmoid probabilities blended over windows
+    # the inference code's protocol: encode + segment, sigmoid probabilities blended over windows
     scores = sliding_window_scores(model, images[0], CLASSES, window=32, overlap=0.25, batch_size=2)
     assert scores.shape == (3, 40, 56) and 0 <= scores.min() and scores.max() <= 1
 
@@ -82,7 +84,7 @@ def test_no_parameter_requires_grad(tiny_backbones, guidance):
 
 def test_class_permutation_equivariance(tiny_backbones):
     model = tiny(tiny_backbones, background_threshold=0.4)
-    feats = model.encode_image(torch.rand(1, 3, 48, 48))
+    feats = model.encode(torch.rand(1, 3, 48, 48))
     classes = ["field", "forest", "road", "background", "water"]
     perm = [3, 0, 4, 2, 1]
     logits = model.segment(feats, classes)
@@ -230,8 +232,8 @@ def test_config_validation_and_preset(tiny_backbones):
     with pytest.raises(ValueError, match="background_threshold"):
         training_free().replace(background_threshold=0.7)
     with pytest.raises(UserError, match="unknown TrainingFreeConfig field"):
-        build_training_free(clip=str(tiny_backbones["clip"]), guidance=None, no_such_field=1)
-    random = build_training_free(pretrained=False, guidance=None, clip_crop=224)  # offline, paper-size
+        build("training-free", clip=str(tiny_backbones["clip"]), guidance="none", no_such_field=1)
+    random = build("training-free", pretrained=False, guidance="none", clip_crop=224)  # offline, paper-size
     assert random.backbone.grid_size == 28 and random.sam is None
 
 
@@ -239,7 +241,7 @@ def test_config_validation_and_preset(tiny_backbones):
 def test_unreachable_hub_id_is_one_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CheckpointError, match="--clip DIR") as error:
-        build_training_free(clip="aeroseg-test/no-such-clip", guidance=None)
+        build("training-free", clip="aeroseg-test/no-such-clip", guidance="none")
     assert "aeroseg-test/no-such-clip" in str(error.value) and "\n" not in str(error.value)
 
 
@@ -319,7 +321,7 @@ def test_url_input_is_read_over_http(tiny_backbones, http_folder):
     folder, base = http_folder
     write_geotiff(folder / "scene.tif", 40, 72)
     model = tiny(tiny_backbones)
-    result = model.predict(f"{base}/scene.tif", ["field", "forest"], window=32)
+    result = aeroseg.predict(model, f"{base}/scene.tif", ["field", "forest"], window=32)
     assert result.class_map.shape == (40, 72) and result.class_names == ["field", "forest"]
     assert set(np.unique(result.class_map)) <= {0, 1}
 
@@ -388,7 +390,7 @@ def test_evaluate_preset_training_free(tmp_path, tiny_backbones):
     document = json.loads(out.read_text())
     assert document["method"] == "training-free" and document["checkpoint"] is None
     assert document["clip"] == str(tiny_backbones["clip"]) and document["guidance"] is None
-    model = build_training_free(clip=str(tiny_backbones["clip"]), guidance=None)  # the protocol by hand
+    model = build("training-free", clip=str(tiny_backbones["clip"]), guidance="none")  # the protocol by hand
     pred = model(sample["image"][None], ["field", "forest"]).argmax(1)[0]
     expected = np.zeros((2, 2), np.int64)
     np.add.at(expected, (sample["mask"].numpy().ravel(), pred.numpy().ravel()), 1)
@@ -398,7 +400,7 @@ def test_evaluate_preset_training_free(tmp_path, tiny_backbones):
 
 def test_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("AEROSEG_CACHE", str(tmp_path / "a"))
-    assert demo.cache_dir() == tmp_path / "a" and demo.cache_dir(str(tmp_path / "b")) == tmp_path / "b"
+    assert hub.cache_dir() == tmp_path / "a" and hub.cache_dir(str(tmp_path / "b")) == tmp_path / "b"
     monkeypatch.delenv("AEROSEG_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert demo.cache_dir() == tmp_path / "xdg" / "aeroseg"
+    assert hub.cache_dir() == tmp_path / "xdg" / "aeroseg"

@@ -53,7 +53,7 @@ def test_matches_the_official_code(official):
     prompts = [p for synonyms in names for p in synonyms]
     image = tensors["image"][None]
     with torch.no_grad():
-        feats = model.encode_image(image)
+        feats = model.encode(image)
         thresholded = merged(model.segment(feats, prompts).sigmoid(), names)[0]
         model.config.background_threshold = 0.0
         probs = merged(model.segment(feats, prompts).sigmoid(), names)[0]
@@ -122,7 +122,7 @@ def test_preset_builds_offline_frozen_and_equivariant(tiny_backbones):
     )
     assert isinstance(model, SegEarthOV) and not any(p.requires_grad for p in model.parameters())
     image = torch.rand(1, 3, 40, 56)
-    feats = model.encode_image(image)
+    feats = model.encode(image)
     classes = ["field", "forest", "water"]
     logits = model.segment(feats, classes)
     assert logits.shape == (1, 3, 40, 56)

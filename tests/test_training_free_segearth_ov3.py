@@ -11,14 +11,14 @@ import torch
 import yaml
 from PIL import Image
 
+import aeroseg
 from aeroseg import build
+from aeroseg.backbones import load_sam3
 from aeroseg.cli import main
 from aeroseg.errors import CheckpointError, UserError
-from aeroseg.prediction.api import load_segmenter
-from aeroseg.presets import preset_config
-from aeroseg.training_free.presets import preset_file_overrides
+from aeroseg.registry import ModelRequest, config_file_overrides, preset_config, segmenter
 from aeroseg.training_free.segearth_config import SegEarthOV3Config, segearth_ov3
-from aeroseg.training_free.segearth_ov3 import SegEarthOV3, background_floor, fuse_heads, load_sam3
+from aeroseg.training_free.segearth_ov3 import SegEarthOV3, background_floor, fuse_heads
 from tests.helpers.tiny_sam3 import write_tiny_sam3
 
 CLASSES = ["background", "building", "road", "tree"]
@@ -39,7 +39,7 @@ def test_shapes_frozen_and_encoding_reused(model):
     assert not any(p.requires_grad for p in model.parameters())
     images = torch.rand(2, 3, 40, 56)
     with torch.no_grad():
-        feats = model.encode_image(images)
+        feats = model.encode(images)
         logits = model.segment(feats, CLASSES)
         again = model.segment(feats, ["water", "building"])  # a new class list, the same encoding
     assert logits.shape == (2, 4, 40, 56) and again.shape == (2, 2, 40, 56)
@@ -51,7 +51,7 @@ def test_shapes_frozen_and_encoding_reused(model):
 def test_class_permutation_equivariance(model):
     images = torch.rand(1, 3, 48, 48)
     with torch.no_grad():
-        feats = model.encode_image(images)
+        feats = model.encode(images)
         logits = model.segment(feats, CLASSES)
         permuted = model.segment(feats, CLASSES[::-1])
     torch.testing.assert_close(permuted, logits.flip(1), atol=1e-5, rtol=1e-5)
@@ -60,7 +60,7 @@ def test_class_permutation_equivariance(model):
 def test_sliding_crops_cover_the_input(sam3_dir):
     model = build("segearth-ov3", sam3=str(sam3_dir), slide_crop=32, slide_stride=24)
     with torch.no_grad():
-        feats = model.encode_image(torch.rand(1, 3, 56, 40))
+        feats = model.encode(torch.rand(1, 3, 56, 40))
         logits = model.segment(feats, CLASSES[:2])
     assert feats.boxes == [(0, 32, 0, 32), (0, 32, 8, 40), (24, 56, 0, 32), (24, 56, 8, 40)]
     assert logits.shape == (1, 2, 56, 40)
@@ -181,8 +181,10 @@ def test_evaluate_and_api_presets(tmp_path, sam3_dir):
     document = json.loads(out.read_text())
     assert document["method"] == "segearth-ov3" and document["checkpoint"] is None
     assert np.asarray(document["confusion_matrix"]).sum() == 32 * 32
-    model = load_segmenter(None, "cpu", preset="segearth-ov3", sam3=str(sam3_dir))  # the Python API
-    result = model.predict(np.zeros((40, 24, 3), np.uint8), ["field", "forest"], window=32)
+    model = segmenter(
+        ModelRequest(preset="segearth-ov3", weights={"sam3": str(sam3_dir)}), "cpu"
+    )  # the Python API
+    result = aeroseg.predict(model, np.zeros((40, 24, 3), np.uint8), ["field", "forest"], window=32)
     assert result.class_map.shape == (40, 24)
 
 
@@ -220,6 +222,6 @@ def test_per_dataset_settings_resolve(path):
 
 def test_evaluate_config_file_must_match_the_preset(tmp_path):
     with pytest.raises(UserError, match="is not a segearth-ov file"):
-        preset_file_overrides(str(CONFIGS / "isaid/training-free/segearth-ov3.yaml"), "segearth-ov")
+        config_file_overrides(str(CONFIGS / "isaid/training-free/segearth-ov3.yaml"), "segearth-ov")
     with pytest.raises(UserError, match="cannot read --config"):
-        preset_file_overrides(str(tmp_path / "missing.yaml"), "segearth-ov")
+        config_file_overrides(str(tmp_path / "missing.yaml"), "segearth-ov")

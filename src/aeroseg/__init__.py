@@ -1,7 +1,10 @@
 """AerOSeg: open-vocabulary semantic segmentation of remote-sensing images.
 
-The model classes are imported on first use, so that ``import aeroseg.cli`` (``aeroseg --help``) does not
-load torch.
+    model = aeroseg.build("aeroseg")                  # a preset (aeroseg.presets() lists them)
+    model = aeroseg.load("runs/isaid/final")          # a checkpoint: folder, hub id or CAT-Seg / OVRS file
+    result = aeroseg.predict(model, "scene.tif", ["building", "road"], "out/")
+
+Everything is imported on first use, so that ``import aeroseg.cli`` (``aeroseg --help``) loads no torch.
 """
 
 from __future__ import annotations
@@ -9,15 +12,27 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from aeroseg.config import AerOSegConfig
-from aeroseg.presets import build, presets
-
 __version__ = "0.1.0"
 
-_LAZY = {name: "aeroseg.modeling.aeroseg" for name in ("AerOSeg", "AerOSegOutput", "ImageFeatures")}
+_LAZY = {
+    "AerOSeg": "aeroseg.modeling.aeroseg",
+    "AerOSegOutput": "aeroseg.modeling.aeroseg",
+    "ImageFeatures": "aeroseg.modeling.aeroseg",
+    "AerOSegConfig": "aeroseg.config",
+    "build": "aeroseg.registry",
+    "load": "aeroseg.registry",
+    "presets": "aeroseg.registry",
+    "Segmenter": "aeroseg.segmenter",
+    "predict": "aeroseg.prediction.api",
+    "PredictionResult": "aeroseg.prediction.api",
+}
 
 if TYPE_CHECKING:
+    from aeroseg.config import AerOSegConfig
     from aeroseg.modeling.aeroseg import AerOSeg, AerOSegOutput, ImageFeatures
+    from aeroseg.prediction.api import PredictionResult, predict
+    from aeroseg.registry import build, load, presets
+    from aeroseg.segmenter import Segmenter
 
 
 def __getattr__(name: str) -> Any:
@@ -32,4 +47,15 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["AerOSeg", "AerOSegConfig", "AerOSegOutput", "ImageFeatures", "build", "presets"]
+__all__ = [
+    "AerOSeg",
+    "AerOSegConfig",
+    "AerOSegOutput",
+    "ImageFeatures",
+    "PredictionResult",
+    "Segmenter",
+    "build",
+    "load",
+    "predict",
+    "presets",
+]

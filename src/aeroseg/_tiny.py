@@ -11,7 +11,8 @@ from transformers import CLIPConfig, CLIPModel, Sam2Config, Sam2Model, SamConfig
 from aeroseg.config import AerOSegConfig
 from aeroseg.convert.tokenizer import clip_tokenizer
 from aeroseg.errors import UserError
-from aeroseg.presets import preset_config
+from aeroseg.modeling.aeroseg import AerOSeg
+from aeroseg.variants import preset_config
 
 IMAGE_SIZE = 64  # CLIP input of the tiny model (patch 8 → an 8×8 correlation grid) and SAM input
 
@@ -65,8 +66,6 @@ TINY_GUIDANCE_LAYERS = {"sam": (2, 3), "clip": (1, 2)}  # blocks of the tiny SAM
 
 def build_tiny(preset: str = "aeroseg", seed: int = 0) -> Any:
     """A tiny random AerOSeg with the architecture of ``preset`` (offline, nothing written to disk)."""
-    from aeroseg.modeling.aeroseg import AerOSeg
-
     config = preset_config(preset)
     if not isinstance(config, AerOSegConfig):
         raise UserError(f"preset {preset!r} has no tiny version; --short runs the AerOSeg presets")

@@ -7,13 +7,9 @@ Hugging Face hub id. ``pretrained=False`` builds the shipped architecture with r
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import socket
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, Sam2Model, Sam3Model, SamModel
@@ -25,33 +21,18 @@ from transformers.models.sam3.configuration_sam3 import Sam3VisionConfig
 from transformers.models.sam3.modeling_sam3 import Sam3VisionModel
 
 from aeroseg.convert.arch import load_arch_config
+from aeroseg.convert.clip import load_original_clip
+from aeroseg.convert.sam import load_original_sam
+from aeroseg.convert.sam2 import load_original_sam2
 from aeroseg.convert.tokenizer import clip_tokenizer
 from aeroseg.errors import CheckpointError
+from aeroseg.hub import hub_file, hub_offline
 
 _TOKENIZER_FILES = ("vocab.json", "merges.txt")
 # what CLIPTokenizer.save_pretrained writes; an AerOSeg checkpoint carries them
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", *_TOKENIZER_FILES)
 # CLIP and SAM attention through F.scaled_dot_product_attention (fused kernels), not "eager"
 ATTENTION = "sdpa"
-
-
-def hub_offline() -> bool:
-    """Use only the local cache when ``HF_HUB_OFFLINE`` is set or the hub's host does not resolve: cached
-    weights still load, and missing ones fail at once with one line instead of retrying for half a minute."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return True
-    return not _hub_resolves()
-
-
-@functools.cache
-def _hub_resolves() -> bool:
-    from huggingface_hub import constants
-
-    try:
-        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
-    except OSError:
-        return False
-    return True
 
 
 def _from_hub(cls: Any, source: str, what: str, flag: str) -> Any:
@@ -82,29 +63,6 @@ def _from_hub(cls: Any, source: str, what: str, flag: str) -> Any:
     return model
 
 
-def hub_file(source: str, what: str) -> str:
-    """``hf://owner/repo/path/in/repo.pt`` (a model repository) or ``hf://spaces/owner/repo/path`` (a Space,
-    where CAT-Seg publishes its weights) → a local copy of that one file."""
-    if not source.startswith("hf://"):
-        return source
-    parts = source[len("hf://") :].split("/")
-    kind = {"spaces": "space", "datasets": "dataset"}.get(parts[0])
-    parts = parts[1:] if kind else parts
-    if len(parts) < 3:
-        raise CheckpointError(f"{what} source {source!r} must look like hf://[spaces/]OWNER/REPO/PATH/FILE")
-    from huggingface_hub import hf_hub_download
-
-    try:
-        repo, file = "/".join(parts[:2]), "/".join(parts[2:])
-        options = {"repo_type": kind} if kind else {}
-        return hf_hub_download(repo, file, local_files_only=hub_offline(), **options)
-    except Exception as error:  # noqa: BLE001 - any hub failure becomes one line for the user
-        raise CheckpointError(
-            f"cannot download {source!r} ({type(error).__name__}); download the file where the hub is reachable "
-            "and pass its local path"
-        ) from None
-
-
 def load_clip(
     source: str, *, arch: str, pretrained: bool = True, activation: str = "auto"
 ) -> tuple[CLIPModel, CLIPTokenizer]:
@@ -124,8 +82,6 @@ def load_clip(
     if path.is_dir():
         model, tokenizer = _load_dir(CLIPModel, path, "CLIP", "--clip"), directory_tokenizer(path)
     elif path.is_file():
-        from aeroseg.convert.clip import load_original_clip
-
         return load_original_clip(path, hidden_act=activation), clip_tokenizer()
     else:
         model = _from_hub(CLIPModel, source, "CLIP", "--clip")
@@ -165,7 +121,13 @@ def load_guidance_encoder(
 ) -> nn.Module:
     """The image encoder of SAM (``SamVisionEncoder``), SAM2 (``Sam2VisionModel``) or SAM 3 (``Sam3VisionModel``;
     a hub id or transformers directory: facebook/sam3 is gated under the SAM License)."""
-    full_model = {"sam": SamModel, "sam2": Sam2Model, "sam3": Sam3Model}[kind]
+    if kind == "sam3":
+        if source is None:
+            pretrained = False
+        return load_sam3(source or "", arch=arch or "sam3", pretrained=pretrained, flag="--guidance")[
+            0
+        ].vision_encoder
+    full_model = {"sam": SamModel, "sam2": Sam2Model}[kind]
     if not pretrained or source is None:
         if arch is None:
             raise CheckpointError(
@@ -176,20 +138,52 @@ def load_guidance_encoder(
         path = Path(hub_file(source, kind.upper())).expanduser()
         if path.is_dir():
             model = _load_dir(full_model, path, kind.upper(), "--guidance")
-        elif path.is_file() and kind == "sam3":
-            raise CheckpointError(
-                f"{path}: SAM 3 loads from a transformers directory or hub id (facebook/sam3), not a file"
-            )
         elif path.is_file():
-            from aeroseg.convert.sam import load_original_sam
-            from aeroseg.convert.sam2 import load_original_sam2
-
             model = load_original_sam(path) if kind == "sam" else load_original_sam2(path)
         else:
             model = _from_hub(full_model, source, kind.upper(), "--guidance")
     # Sam2VisionModel.from_pretrained on a full Sam2Model checkpoint leaves the backbone random: always load the
     # full model and take its image encoder.
     return model.vision_encoder
+
+
+def load_sam3(
+    source: str, *, arch: str, pretrained: bool = True, flag: str = "--sam3"
+) -> tuple[Sam3Model, CLIPTokenizer]:
+    """SAM 3 (eval mode) and its tokenizer from a hub id or a transformers directory, or the random
+    architecture ``arch``. facebook/sam3 is gated on the hub under the SAM License."""
+    if not pretrained:
+        return _random(Sam3Model, load_arch_config(arch)).eval(), clip_tokenizer()
+    path = Path(source).expanduser()
+    if path.is_file():
+        raise CheckpointError(
+            f"{flag} {path}: SAM 3 loads from a transformers directory or hub id (facebook/sam3), not a file"
+        )
+    if path.is_dir():
+        try:
+            model = _load_dir(Sam3Model, path, "SAM3", flag)
+        except CheckpointError as error:
+            if "is expected here" in str(error) or "are missing" in str(error):
+                raise
+            raise CheckpointError(
+                f"{path} is not a transformers SAM 3 directory; pass one, or a hub id"
+            ) from None
+    elif source.startswith((".", "/", "~")):
+        raise CheckpointError(
+            f"SAM 3 directory {source!r} does not exist; pass an existing transformers directory"
+        )
+    else:
+        try:
+            model, info = _quiet_load(Sam3Model, source, local_files_only=hub_offline())
+        except (OSError, ValueError) as error:
+            raise CheckpointError(
+                f"cannot load SAM 3 {source!r} from the Hugging Face hub ({type(error).__name__}): it is gated under "
+                "the SAM License; accept it on huggingface.co/facebook/sam3, log in with `hf auth login` where the "
+                "hub is reachable, or pass a local transformers directory"
+            ) from None
+        _refuse_missing(info, source, "SAM3", flag)
+    has_tokenizer = path.is_dir() and all((path / f).exists() for f in _TOKENIZER_FILES)
+    return model.eval(), CLIPTokenizer.from_pretrained(path) if has_tokenizer else clip_tokenizer()
 
 
 def _random(cls: Any, config: Any) -> Any:

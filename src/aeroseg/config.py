@@ -1,8 +1,8 @@
 """The one typed configuration of an AerOSeg model.
 
-Every default below is the paper's value where the paper gives one, and otherwise the choice named in
-``DESIGN.md`` (marked **choice** in the comments). The config travels inside every checkpoint
-(``config.json``), so a model is rebuilt from its checkpoint alone.
+Every default below is the paper's value where the paper gives one, and otherwise the reference code's or
+our reading, as ``docs/model.md`` labels each (marked **choice** in the comments). The config travels inside
+every checkpoint (``config.json``), so a model is rebuilt from its checkpoint alone.
 """
 
 from __future__ import annotations
@@ -184,7 +184,9 @@ class AerOSegConfig(ConfigBase):
     decoder_dims: tuple[int, int] = (64, 32)  # output widths of the two stages
     decoder_guidance_dims: tuple[int, int] = (32, 16)  # g: guidance widths of the two stages
     decoder_attention: bool = True  # channel + spatial attention gating (OVRS); False = CAT-Seg decoder
-    decoder_attention_activation: Literal["none", "sigmoid"] = "none"  # **choice**: gate as in DESIGN §6
+    decoder_attention_activation: Literal["none", "sigmoid"] = (
+        "none"  # **choice**: gate as in docs/model.md §7
+    )
     decoder_fuse_bias: bool = False  # bias in the two fusing Conv3×3 of a stage (CAT-Seg/OVRS: none)
 
     # --- 7. Training ---------------------------------------------------------------------------------

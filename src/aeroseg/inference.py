@@ -5,63 +5,29 @@ Two protocols. :func:`reference_scores` is the evaluation protocol of the paper'
 and one global view, averaged. :func:`sliding_window_scores`, described next, is ours for large images
 (``aeroseg predict`` and ``evaluate --mode slide``).
 
-Windows of ``window``×``window`` pixels overlap by at least ``overlap``·``window``; the first window of each
-axis starts at 0 and the last ends flush with the image, the others are spread evenly between them. The
-sigmoid probabilities of the windows are averaged with a tent weight (1 at the window centre, falling
-linearly towards its border), so neighbouring windows fade into each other and leave no seam. An image
-smaller than a window is padded (reflect, or replicate when it is too small to reflect) and the result is
-cropped back.
+Windows of ``window``×``window`` pixels overlap by at least ``overlap``·``window``
+(:func:`aeroseg.windows.window_starts`) and their probabilities are blended with a tent weight
+(:class:`aeroseg.windows.Blend`), so neighbouring windows leave no seam. An image smaller than a window is
+padded (reflect, or replicate when it is too small to reflect) and the result is cropped back.
 
-Any model with ``encode_image(images) -> feats`` and ``segment(feats, classes) -> logits`` works: AerOSeg,
-the training-free model and the stand-ins of the tests. :class:`FeatureCache` keeps the image features of
-recent windows so that a second class list on the same image skips the image encoders (as SAM's predictor
-keeps the image embedding between prompts).
+Any :class:`aeroseg.segmenter.Segmenter` works: every model family and the stand-ins of the tests.
+:class:`FeatureCache` keeps the image features of recent windows so that a second class list on the same
+image skips the image encoders (as SAM's predictor keeps the image embedding between prompts).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Reduce = Callable[[Tensor], Tensor]
-
-
-def window_starts(length: int, window: int, overlap: float) -> list[int]:
-    """Start offsets of the windows along one axis of ``length`` pixels.
-
-    The first start is 0 and the last is ``length - window``; the windows overlap by at least
-    ``overlap * window`` pixels. A length not above ``window`` gives one window at 0 (padded by the caller).
-    """
-    if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    if length <= window:
-        return [0]
-    stride = max(1, math.floor(window * (1 - overlap)))
-    n = math.ceil((length - window) / stride) + 1
-    return [round(i * (length - window) / (n - 1)) for i in range(n)]
-
-
-def blend_weight(window: int, device: torch.device | str = "cpu") -> Tensor:
-    """Tent weight of one window, window×window, 1 at the centre and 1/window at the border (never 0)."""
-    centre = torch.arange(window, dtype=torch.float32, device=device) + 0.5
-    tent = torch.minimum(centre, window - centre) / (window / 2)
-    return tent[:, None] * tent[None, :]
-
-
-def pad_to(image: Tensor, height: int, width: int) -> Tensor:
-    """Pad ``image`` (C×H×W) at the bottom and right to at least height×width (reflect, else replicate)."""
-    pad_h, pad_w = max(0, height - image.shape[-2]), max(0, width - image.shape[-1])
-    if not pad_h and not pad_w:
-        return image
-    reflect = pad_h < image.shape[-2] and pad_w < image.shape[-1]
-    return F.pad(image[None], (0, pad_w, 0, pad_h), mode="reflect" if reflect else "replicate")[0]
+from aeroseg.segmenter import Segmenter
+from aeroseg.windows import Blend, pad_to, stride_starts, window_starts
 
 
 class FeatureCache:
@@ -78,15 +44,15 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
 
-    def features(self, model: Any, images: Tensor) -> Any:
-        """``model.encode_image(images)`` (images B×3×h×w), from the cache when these windows were seen."""
+    def features(self, model: Segmenter, images: Tensor) -> Any:
+        """``model.encode(images)`` (images B×3×h×w), from the cache when these windows were seen."""
         key = self._key(model, images)
         if key in self._entries:
             self._entries.move_to_end(key)
             self.hits += 1
             return self._entries[key][1]
         self.misses += 1
-        feats = model.encode_image(images)
+        feats = model.encode(images)
         if len(images) <= self.max_windows:
             self._entries[key] = (len(images), feats)
             while sum(n for n, _ in self._entries.values()) > self.max_windows:
@@ -104,51 +70,16 @@ class FeatureCache:
 
 
 def window_probabilities(
-    model: Any, images: Tensor, classes: Sequence[str], *, cache: FeatureCache | None = None
+    model: Segmenter, images: Tensor, classes: Sequence[str], *, cache: FeatureCache | None = None
 ) -> Tensor:
-    """Sigmoid probabilities B×T×h×w (float32) of a batch of windows B×3×h×w."""
-    feats = cache.features(model, images) if cache is not None else model.encode_image(images)
-    return torch.sigmoid(model.segment(feats, list(classes)).float())
-
-
-def accumulate_windows(
-    model: Any,
-    image: Tensor,
-    origins: Sequence[tuple[int, int]],
-    classes: Sequence[str],
-    sums: Tensor,
-    weights: Tensor,
-    *,
-    window: int,
-    batch_size: int,
-    reduce: Reduce | None = None,
-    cache: FeatureCache | None = None,
-    on_batch: Callable[[int], None] | None = None,
-) -> None:
-    """Add the weighted window probabilities of ``image`` (3×H×W, H and W at least ``window``) in place.
-
-    ``origins`` are the (row, column) corners of the windows. ``sums`` (K×H×W) receives weight·probability
-    and ``weights`` (H×W) the weights; their ratio is the blended probability. ``reduce`` maps the
-    probabilities of a batch, B×T×w×w, to the K channels of ``sums`` (the class synonyms of ``aeroseg
-    predict``); without it K = T.
-    """
-    weight = blend_weight(window, image.device)
-    for start in range(0, len(origins), batch_size):
-        chunk = origins[start : start + batch_size]
-        crops = torch.stack([image[:, y : y + window, x : x + window] for y, x in chunk])  # (B, 3, w, w)
-        probs = window_probabilities(model, crops, classes, cache=cache)  # (B, T, w, w)
-        if reduce is not None:
-            probs = reduce(probs)  # (B, K, w, w)
-        for (y, x), p in zip(chunk, probs, strict=True):
-            sums[:, y : y + window, x : x + window].addcmul_(p, weight)
-            weights[y : y + window, x : x + window] += weight
-        if on_batch is not None:
-            on_batch(len(chunk))
+    """Probabilities B×T×h×w (float32) of a batch of windows B×3×h×w."""
+    feats = cache.features(model, images) if cache is not None else model.encode(images)
+    return model.probabilities(feats, list(classes))
 
 
 @torch.inference_mode()
 def sliding_window_scores(
-    model: Any,
+    model: Segmenter,
     image: Tensor,
     classes: Sequence[str],
     *,
@@ -167,21 +98,14 @@ def sliding_window_scores(
     origins = [
         (y, x) for y in window_starts(height, window, overlap) for x in window_starts(width, window, overlap)
     ]
-    sums = torch.zeros((len(classes), *padded.shape[-2:]), device=image.device)
-    weights = torch.zeros(padded.shape[-2:], device=image.device)
-    accumulate_windows(
-        model, padded, origins, classes, sums, weights, window=window, batch_size=batch_size, cache=cache
-    )
-    return (sums / weights)[:, :height, :width]
-
-
-def reference_starts(length: int, window: int, stride: int) -> list[int]:
-    """Window starts every ``stride`` px as ``nn.Unfold`` takes them, plus one flush with the end when the
-    strides leave a remainder (never the case for CAT-Seg's 640 / 384 / 256, whose starts are 0 and 256)."""
-    starts = list(range(0, max(1, length - window + 1), stride))
-    if starts[-1] + window < length:
-        starts.append(length - window)
-    return starts
+    blend = Blend(len(classes), *padded.shape[-2:], window, image.device)
+    for start in range(0, len(origins), batch_size):
+        chunk = origins[start : start + batch_size]
+        crops = torch.stack([padded[:, y : y + window, x : x + window] for y, x in chunk])  # (B, 3, w, w)
+        probs = window_probabilities(model, crops, classes, cache=cache)  # (B, T, w, w)
+        for (y, x), p in zip(chunk, probs, strict=True):
+            blend.add(y, x, p)
+    return blend.blended()[:, :height, :width]
 
 
 def shortest_edge_size(height: int, width: int, size: int, max_size: int) -> tuple[int, int]:
@@ -194,7 +118,7 @@ def shortest_edge_size(height: int, width: int, size: int, max_size: int) -> tup
 
 @torch.inference_mode()
 def reference_scores(
-    model: Any,
+    model: Segmenter,
     image: Tensor,
     classes: Sequence[str],
     *,
@@ -223,7 +147,7 @@ def reference_scores(
         antialias=True,
     )
     square = F.interpolate(resized, size=(size, size), mode="bilinear", align_corners=False)[0]  # (3, S, S)
-    starts = reference_starts(size, window, stride)
+    starts = stride_starts(size, window, stride)
     origins = [(y, x0) for y in starts for x0 in starts]
     views = [square[:, y : y + window, x0 : x0 + window] for y, x0 in origins]
     views.append(F.interpolate(resized, size=(window, window), mode="bilinear", align_corners=False)[0])

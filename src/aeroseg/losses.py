@@ -1,4 +1,4 @@
-"""Training losses (paper Eq. 12–14, DESIGN §5 and §7), kept beside the model rather than in its forward."""
+"""Training losses (paper Eq. 12–14, docs/model.md §6 and §8), kept beside the model rather than in its forward."""
 
 from __future__ import annotations
 

@@ -26,7 +26,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from aeroseg import registry
+from aeroseg._tiny import build_tiny
+from aeroseg.data.info import BUILTIN, builtin_split
+from aeroseg.inference import sliding_window_scores
+from aeroseg.losses import AerOSegLoss
+from aeroseg.modeling.aeroseg import AerOSeg
 from aeroseg.precision import autocast, has_native_bf16
+from aeroseg.windows import window_starts
 
 COMPONENTS = ("clip", "text", "guidance", "correlation", "refinement", "decoder")
 MIB = 2**20
@@ -35,8 +42,6 @@ MIB = 2**20
 # ------------------------------------------------------------------------------------------ what runs
 def class_names(count: int) -> list[str]:
     """``count`` distinct class names: the benchmarks' own (iSAID, DLRSD, OpenEarthMap), then "object N"."""
-    from aeroseg.data.info import BUILTIN, builtin_split
-
     names = list(dict.fromkeys(name for dataset in BUILTIN for name in builtin_split(dataset)[0].classes))
     return (names + [f"object {i}" for i in range(len(names), count)])[:count]
 
@@ -45,12 +50,8 @@ def build_model(preset: str, short: bool, seed: int = 0) -> nn.Module:
     """The paper-size model of ``preset`` with random weights (offline, seeded), or its tiny version."""
     torch.manual_seed(seed)
     if short:
-        from aeroseg._tiny import build_tiny
-
         return build_tiny(preset, seed)
-    from aeroseg.presets import build
-
-    return build(preset, pretrained=False)
+    return registry.build(preset, pretrained=False)
 
 
 def compile_blocks(model: nn.Module) -> int:
@@ -125,8 +126,6 @@ class _Record:
 def _targets(model: nn.Module) -> list[tuple[str, Any, str]]:
     """(component, object, method): the calls AerOSeg's forward makes, one per component. Other models (the
     training-free one) are measured as a whole."""
-    from aeroseg.modeling.aeroseg import AerOSeg
-
     if not isinstance(model, AerOSeg):
         return []
     return [
@@ -294,8 +293,6 @@ def measure_predict(
     model: nn.Module, *, raster: int, window: int, classes: list[str], batch_size: int, device: torch.device
 ) -> dict[str, Any]:
     """Megapixels per second of ``sliding_window_scores`` on a random raster×raster image (fp32)."""
-    from aeroseg.inference import sliding_window_scores, window_starts
-
     image = torch.rand(3, raster, raster, generator=torch.Generator().manual_seed(1)).to(device)
     overlap = 0.25
     model.eval()
@@ -323,8 +320,6 @@ def measure_train_step(
     device: torch.device,
 ) -> dict[str, Any]:
     """Median seconds of forward_train + AerOSegLoss + backward + AdamW step (after one warm-up step)."""
-    from aeroseg.losses import AerOSegLoss
-
     config = model.config
     if config.back_projection:  # the back-projection is built for the seen classes of training
         classes = class_names(config.back_projection_classes)
@@ -332,7 +327,7 @@ def measure_train_step(
     images = torch.rand(batch_size, 3, image_size, image_size, generator=g).to(device)
     masks = torch.randint(0, len(classes), (batch_size, image_size, image_size), generator=g).to(device)
     loss_fn = AerOSegLoss(config)
-    optimizer = torch.optim.AdamW(model.param_groups(), weight_decay=1e-4)  # DESIGN §7
+    optimizer = torch.optim.AdamW(model.param_groups(), weight_decay=1e-4)  # docs/model.md §8
     model.train()
     times = []
     for _ in range(repeats + 1):

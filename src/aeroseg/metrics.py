@@ -1,4 +1,4 @@
-"""Segmentation metrics of the paper's protocol (DESIGN §8, paper §4.3).
+"""Segmentation metrics of the paper's protocol (docs/model.md §9, paper §4.3).
 
 One confusion matrix is accumulated over the whole split; the prediction is the argmax over *all*
 classes (seen and unseen) and ignore pixels are left out. From it:

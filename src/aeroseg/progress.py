@@ -30,6 +30,12 @@ def progress(iterable: Iterable[Any] | None = None, **options: Any) -> Any:
     return LogProgress(iterable, **options)
 
 
+def write_line(text: str, file: TextIO | None = None) -> None:
+    """A message line that does not break a progress bar on a terminal (a plain line in a log)."""
+    stream = file or sys.stderr
+    (tqdm if _is_terminal(stream) else LogProgress).write(text, file=stream)
+
+
 def _is_terminal(stream: TextIO) -> bool:
     try:
         return stream.isatty()
@@ -49,13 +55,14 @@ class LogProgress:
         desc: str | None = None,
         unit: str = "it",
         file: TextIO | None = None,
-        interval: float = LOG_INTERVAL,
+        interval: float | None = None,  # seconds between two lines; None: LOG_INTERVAL
         **ignored: Any,  # leave, dynamic_ncols, ...: meaningful for a bar only
     ) -> None:
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         self.iterable, self.total, self.n, self.initial = iterable, total, initial, initial
-        self.desc, self.unit, self.file, self.interval = desc, unit, file or sys.stderr, interval
+        self.desc, self.unit, self.file = desc, unit, file or sys.stderr
+        self.interval = LOG_INTERVAL if interval is None else interval
         self.postfix = ""
         self._start = self._last = time.monotonic()
         self._closed = False

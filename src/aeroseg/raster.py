@@ -143,7 +143,7 @@ class RasterSource:
         if options.scale is not None:
             return np.array([options.scale] * len(self.bands), dtype=np.float64)
         if self._palette is not None or (options.percentiles is None and self._dataset.dtypes[0] == "uint8"):
-            return np.array([(0.0, 255.0)] * len(self.bands))
+            return np.array([UINT8_RANGE] * len(self.bands))
         low, high = options.percentiles or DEFAULT_PERCENTILES
         factor = max(1, max(self.height, self.width) / OVERVIEW_SIDE)
         shape = (max(1, round(self.height / factor)), max(1, round(self.width / factor)))
@@ -185,14 +185,7 @@ class RasterSource:
         return image, ~invalid
 
     def _scale(self, values: np.ndarray) -> np.ndarray:
-        """Band values (b×h×w) mapped to float32 [0, 1] by the per-band ranges, in place where possible."""
-        low = self._ranges[:, 0, None, None].astype(np.float32)
-        high = self._ranges[:, 1, None, None].astype(np.float32)
-        image = values.astype(np.float32)
-        image -= low
-        image *= 1 / np.maximum(high - low, 1e-12)
-        np.clip(image, 0, 1, out=image)
-        return np.nan_to_num(image, copy=False, nan=0.0)
+        return to_unit(values, self._ranges)
 
     def to_unit(self, values: np.ndarray) -> np.ndarray:
         """Values of :attr:`bands` as stored in the file (bands×h×w) → float32 3×h×w in [0, 1], with the
@@ -250,6 +243,21 @@ class ArraySource(RasterSource):
     def close(self) -> None:
         self._dataset.close()
         self._memfile.close()
+
+
+UINT8_RANGE = (0.0, 255.0)  # the range of an 8-bit band: /255
+
+
+def to_unit(values: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """Band values (b×h×w) mapped to float32 [0, 1] by per-band (low, high) ``ranges`` (b×2); NaN becomes 0.
+    Every image that reaches a model goes through this one function (predict, serve, the datasets)."""
+    low = ranges[:, 0, None, None].astype(np.float32)
+    high = ranges[:, 1, None, None].astype(np.float32)
+    image = values.astype(np.float32)
+    image -= low
+    image *= 1 / np.maximum(high - low, 1e-12)
+    np.clip(image, 0, 1, out=image)
+    return np.nan_to_num(image, copy=False, nan=0.0)
 
 
 def channels_last(array: np.ndarray) -> np.ndarray:

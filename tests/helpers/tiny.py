@@ -25,7 +25,7 @@ from aeroseg._tiny import (
     tiny_sam_config,
 )
 from aeroseg.convert.tokenizer import clip_tokenizer
-from aeroseg.presets import preset_config
+from aeroseg.variants import preset_config
 from tests.helpers.tiny_sam3 import tiny_sam3_config
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
+from aeroseg.cli import options
 from aeroseg.cli.options import HelpFormatter
 from aeroseg.errors import UserError
 
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    quiet_libraries(bool(getattr(args, "quiet", False)))
+    options.quiet_libraries(bool(getattr(args, "quiet", False)))
     try:
         return int(args._run(args) or 0)
     except UserError as error:
@@ -75,18 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"aeroseg {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-def quiet_libraries(quiet: bool) -> None:
-    """Silence the progress bars of transformers and huggingface_hub (weight loading, downloads) under
-    ``--quiet`` and when stderr is not a terminal (a log file gets no bars)."""
-    if not quiet and sys.stderr.isatty():
-        return
-    from huggingface_hub.utils import disable_progress_bars
-    from transformers.utils.logging import disable_progress_bar
-
-    disable_progress_bars()
-    disable_progress_bar()
+    except BrokenPipeError:  # the reader of stdout left (`aeroseg presets | head -1`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

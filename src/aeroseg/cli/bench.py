@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 from functools import partial
 from pathlib import Path
@@ -26,7 +25,9 @@ from typing import Any
 
 import torch
 
+from aeroseg.atomic import write_text
 from aeroseg.cli import options
+from aeroseg.device import resolve_device
 from aeroseg.errors import UserError
 from aeroseg.measure import (
     MIB,
@@ -74,18 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ command
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device(torch.accelerator.current_accelerator() or "cpu")
-    try:
-        device = torch.device(name)
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError) as error:
-        reason = str(error).splitlines()[0]
-        raise UserError(f"device {name!r} is not usable here ({reason}); try --device cpu") from None
-    return device
-
-
 def _check(args: argparse.Namespace) -> set[str]:
     for flag in ("classes", "batch_size", "repeats", "bf16_repeats", "threads", "image_size", "raster"):
         value = getattr(args, flag)
@@ -101,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     skip = _check(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     size = args.image_size or (64 if args.short else 512)
     classes = class_names(args.classes)
     steps = ["build", "peak", "count", "fp32", *(p for p in PARTS if p not in skip)]
@@ -214,9 +203,7 @@ def run(args: argparse.Namespace) -> int:
 def write_json(report: dict[str, Any], path: Path) -> None:
     """Write ``report`` to ``path`` through a temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def format_report(r: dict[str, Any]) -> str:

@@ -1,5 +1,6 @@
-"""``aeroseg convert FILE OUT_DIR``: a CAT-Seg / OVRS checkpoint file -> a self-contained AerOSeg checkpoint
-directory (``config.json``, ``model.safetensors``, the tokenizer), loadable with ``AerOSeg.from_pretrained``.
+"""``aeroseg convert FILE OUT_DIR``: an official checkpoint file of any family the registry knows (CAT-Seg /
+OVRS ``.pth``, ...) -> a self-contained checkpoint directory (``config.json``, ``model.safetensors``, the
+tokenizer), loadable with ``aeroseg.load`` and ``--checkpoint`` everywhere.
 
 The directory is written under a temporary name beside ``OUT_DIR`` and renamed when complete; an existing
 ``OUT_DIR`` is never overwritten.
@@ -8,31 +9,30 @@ The directory is written under a temporary name beside ``OUT_DIR`` and renamed w
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from aeroseg.atomic import atomic_dir
+from aeroseg.cli import options
 from aeroseg.errors import UserError
+from aeroseg.hub import hub_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "file", type=Path, metavar="FILE", help="CAT-Seg / OVRS checkpoint (.pth), or hf://OWNER/REPO/FILE"
     )
-    parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="new AerOSeg checkpoint directory")
+    parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="new checkpoint directory")
     parser.add_argument(
         "--preset",
-        choices=["cat-seg", "cat-seg-large", "ovrs"],
-        help="model the file holds (default: read from the file: rotations and decoder -> ovrs, CLIP ViT-B/16 "
-        "-> cat-seg, ViT-L/14@336 -> cat-seg-large)",
+        metavar="NAME",
+        help="model the file holds (default: read from the file; CAT-Seg / OVRS: rotations and decoder -> ovrs, "
+        "CLIP ViT-B/16 -> cat-seg, ViT-L/14@336 -> cat-seg-large)",
     )
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    options.add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from aeroseg.backbones import hub_file
-    from aeroseg.convert.catseg import load_catseg
+    from aeroseg import registry  # torch and the model code load only when the command runs
 
     out = args.out_dir.expanduser()
     if out.exists():
@@ -41,17 +41,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out.parent} is not a directory; create it first")
     source = Path(hub_file(str(args.file), "checkpoint")).expanduser()
     if not source.is_file():
-        raise UserError(f"{args.file} is not a file; give a CAT-Seg / OVRS checkpoint (.pth)")
+        raise UserError(
+            f"{args.file} is not a file; give an official checkpoint file (a CAT-Seg / OVRS .pth)"
+        )
     if not args.quiet:
         print(f"reading {source}")
-    model = load_catseg(source, preset=args.preset)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    model = registry.load(source, preset=args.preset)
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if not args.quiet:
         tensors = len(model.state_dict())
         print(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,12 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from aeroseg import registry
+from aeroseg.atomic import atomic
 from aeroseg.cli import options
-from aeroseg.cli.options import WEIGHTS_METAVAR
+from aeroseg.device import resolve_device
 from aeroseg.errors import UserError
-from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
-from aeroseg.training_free.presets import TRAINING_FREE_PRESETS, build_training_free_preset
+from aeroseg.hub import cache_dir
 
 
 @dataclass(frozen=True)
@@ -65,25 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f'comma-separated classes, "a|b" synonyms (default: {DEFAULT_CLASSES})',
     )
     parser.add_argument("-o", "--output", default="aeroseg-demo", metavar="DIR", help="output folder")
-    parser.add_argument(
-        "--preset",
-        choices=list(TRAINING_FREE_PRESETS),
-        default="training-free",
-        help="training-free model: training-free (ours), segearth-ov or segearth-ov3",
-    )
-    parser.add_argument(
-        "--clip", metavar=WEIGHTS_METAVAR, help=f"CLIP weights (training-free default: {DEFAULT_CLIP})"
-    )
-    parser.add_argument(
-        "--simfeatup", metavar="FILE|hf://...|none", help="--preset segearth-ov: SimFeatUp .ckpt"
-    )
-    parser.add_argument(
-        "--sam3", metavar="ID|DIR", help="--preset segearth-ov3: SAM 3 (default facebook/sam3)"
-    )
-    parser.add_argument(
-        "--guidance",
-        metavar=WEIGHTS_METAVAR,
-        help=f"SAM weights for region refinement, or none (training-free default: {DEFAULT_GUIDANCE})",
+    options.add_model(
+        parser.add_argument_group("model (one that needs no training)"),
+        default_preset=registry.DEFAULT_SEGMENTER,
+        checkpoint=False,
     )
     parser.add_argument(
         "--window",
@@ -102,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aeroseg.prediction.api import predict, resolve_device
+    from aeroseg.prediction.api import predict  # torch loads only when the command runs
     from aeroseg.prediction.classes import parse_classes
     from aeroseg.prediction.paths import check_folder
 
@@ -115,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
         image, stem = args.image, Path(args.image.split("?", 1)[0]).stem or "image"
     else:
         image, stem = str(fetch_sample(SAMPLE, cache_dir(args.cache))), SAMPLE.stem
-    weights = {k: getattr(args, k, None) for k in ("clip", "guidance", "simfeatup", "sam3")}
-    model = build_training_free_preset(getattr(args, "preset", "training-free"), **weights).to(device)
+    model = registry.segmenter(options.model_request(args, registry.DEFAULT_SEGMENTER), device)
     out_dir = Path(args.output)
     result = predict(
         model,
@@ -139,15 +123,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cache_dir(override: str | None = None) -> Path:
-    """The aeroseg cache: ``override``, ``$AEROSEG_CACHE``, ``$XDG_CACHE_HOME/aeroseg`` or ``~/.cache/aeroseg``."""
-    if override:
-        return Path(override).expanduser()
-    if os.environ.get("AEROSEG_CACHE"):
-        return Path(os.environ["AEROSEG_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "aeroseg"
-
-
 def fetch_sample(sample: Sample, cache: Path) -> Path:
     """The cached GeoTIFF of ``sample``, read from its URL on first use (a window, by range requests)."""
     key = hashlib.sha256(f"{sample.url}|{sample.side}|{sample.decimation}".encode()).hexdigest()[:12]
@@ -155,7 +130,6 @@ def fetch_sample(sample: Sample, cache: Path) -> Path:
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_TIMEOUT=60):
             with rasterio.open(sample.url) as src:
@@ -176,15 +150,12 @@ def fetch_sample(sample: Sample, cache: Path) -> Path:
                     transform=src.window_transform(window) @ Affine.scale(side / out),
                     compress="deflate",
                 )
-        with rasterio.open(tmp, "w", **profile) as dst:
+        with atomic(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             dst.write(data)
-        os.replace(tmp, path)
     except (RasterioError, OSError) as error:
         reason = (str(error).strip() or type(error).__name__).splitlines()[0]
         raise UserError(
             f"cannot download the sample image {sample.url} ({reason}); connect to the internet once (it is "
             f"then cached in {path.parent}), or segment a local image with --image FILE"
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

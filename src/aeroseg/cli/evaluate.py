@@ -1,8 +1,9 @@
 """``aeroseg evaluate``: s-mIoU, u-mIoU, h-mIoU and mIoU of a model or of a folder of predictions.
 
-Either ``--checkpoint DIR`` (an AerOSeg checkpoint, or a training run whose ``final/`` holds one) or
-``--preset training-free`` (public CLIP / SAM weights, no training; ``--clip`` and ``--guidance`` choose
-them) runs the model on every image of the split, or ``--predictions DIR`` scores ``DIR/<stem>.png``
+Either ``--checkpoint DIR`` (a trained model: a checkpoint folder, a training run whose ``final/`` holds one,
+or a CAT-Seg / OVRS file) or ``--preset NAME`` of a model that needs no training (public weights; ``--clip``,
+``--guidance``, ... choose them, ``--config FILE`` sets its fields) runs the model on every image of the
+split, or ``--predictions DIR`` scores ``DIR/<stem>.png``
 class-id maps made by any other model (SAN, SED, CAT-Seg, ...) under the same protocol. Prints a table
 and, with ``--json``, writes the scores and the metadata ``aeroseg report`` reads.
 """
@@ -12,28 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from aeroseg import AerOSeg
+from aeroseg import registry
+from aeroseg.atomic import write_text
 from aeroseg.cli import options
-from aeroseg.cli.options import WEIGHTS_METAVAR
 from aeroseg.data import DatasetInfo, SegmentationDataset
+from aeroseg.device import resolve_device
 from aeroseg.errors import UserError
 from aeroseg.evaluation.scoring import score_model, score_predictions
 from aeroseg.metrics import ConfusionMatrix, SegmentationScores
-from aeroseg.training_free import build_training_free
-from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
-from aeroseg.training_free.presets import (
-    TRAINING_FREE_PRESETS,
-    build_training_free_preset,
-    preset_file_overrides,
-)
-
-TRAINING_FREE = "training-free"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,42 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", required=True, type=Path, metavar="DIR", help="prepared (canonical) dataset"
     )
     parser.add_argument("--split", default="val", help="split to score (default: val)")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--checkpoint", type=Path, metavar="DIR", help="AerOSeg checkpoint dir or training run"
-    )
-    source.add_argument(
+    parser.add_argument(
         "--predictions",
         type=Path,
         metavar="DIR",
         help="folder of <stem>.png or <stem>.tif class-id maps (what aeroseg predict writes) to score instead",
     )
-    source.add_argument(
-        "--preset",
-        choices=list(TRAINING_FREE_PRESETS),
-        help="a model that needs no checkpoint: training-free (ours), segearth-ov or segearth-ov3",
-    )
-    parser.add_argument(
-        "--simfeatup", metavar="FILE|hf://...|none", help="--preset segearth-ov: SimFeatUp .ckpt"
-    )
-    parser.add_argument(
-        "--sam3", metavar="ID|DIR", help="--preset segearth-ov3: SAM 3 (default facebook/sam3)"
-    )
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="--preset: per-dataset settings, configs/<dataset>/training-free/*.yaml",
-    )
-    parser.add_argument(
-        "--clip",
-        metavar=WEIGHTS_METAVAR,
-        help=f"--preset {TRAINING_FREE}: CLIP weights (default {DEFAULT_CLIP})",
-    )
-    parser.add_argument(
-        "--guidance",
-        metavar=WEIGHTS_METAVAR,
-        help=f"--preset {TRAINING_FREE}: SAM weights, or none (default {DEFAULT_GUIDANCE})",
-    )
+    options.add_model(parser.add_argument_group("model (or --predictions)"), default_preset=None)
     parser.add_argument("--json", type=Path, metavar="FILE", help="write scores and metadata to this JSON")
     parser.add_argument(
         "--method",
@@ -106,41 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_quiet(parser)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the first CUDA device if there is one, else the CPU; other names as torch reads them."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu")
-    return device
-
-
-def _checkpoint_dir(path: Path) -> Path:
-    """A checkpoint dir as given, or ``RUN/final`` for a training run directory."""
-    if not (path / "config.json").is_file() and (path / "final" / "config.json").is_file():
-        return path / "final"
-    return path
-
-
-def load_model(args: argparse.Namespace) -> Any:
-    """The model to evaluate, built from the command-line arguments (on the CPU, not yet in eval mode)."""
-    config_file = getattr(args, "config", None)
-    if getattr(args, "preset", None) == TRAINING_FREE and config_file is None:
-        return build_training_free(clip=args.clip or DEFAULT_CLIP, guidance=args.guidance or DEFAULT_GUIDANCE)
-    if getattr(args, "preset", None) in TRAINING_FREE_PRESETS:
-        weights = {k: getattr(args, k, None) for k in ("clip", "guidance", "simfeatup", "sam3")}
-        overrides = preset_file_overrides(config_file, args.preset) if config_file else None
-        return build_training_free_preset(args.preset, overrides=overrides, **weights)
-    if args.checkpoint is None:
+def load_model(args: argparse.Namespace, device: Any) -> Any:
+    """The model to evaluate, in eval mode on ``device``: a checkpoint, or a preset that needs none."""
+    if args.checkpoint is None and args.preset is None:
         raise UserError(
-            f"nothing to evaluate: give --checkpoint DIR (a trained model), --preset {TRAINING_FREE} or "
-            "--predictions DIR"
+            "nothing to evaluate: give --checkpoint DIR (a trained model), --preset NAME (one that needs no "
+            f"checkpoint: {', '.join(registry.untrained_presets())}) or --predictions DIR"
         )
-    return AerOSeg.from_pretrained(_checkpoint_dir(args.checkpoint))
+    return registry.segmenter(options.model_request(args), device)
 
 
 def _load_dataset(args: argparse.Namespace) -> SegmentationDataset:
@@ -152,10 +86,13 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserError("--batch-size must be >= 1 and --workers >= 0")
     if args.window < 1 or not 0 <= args.overlap < 1:
         raise UserError("--window must be >= 1 and --overlap in [0, 1)")
-    if (getattr(args, "clip", None) or getattr(args, "guidance", None)) and getattr(
-        args, "preset", None
-    ) is None:
-        raise UserError(f"--clip and --guidance choose the weights of --preset {TRAINING_FREE}; add it")
+    model_flags = [
+        f for f in ("checkpoint", "preset", *options.WEIGHT_FLAGS, "config") if getattr(args, f, None)
+    ]
+    if args.predictions is not None and model_flags:
+        raise UserError(
+            f"--predictions scores files; --{model_flags[0]} names a model to run: give one or the other"
+        )
 
 
 def format_table(scores: SegmentationScores, title: str) -> str:
@@ -177,24 +114,13 @@ def _number(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.2f}"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def metadata(
     args: argparse.Namespace, info: DatasetInfo, num_images: int, model: Any = None
 ) -> dict[str, Any]:
     """The JSON keys that describe what was scored (written before the scores)."""
     config = getattr(model, "config", None)
     preset = getattr(config, "preset", None)
-    no_checkpoint = getattr(args, "preset", None) is not None
+    no_checkpoint = args.checkpoint is None and getattr(args, "preset", None) is not None
     method = args.method or preset or (args.predictions.name if args.predictions else None)
     mode = "predictions" if args.predictions is not None else args.mode
     return {
@@ -225,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         cm: ConfusionMatrix = score_predictions(dataset, args.predictions, progress=not args.quiet)
     else:
         device = resolve_device(args.device)
-        model = load_model(args).to(device).eval()
+        model = load_model(args, device)
         cm = score_model(
             model,
             dataset,
@@ -247,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(scores, f"{info.name} {args.split}: {len(dataset)} images, {meta['mode']}, {source}"))
     if args.json is not None:
         document = {**meta, **scores.to_dict(), "confusion_matrix": cm.matrix.cpu().tolist()}
-        write_text_atomic(args.json, json.dumps(document, indent=2, allow_nan=False) + "\n")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        write_text(args.json, json.dumps(document, indent=2, allow_nan=False) + "\n")
         print(f"wrote {args.json}")
     return 0

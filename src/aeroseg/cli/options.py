@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 
+from aeroseg import device
 from aeroseg.errors import UserError
+from aeroseg.registry import ModelRequest, config_file_overrides
 
-DEVICE_HELP = "auto (the first GPU when there is one, else the CPU), cpu, cuda or cuda:N"
+DEVICE_HELP = device.HELP
 DEVICE_METAVAR = "DEVICE"
 WEIGHTS_METAVAR = "ID|DIR|FILE"  # hub id, transformers directory or original checkpoint file
 _DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
@@ -57,3 +60,70 @@ def add_quiet(parser: argparse.ArgumentParser | argparse._ArgumentGroup, **kwarg
 def add_alias(parser: argparse.ArgumentParser, *names: str, dest: str, **kwargs: object) -> None:
     """Old spellings of a flag: accepted, not shown in ``--help``, never overriding the default."""
     parser.add_argument(*names, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
+
+
+WEIGHT_FLAGS = ("clip", "guidance", "simfeatup", "sam3")  # backbone sources, each a config field of a family
+
+
+def add_model(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *,
+    default_preset: str | None,
+    checkpoint: bool = True,
+) -> None:
+    """The flags that name a model, the same in every verb: ``--checkpoint`` (a trained model), or ``--preset``
+    with its backbones' weights (``--clip``, ``--guidance``, ``--simfeatup``, ``--sam3``), and ``--config``
+    (a YAML whose ``model:`` overrides fields of the preset's config). Read them with :func:`model_request`."""
+    if checkpoint:
+        parser.add_argument(
+            "--checkpoint",
+            metavar="DIR|FILE",
+            help="trained model: a folder written by aeroseg train (or its run folder), a hub id, or a CAT-Seg / "
+            "OVRS .pth",
+        )
+    shown = f"; default {default_preset}" if default_preset else ""
+    parser.add_argument(
+        "--preset",
+        metavar="NAME",
+        help=f"model preset (`aeroseg presets`{shown}); with --checkpoint: the preset the file holds",
+    )
+    parser.add_argument("--clip", metavar=WEIGHTS_METAVAR, help="the preset's CLIP weights")
+    parser.add_argument(
+        "--guidance",
+        metavar=f"{WEIGHTS_METAVAR}|none",
+        help="the preset's SAM / SAM2 weights (training-free: none)",
+    )
+    parser.add_argument("--simfeatup", metavar="FILE|URL|hf://...|none", help="segearth-ov: SimFeatUp .ckpt")
+    parser.add_argument("--sam3", metavar="ID|DIR", help="segearth-ov3: SAM 3 (default facebook/sam3)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="model settings: a YAML with model: overrides, e.g. configs/<dataset>/training-free/<preset>.yaml",
+    )
+
+
+def model_request(args: argparse.Namespace, default_preset: str | None = None) -> ModelRequest:
+    """The :class:`aeroseg.registry.ModelRequest` of the flags :func:`add_model` declared."""
+    weights = {k: getattr(args, k) for k in WEIGHT_FLAGS if getattr(args, k, None) is not None}
+    checkpoint = getattr(args, "checkpoint", None)
+    preset = getattr(args, "preset", None) or (None if checkpoint else default_preset)
+    config = getattr(args, "config", None)
+    overrides = config_file_overrides(config, preset) if config else {}
+    return ModelRequest(
+        checkpoint=None if checkpoint is None else str(checkpoint),
+        preset=preset,
+        weights=weights,
+        overrides=overrides,
+    )
+
+
+def quiet_libraries(quiet: bool) -> None:
+    """Silence the progress bars of transformers and huggingface_hub (weight loading, downloads) under
+    ``--quiet`` and when stderr is not a terminal (a log file gets no bars)."""
+    if not quiet and sys.stderr.isatty():
+        return
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils.logging import disable_progress_bar
+
+    disable_progress_bars()
+    disable_progress_bar()

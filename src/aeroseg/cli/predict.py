@@ -30,18 +30,21 @@ from typing import Any
 
 from rasterio.errors import RasterioError
 
+from aeroseg import registry
+from aeroseg.atomic import atomic
 from aeroseg.cli import options
-from aeroseg.cli.options import WEIGHTS_METAVAR
+from aeroseg.device import resolve_device
+from aeroseg.distributed.driver import records_on_ray
 from aeroseg.errors import UserError
-from aeroseg.prediction import api
+from aeroseg.precision import PRECISIONS
+from aeroseg.prediction import api, checks
 from aeroseg.prediction import paths as places
 from aeroseg.prediction.classes import ClassList, parse_classes
-from aeroseg.prediction.outputs import atomic
-from aeroseg.prediction.settings import finished, model_weights, prediction_settings
-from aeroseg.prediction.streaming import PRECISIONS, WindowOptions, count_windows
-from aeroseg.progress import LogProgress, progress
+from aeroseg.prediction.settings import finished, prediction_settings
+from aeroseg.prediction.streaming import WindowOptions, count_windows
+from aeroseg.prediction.vector import VectorWriter
+from aeroseg.progress import progress, write_line
 from aeroseg.raster import RasterSource, ReadOptions, expand_inputs, one_line
-from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,32 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns or URLs"
     )
-    parser.add_argument(
-        "--checkpoint",
-        metavar="DIR",
-        help="model directory written by aeroseg train (default: the training-free model, public weights)",
-    )
-    parser.add_argument(
-        "--clip",
-        metavar=WEIGHTS_METAVAR,
-        help=f"without --checkpoint: CLIP weights of the training-free model (default {DEFAULT_CLIP})",
-    )
-    parser.add_argument(
-        "--guidance",
-        metavar=WEIGHTS_METAVAR,
-        help=f"without --checkpoint: its SAM weights, or none (default {DEFAULT_GUIDANCE})",
-    )
-    parser.add_argument(
-        "--preset",
-        choices=("training-free", "segearth-ov", "segearth-ov3"),
-        help="without --checkpoint: the training-free model to run (default training-free)",
-    )
-    parser.add_argument(
-        "--simfeatup", metavar="FILE|hf://...|none", help="--preset segearth-ov: SimFeatUp .ckpt"
-    )
-    parser.add_argument(
-        "--sam3", metavar="ID|DIR", help="--preset segearth-ov3: SAM 3 (default facebook/sam3)"
-    )
+    model_flags = parser.add_argument_group("model (default: the training-free model on public weights)")
+    options.add_model(model_flags, default_preset=registry.DEFAULT_SEGMENTER)
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--classes", help='comma-separated class names; "tree|forest" gives synonyms')
     group.add_argument(
@@ -115,16 +94,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     image.add_argument("--nodata", type=float, help="nodata value, overriding the file's")
     model = parser.add_argument_group("inference")
-    model.add_argument("--window", type=int, default=512, help="window side in pixels")
+    model.add_argument(
+        "--window", type=int, help="window side in pixels (default: the model's, 512 for every preset so far)"
+    )
     model.add_argument(
         "--overlap",
         type=float,
         default=0.25,
-        help=f"window overlap, a fraction in [0, {api.MAX_OVERLAP}]",
+        help=f"window overlap, a fraction in [0, {checks.MAX_OVERLAP}]",
     )
     model.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     options.add_device(model)
-    model.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="autocast precision")
+    model.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast precision")
     out = parser.add_argument_group("outputs")
     out.add_argument(
         "--scores", action="store_true", help="also write <stem>_scores: the best class probability"
@@ -164,11 +145,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     classes = parse_classes(args.classes, args.classes_file, args.background_threshold)
-    api.check_overlap(args.overlap)
+    checks.check_overlap(args.overlap)
     if args.min_area < 0 or args.simplify < 0:
         raise UserError(
             f"--min-area and --simplify must be >= 0, got {args.min_area:g} and {args.simplify:g}"
         )
+    request = options.model_request(args, registry.DEFAULT_SEGMENTER)
+    args.window = args.window or registry.window(request)
     window_options = WindowOptions(window=args.window, overlap=args.overlap, batch_size=args.batch_size)
     read = ReadOptions(args.bands, args.scale, args.percentiles, args.nodata)
     inputs = expand_inputs(args.inputs)
@@ -177,18 +160,20 @@ def run(args: argparse.Namespace) -> int:
     _check_folders(args, out_file)  # before any work: a folder that cannot be made is refused
     vector = None
     if args.vector:
-        api.check_vector_options(args.vector, min_area=args.min_area, simplify=args.simplify)
-        vector = api.vector_writer(
+        checks.check_vector_options(args.vector, min_area=args.min_area, simplify=args.simplify)
+        vector = VectorWriter(
             args.vector, min_area=args.min_area, simplify=args.simplify, pixel_coordinates=args.vector_pixels
         )
     clashes = {} if out_file else _stem_clashes(inputs)
-    settings = prediction_settings(args, classes)
+    settings = prediction_settings(args, classes, request)
     if args.ray is not None:
-        from aeroseg.distributed.driver import records_on_ray
-
-        records = records_on_ray(args, inputs, classes, read, window_options, out_file, settings, clashes)
+        records = records_on_ray(
+            args, inputs, classes, read, window_options, out_file, settings, clashes, request
+        )
     else:
-        records = _predict_all(args, inputs, classes, read, window_options, out_file, settings, clashes)
+        records = _predict_all(
+            args, inputs, classes, read, window_options, out_file, settings, clashes, request
+        )
     polygons = _write_vector(vector, records, single) if vector is not None else None
     failed = [r for r in records if r["status"] == "failed"]
     no_polygons = [r for r in records if "vector_error" in r]
@@ -231,11 +216,12 @@ def _predict_all(
     out_file: Path | None,
     settings: dict[str, Any],
     clashes: dict[str, str],
+    request: registry.ModelRequest,
 ) -> list[dict[str, Any]]:
     """Predict ``inputs`` one after the other in this process; one record per input."""
     single = len(inputs) == 1
-    device = api.resolve_device(args.device)
-    model = api.load_segmenter(args.checkpoint, device, **model_weights(args))
+    device = resolve_device(args.device)
+    model = registry.segmenter(request, device)
     records: list[dict[str, Any]] = []
     with progress(
         inputs, desc="predict", unit="image", disable=args.quiet or single, file=sys.stderr
@@ -252,7 +238,7 @@ def _predict_all(
                 if single:
                     raise UserError(message) from None
                 record = {"input": path, "status": "failed", "error": message}
-                _write_line(f"aeroseg predict: skipped: {message}", file=sys.stderr)
+                write_line(f"aeroseg predict: skipped: {message}")
             records.append(record)
     return records
 
@@ -276,7 +262,7 @@ def _predict_one(
         record: dict[str, Any] = {"input": path, "outputs": {k: str(v) for k, v in paths.items()}}
         record.update(height=source.height, width=source.width)
         if args.vector and source.crs is None and not args.vector_pixels:
-            raise UserError(api.no_crs_message(path, "--vector-pixels"))
+            raise UserError(checks.no_crs_message(path, "--vector-pixels"))
         if finished(class_path, paths, settings, overwrite=args.overwrite):
             return dict(record, status="skipped")
         places.make_parent(class_path)
@@ -356,7 +342,7 @@ def _write_vector(vector: Any, records: list[dict[str, Any]], single: bool) -> i
                 if single:
                     raise UserError(f"no polygons for {record['input']}: {one_line(error)}") from None
                 record["vector_error"] = f"no polygons: {one_line(error)}"  # its rasters were written
-                _write_line(f"aeroseg predict: {record['input']}: {record['vector_error']}", file=sys.stderr)
+                write_line(f"aeroseg predict: {record['input']}: {record['vector_error']}")
         vector.finish()
     except BaseException:
         vector.abort()
@@ -365,13 +351,6 @@ def _write_vector(vector: Any, records: list[dict[str, Any]], single: bool) -> i
 
 
 _stem = places.input_stem
-
-
-def _write_line(text: str, file: Any = None) -> None:
-    """A message line that does not break a progress bar on a terminal."""
-    from tqdm.auto import tqdm
-
-    (tqdm if sys.stderr.isatty() else LogProgress).write(text, file=file)
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -17,10 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aeroseg.errors import CheckpointError, UserError
-from aeroseg.prediction.streaming import PRECISIONS, WindowOptions
-from aeroseg.presets import presets
-from aeroseg.raster import ReadOptions, expand_inputs, is_url, one_line
+from aeroseg import registry
+from aeroseg.cli import options
+from aeroseg.device import resolve_device
+from aeroseg.errors import UserError
+from aeroseg.precision import PRECISIONS
+from aeroseg.prediction.streaming import WindowOptions
+from aeroseg.raster import ReadOptions, expand_inputs, is_url
 
 DEFAULT_PORT = 8000
 DEFAULT_UPLOAD_MB = 512
@@ -29,15 +32,7 @@ DEFAULT_CACHE_MB = 2048
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="PATH", help="images or folders to open (default: none)")
-    model = parser.add_mutually_exclusive_group()
-    model.add_argument("--checkpoint", metavar="DIR|FILE", help="model written by aeroseg train")
-    model.add_argument(
-        "--preset", metavar="NAME", help="a preset on its public weights (default: training-free)"
-    )
-    parser.add_argument("--clip", metavar="ID|DIR|FILE", help="CLIP weights of the training-free model")
-    parser.add_argument(
-        "--guidance", metavar="ID|DIR|FILE|none", help="SAM weights of the training-free model"
-    )
+    options.add_model(parser.add_argument_group("model"), default_preset=registry.DEFAULT_SEGMENTER)
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)"
     )
@@ -64,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, default=512, help="window side in pixels (default 512)")
     parser.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="autocast precision")
+    options.add_device(parser)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast precision")
     parser.add_argument("--quiet", action="store_true", help="no request log")
 
 
@@ -94,7 +89,6 @@ def served_app(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
         raise UserError(
             f'aeroseg serve needs the {error.name} package: pip install "aeroseg[serve]"'
         ) from None
-    from aeroseg.prediction import api
     from aeroseg.serve.catalog import Catalog
     from aeroseg.serve.files import FileAccess, ForbiddenPath
     from aeroseg.serve.jobs import JobRunner
@@ -107,11 +101,12 @@ def served_app(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
     roots = [args.root] if args.root else list(dict.fromkeys(str(Path(p).resolve().parent) for p in inputs))
     if not roots:
         raise UserError("give images to open (aeroseg serve scene.tif) or --root DIR to choose from a folder")
-    options = WindowOptions(window=args.window, overlap=args.overlap, batch_size=args.batch_size)
+    window_options = WindowOptions(window=args.window, overlap=args.overlap, batch_size=args.batch_size)
     read = ReadOptions(args.bands, None, args.percentiles, None)
-    device = api.resolve_device(args.device)
-    label = args.checkpoint or args.preset or "training-free"
-    default = load_model(args.checkpoint, args.preset, device, clip=args.clip, guidance=args.guidance)
+    device = resolve_device(args.device)
+    request = options.model_request(args, registry.DEFAULT_SEGMENTER)
+    label = request.describe()
+    default = registry.segmenter(request, device)
     work = Path(tempfile.mkdtemp(prefix="aeroseg-serve-"))
     (work / "uploads").mkdir()
     access = FileAccess(roots, work / "uploads")
@@ -119,21 +114,21 @@ def served_app(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
     def load(name: str) -> Any:
         if name == "default":
             return default
-        if name in presets():
-            return load_model(None, name, device)
+        if name in registry.presets():
+            return registry.segmenter(registry.ModelRequest(preset=name), device)
         try:
             path = access.resolve(name, folder=True)
         except ForbiddenPath:
             raise
         except UserError:
             raise UserError(
-                f"unknown model {name!r}: choose default, a preset ({', '.join(presets())}) "
+                f"unknown model {name!r}: choose default, a preset ({', '.join(registry.presets())}) "
                 "or a checkpoint folder under the served folders"
             ) from None
-        return load_model(str(path), None, device)
+        return registry.segmenter(registry.ModelRequest(checkpoint=str(path)), device)
 
     catalog = Catalog(access, load, cache_bytes=int(args.cache_mb * 2**20), read=read)
-    runner = JobRunner(work, options, device, args.precision)
+    runner = JobRunner(work, window_options, device, args.precision)
     try:
         for path in inputs:
             catalog.open(str(Path(path).resolve()))
@@ -145,33 +140,6 @@ def served_app(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
         runner.close()
         catalog.close()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def load_model(checkpoint: str | None, preset: str | None, device: Any, **weights: str | None) -> Any:
-    """The model of ``--checkpoint`` (a directory, or a file in it), of ``--preset`` on its public weights,
-    or the training-free model; :class:`UserError` with one line when it cannot be loaded."""
-    from aeroseg.prediction import api
-
-    weights = {k: v for k, v in weights.items() if v is not None}
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        if path.is_file():
-            path = path.parent  # config.json or model.safetensors of a checkpoint folder
-        if not path.exists():
-            raise CheckpointError(f"checkpoint {checkpoint} does not exist")
-        return api.load_segmenter(str(path), device)
-    if preset is None or preset == "training-free":
-        return api.load_segmenter(None, device, **weights)
-    if weights:
-        raise UserError("--clip and --guidance choose the weights of the training-free model only")
-    import aeroseg
-
-    try:
-        return aeroseg.build(preset).to(device).eval()
-    except (OSError, ValueError) as error:
-        raise CheckpointError(
-            f"preset {preset}: its public weights cannot be loaded: {one_line(error)}"
-        ) from None
 
 
 def _listen(host: str, port: int) -> socket.socket:

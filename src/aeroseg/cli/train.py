@@ -108,9 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     if cfg.quiet:  # quiet: true in a config file also silences the backbones' loading bars
-        from aeroseg.cli import quiet_libraries
-
-        quiet_libraries(True)
+        options.quiet_libraries(True)
     final = train(cfg, resume=args.resume)
     if not cfg.quiet and os.environ.get("RANK", "0") == "0":
         print(f"aeroseg train: model saved to {final}")

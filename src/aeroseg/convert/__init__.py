@@ -5,5 +5,5 @@
 - ``aeroseg.convert.clip``: ``load_original_clip(path)`` (OpenAI / open_clip files -> ``CLIPModel``)
 - ``aeroseg.convert.sam``: ``load_original_sam(path)`` (segment-anything files -> ``SamModel``)
 - ``aeroseg.convert.sam2``: ``load_original_sam2(path)`` (SAM2 / SAM2.1 files -> ``Sam2Model``)
-- ``aeroseg.convert.catseg``: ``load_catseg(path)`` (CAT-Seg / OVRS checkpoints -> ``AerOSeg``)
+- ``aeroseg.convert.catseg``: ``read_catseg(path)`` (CAT-Seg / OVRS checkpoints -> config, CLIP and renamed tensors)
 """

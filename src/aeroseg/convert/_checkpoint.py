@@ -42,7 +42,9 @@ def read_state_dict(path: str | Path, expected: str) -> StateDict:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 data = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            # memory-mapped (a zip checkpoint's tensors are read when used), else read whole (legacy format)
+            mmap = zipfile.is_zipfile(path)
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: cannot read it as {expected} ({reason[:200]})") from None

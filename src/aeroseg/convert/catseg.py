@@ -40,11 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from aeroseg.config import AerOSegConfig
 from aeroseg.convert._checkpoint import StateDict, apply_rules, count_indexed, read_state_dict
 from aeroseg.convert.clip import load_original_clip_state
 from aeroseg.errors import CheckpointError, UserError
+from aeroseg.variants import preset_config
 
 EXPECTED = (
     "a CAT-Seg or OVRS checkpoint (sem_seg_head.predictor.clip_model.*, sem_seg_head.predictor.transformer.*)"
@@ -133,8 +135,6 @@ def infer_config(
     state: StateDict, path: Path, patch_size: int, preset: str | None, **overrides: Any
 ) -> AerOSegConfig:
     """The AerOSeg config of a CAT-Seg / OVRS state dict: the preset's, with the widths read from the file."""
-    from aeroseg.presets import preset_config
-
     a = AGGREGATOR_PREFIX
     conv1 = _shape(state, f"{a}conv1.weight", path)  # (d, R*P, 7, 7)
     rotations = ROTATIONS.get(conv1[1])
@@ -182,17 +182,18 @@ def infer_config(
     return config
 
 
-def load_catseg(path: str | Path, *, preset: str | None = None, **overrides: Any) -> Any:
-    """Build the AerOSeg model of a CAT-Seg / OVRS checkpoint file and load its weights (float32, eval mode).
+def read_catseg(
+    path: str | Path, *, preset: str | None = None, **overrides: Any
+) -> tuple[AerOSegConfig, Any, StateDict, list[str]]:
+    """The AerOSeg config, the CLIP model (weights loaded), the other tensors renamed to ours and the names of
+    those no rule renames, of a CAT-Seg /
+    OVRS checkpoint file; :func:`load_catseg_weights` puts the tensors into the model built from the config.
 
     ``preset`` (default: ``ovrs`` for a rotation / attention-decoder file, else ``cat-seg`` for CLIP ViT-B/16
     and ``cat-seg-large`` for ViT-L/14@336) and ``overrides`` (config fields) adjust what the file does not
     say. A file of another model raises a one-line :class:`CheckpointError` naming its first unexpected and
     first missing tensor.
     """
-    from aeroseg.convert.tokenizer import clip_tokenizer
-    from aeroseg.modeling.aeroseg import AerOSeg
-
     path = Path(path)
     state = read_state_dict(path, EXPECTED)
     if not is_catseg_checkpoint(state):
@@ -202,7 +203,6 @@ def load_catseg(path: str | Path, *, preset: str | None = None, **overrides: Any
     clip_activation = overrides.get("clip_activation", "auto")
     clip = load_original_clip_state(_clip_state(state), path, activation=clip_activation)
     config = infer_config(state, path, clip.config.vision_config.patch_size, preset, **overrides)
-    model = AerOSeg._assemble(config, clip, clip_tokenizer(), None)
     converted, unexpected = {}, []
     for key, value in state.items():
         if key.startswith(CLIP_PREFIX) or _DROPPED.fullmatch(key):
@@ -214,19 +214,27 @@ def load_catseg(path: str | Path, *, preset: str | None = None, **overrides: Any
             converted[name] = (
                 value.reshape(-1) if name.endswith(("padding_tokens", "padding_guidance")) else value
             )
+    return config, clip, converted, unexpected
+
+
+def load_catseg_weights(
+    model: nn.Module, converted: StateDict, unexpected: list[str], path: str | Path
+) -> None:
+    """Load the tensors of :func:`read_catseg` into ``model`` (its CLIP is loaded already), refusing in one
+    line a file whose tensors are not exactly the model's (``unexpected``: its tensors no rule renames)."""
+    path = Path(path)
     wanted = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.clip.")}
     missing = [k for k in wanted if k not in converted]
-    unexpected += [k for k in converted if k not in wanted]
+    unexpected = unexpected + [k for k in converted if k not in wanted]
     if unexpected or missing:
         _mismatch(path, unexpected, missing)
     wrong = next((k for k in wanted if wanted[k].shape != converted[k].shape), None)
     if wrong is not None:
         raise CheckpointError(
-            f"{path}: tensor for {wrong} has shape {tuple(converted[wrong].shape)}, the {config.preset} "
-            f"model needs {tuple(wanted[wrong].shape)}"
+            f"{path}: tensor for {wrong} has shape {tuple(converted[wrong].shape)}, the "
+            f"{model.config.preset} model needs {tuple(wanted[wrong].shape)}"
         )
     model.load_state_dict({k: v.float() for k, v in converted.items()}, strict=False)
-    return model.eval()
 
 
 def _mismatch(path: Path, unexpected: list[str], missing: list[str]) -> None:

@@ -22,13 +22,17 @@ from typing import TypeVar
 import numpy as np
 import torch
 from PIL import Image
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from aeroseg.data.info import DatasetInfo
 from aeroseg.errors import DatasetNotFoundError, UserError
+from aeroseg.raster import UINT8_RANGE, RasterSource, to_unit
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _TIFF = (".tif", ".tiff")
+_JPEG = (".jpg", ".jpeg")
 T = TypeVar("T")
 
 
@@ -55,21 +59,21 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """An image as a float32 3×H×W tensor in [0, 1].
-
-    8- and 16-bit integers are divided by 255 or 65535; floating-point bands are taken as already in
-    [0, 1] and clipped.
+    """An image as a float32 3×H×W tensor in [0, 1], by the pixel rule of ``aeroseg predict`` and ``serve``
+    (:mod:`aeroseg.raster`): uint8 /255; floats in [0, 1] as they are, in [0, 255] /255; any other type or
+    range by each band's 2nd–98th percentiles. The bands are chosen as there too (colour bands, palette,
+    grey repeated). JPEGs are decoded by PIL (as the reference code reads them), then scaled the same way.
     """
-    array = read_rgb(path)
-    if array.dtype == np.uint8:
-        scaled = array.astype(np.float32) / 255.0
-    elif array.dtype == np.uint16:
-        scaled = array.astype(np.float32) / 65535.0
-    elif np.issubdtype(array.dtype, np.floating):
-        scaled = np.clip(array.astype(np.float32), 0.0, 1.0)
-    else:
-        raise UserError(f"{path}: unsupported pixel type {array.dtype}; use 8-bit, 16-bit or float bands")
-    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))  # 3×H×W
+    path = Path(path)
+    if path.suffix.lower() in _JPEG:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB")).transpose(2, 0, 1)  # 3×H×W uint8
+        return torch.from_numpy(to_unit(array, np.array([UINT8_RANGE] * 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with RasterSource(str(path)) as source:
+            image, _ = source.read(Window(0, 0, source.width, source.height))
+    return torch.from_numpy(np.ascontiguousarray(image))
 
 
 def read_mask(path: str | os.PathLike) -> torch.Tensor:

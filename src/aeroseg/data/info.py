@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +135,7 @@ def builtin_split(name: str) -> tuple[DatasetInfo, dict[str, Any]]:
     """
     if name not in BUILTIN:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(BUILTIN)}")
-    text = (resources.files("aeroseg.data") / "splits" / f"{name}.yaml").read_text(encoding="utf-8")
+    text = (Path(__file__).parent / "splits" / f"{name}.yaml").read_text(encoding="utf-8")
     data = yaml.safe_load(text)
     codes = {key: value for key, value in data.items() if key not in _KEYS}
     info = DatasetInfo.from_dict({key: data[key] for key in _KEYS if key in data}, f"splits/{name}.yaml")

@@ -1,4 +1,4 @@
-"""Training augmentation (DESIGN §7) on dict samples ``{"image": 3×H×W float, "mask": H×W long, ...}``.
+"""Training augmentation (docs/model.md §8) on dict samples ``{"image": 3×H×W float, "mask": H×W long, ...}``.
 
 Every geometric transform moves image and mask together; masks are resampled with nearest neighbour
 and padded with the ignore id. Randomness comes from torch's global generator, so a caller that seeds
@@ -158,7 +158,7 @@ def training_transforms(
     color_jitter: bool = True,
     rotate: bool = False,
 ) -> Compose:
-    """The steps of CAT-Seg's ``MaskFormerSemanticDatasetMapper`` (DESIGN §7), unseen classes first set to
+    """The steps of CAT-Seg's ``MaskFormerSemanticDatasetMapper`` (docs/model.md §8), unseen classes first set to
     ``ignore_index``: resize the shorter side to ``size`` (longer at most 1333, detectron2's
     ``MAX_SIZE_TRAIN``), random ``size``² crop, ColorAugSSD (``color_jitter``), horizontal flip; then our
     random 90° rotation when ``rotate`` (the reference has none)."""

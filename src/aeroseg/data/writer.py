@@ -10,7 +10,6 @@ presence means the whole dataset is complete.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from aeroseg.atomic import atomic, remove_stale, write_text
 from aeroseg.data.info import DatasetInfo
 from aeroseg.errors import UserError
 from aeroseg.progress import progress as tqdm
+from aeroseg.windows import stride_starts
 
 SPLITS = ("train", "val")
 MARKERS = ".prepare"  # folder of per-source completion markers inside the output
@@ -62,15 +63,6 @@ class Summary:
         return self.written[split] + self.present[split]
 
 
-def window_starts(length: int, size: int, stride: int) -> list[int]:
-    """Start offsets of ``size``-long windows every ``stride`` over ``length`` (>= size), the last one
-    shifted back to end at ``length``; duplicates removed."""
-    starts = list(range(0, length - size + 1, stride))
-    if starts[-1] + size < length:
-        starts.append(length - size)
-    return starts
-
-
 def tile(
     image: np.ndarray, mask: np.ndarray, tiling: Tiling, ignore_index: int
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
@@ -81,24 +73,16 @@ def tile(
         image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)))
         mask = np.pad(mask, ((0, pad_h), (0, pad_w)), constant_values=ignore_index)
     height, width = mask.shape
-    for y in window_starts(height, tiling.size, tiling.stride):
-        for x in window_starts(width, tiling.size, tiling.stride):
+    for y in stride_starts(height, tiling.size, tiling.stride):
+        for x in stride_starts(width, tiling.size, tiling.stride):
             window = (slice(y, y + tiling.size), slice(x, x + tiling.size))
             yield f"_{y}_{y + tiling.size}_{x}_{x + tiling.size}", image[window], mask[window]
 
 
 def save_png(array: np.ndarray, path: Path) -> None:
     """Write ``array`` (H×W×3 or H×W uint8) as PNG via a temporary file renamed over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG", compress_level=3)
-    os.replace(tmp, path)
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` via a temporary file renamed over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG", compress_level=3)
 
 
 class Writer:
@@ -190,6 +174,10 @@ class Writer:
     def run(self, sources: Sequence[Source], *, quiet: bool = False) -> Summary:
         """Write every source not already complete, then ``dataset.yaml``."""
         summary = Summary()
+        for split in SPLITS:  # what an interrupted run was writing
+            for kind in ("images", "masks"):
+                if (self.out / split / kind).is_dir():
+                    remove_stale(self.out / split / kind)
         for source in tqdm(sources, desc=f"prepare {self.info.name}", unit="img", disable=quiet):
             finished = self._finished_stems(source)
             if finished is not None:

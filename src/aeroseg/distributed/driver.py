@@ -9,6 +9,7 @@ or URLs) and the model's weights, not the output folder.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -21,18 +22,18 @@ from typing import Any
 import numpy as np
 import torch
 from rasterio.errors import RasterioError
-from tqdm.auto import tqdm
 
-from aeroseg.cli.predict import _stem
 from aeroseg.distributed import require_ray
 from aeroseg.distributed.parts import PARTS, Job, Scene, assemble, plan_scene
 from aeroseg.errors import UserError
-from aeroseg.prediction import api
 from aeroseg.prediction import paths as places
+from aeroseg.prediction.checks import no_crs_message
 from aeroseg.prediction.classes import ClassList
-from aeroseg.prediction.settings import finished, model_weights
+from aeroseg.prediction.settings import finished
 from aeroseg.prediction.streaming import WindowOptions
+from aeroseg.progress import write_line
 from aeroseg.raster import RasterSource, ReadOptions, is_url, one_line
+from aeroseg.registry import ModelRequest
 
 UNIT_PIXELS = 32_000_000  # default pixels of a unit: a larger scene is split into bands of about this size
 
@@ -46,6 +47,7 @@ def records_on_ray(
     out_file: Path | None,
     settings: dict[str, Any],
     clashes: dict[str, str],
+    request: ModelRequest,
 ) -> list[dict[str, Any]]:
     """Predict ``inputs`` on Ray as ``aeroseg predict --ray`` does; one record per input, in order.
 
@@ -56,8 +58,9 @@ def records_on_ray(
     from aeroseg.distributed.runner import Cluster, connect, run_units
 
     model = {
-        "checkpoint": _absolute(args.checkpoint),
-        "weights": {k: _absolute(v) for k, v in model_weights(args).items()},
+        **dataclasses.asdict(request),
+        "checkpoint": _absolute(request.checkpoint),
+        "weights": {k: _absolute(v) for k, v in request.weights.items()},
     }
     job = Job(
         classes, read, options, args.precision, args.scores, args.ray_unit_rows or 0, json.dumps(model),
@@ -71,7 +74,7 @@ def records_on_ray(
         if single:
             raise UserError(message)
         records[path] = dict(records.get(path, {"input": path}), status="failed", error=message)
-        tqdm.write(f"aeroseg predict: skipped: {message}", file=sys.stderr)
+        write_line(f"aeroseg predict: skipped: {message}")
 
     for path in inputs:
         try:
@@ -158,18 +161,18 @@ def _plan(
 ) -> Scene | None:
     """The scene of one input, or None when its outputs exist with the same settings (a skipped record)."""
     with RasterSource(path, job.read) as source:
-        class_path = out_file or Path(args.output) / f"{_stem(path)}{places.class_suffix(source)}"
+        class_path = out_file or Path(args.output) / f"{places.input_stem(path)}{places.class_suffix(source)}"
         paths = places.output_paths(class_path, scores=args.scores, overlay=args.overlay)
         places.refuse_overwriting_input(path, paths, args.vector)
         record: dict[str, Any] = {"input": path, "outputs": {k: str(v) for k, v in paths.items()}}
         records[path] = dict(record, height=source.height, width=source.width)
         if args.vector and source.crs is None and not args.vector_pixels:
-            raise UserError(api.no_crs_message(path, "--vector-pixels"))
+            raise UserError(no_crs_message(path, "--vector-pixels"))
         if finished(class_path, paths, settings, overwrite=args.overwrite):
             records[path]["status"] = "skipped"
             return None
         places.make_parent(class_path)
-        parts = class_path.parent / PARTS / _stem(path)
+        parts = class_path.parent / PARTS / places.input_stem(path)
         if args.overwrite:
             shutil.rmtree(parts, ignore_errors=True)
         return plan_scene(path, paths, parts, source, _sized(job, source))

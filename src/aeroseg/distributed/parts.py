@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
+from aeroseg.atomic import atomic
 from aeroseg.prediction.classes import NODATA, ClassList
-from aeroseg.prediction.outputs import ArrayWriter, PredictionFiles, temporary_path
+from aeroseg.prediction.outputs import ArrayWriter, PredictionFiles
 from aeroseg.prediction.streaming import BandEdges, Grid, WindowOptions, blend_seam, segment_band
 from aeroseg.raster import RasterSource, ReadOptions, is_url
 
@@ -117,11 +118,8 @@ def run_unit(
 
 def save_part(scene: Scene, band: int, arrays: dict[str, np.ndarray]) -> None:
     """Write a unit's part under a temporary name and rename it into place."""
-    path = scene.part(band)
-    tmp = temporary_path(path)
-    with open(tmp, "wb") as file:
+    with atomic(scene.part(band)) as tmp, open(tmp, "wb") as file:
         np.savez(file, **arrays)
-    os.replace(tmp, path)
     scene.done.add(band)
 
 

@@ -9,6 +9,7 @@ worker; the dead worker is replaced. After :data:`ATTEMPTS` lost runs the unit, 
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import uuid
@@ -28,12 +29,12 @@ from ray.exceptions import (
     RayTaskError,
     WorkerCrashedError,
 )
-from tqdm.auto import tqdm
 
 from aeroseg.distributed.parts import Job, Scene, run_unit, save_part
 from aeroseg.errors import UserError
-from aeroseg.prediction import api
+from aeroseg.progress import progress
 from aeroseg.raster import one_line
+from aeroseg.registry import ModelRequest, segmenter
 
 LOST = (RayActorError, WorkerCrashedError, OutOfMemoryError, ObjectLostError, NodeDiedError)
 ATTEMPTS = 3  # runs of a unit lost with their worker before the unit fails
@@ -91,8 +92,8 @@ class Segmenter:
         self.device = torch.device(device)
         self.error: str | None = None
         try:
-            if isinstance(model, dict):  # a checkpoint and weights to load
-                self.model = api.load_segmenter(model["checkpoint"], self.device, **model["weights"])
+            if isinstance(model, dict):  # a model request (checkpoint or preset) to load
+                self.model = segmenter(ModelRequest(**model), self.device)
             else:
                 self.model = model.to(self.device).eval()
         except UserError as error:
@@ -196,7 +197,7 @@ def _pool(model: Any, cluster: Cluster) -> _Pool:
     """The workers for ``model``: those of the previous run when it had the same, else new ones (the
     previous run's are stopped first: they hold the cluster's CPUs and GPUs)."""
     key = (
-        repr((sorted(model.items()), cluster, ray.get_runtime_context().get_job_id()))
+        repr((json.dumps(model, sort_keys=True), cluster, ray.get_runtime_context().get_job_id()))
         if isinstance(model, dict)
         else ""
     )
@@ -223,7 +224,7 @@ def _schedule(
     lost: dict[tuple[int, int], int] = {}
     in_flight: dict[Any, tuple[int, Any, Scene, int]] = {}  # task -> (worker slot, worker, scene, band)
     total = sum(s.windows[b] for s, b in queue)
-    with tqdm(
+    with progress(
         total=total, unit="window", disable=True if quiet else None, file=sys.stderr, desc="ray"
     ) as bar:
         while queue or in_flight:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aeroseg.atomic import write_text
 from aeroseg.cli import options
-from aeroseg.cli.evaluate import write_text_atomic
 from aeroseg.errors import UserError
 from aeroseg.metrics import SegmentationScores
 
@@ -258,5 +258,6 @@ def run(args: argparse.Namespace) -> int:
     text = TABLES[args.table](collect(args.inputs)) + "\n"
     print(text, end="")
     if args.out is not None:
-        write_text_atomic(args.out, text)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_text(args.out, text)
     return 0

@@ -59,12 +59,13 @@ def score_model(
 ) -> ConfusionMatrix:
     """Confusion matrix of ``model`` over ``dataset`` .
 
-    ``mode="reference"`` (the paper's protocol, CAT-Seg's ``inference_sliding_window``):
+    ``mode="reference"`` (the paper's protocol): the model's own ``reference_probabilities(image, classes)``
+    where its family has one (its official evaluation), else CAT-Seg's ``inference_sliding_window``,
     :func:`aeroseg.inference.reference_scores` per image (640² resize, four 384-px windows and a global view).
-    ``mode="whole"``: ``model(images, classes)`` on batches of up to ``batch_size`` same-size images
-    (B×3×H×W in [0, 1] -> logits B×T×H×W). ``mode="slide"``: :func:`aeroseg.inference.sliding_window_scores`
-    per image with ``window``, ``overlap`` and ``batch_size`` windows per forward. The model must already
-    be on ``device`` and in eval mode.
+    ``mode="whole"``: ``model.probabilities(model.encode(images), classes)`` on batches of up to
+    ``batch_size`` same-size images (B×3×H×W in [0, 1] -> B×T×H×W). ``mode="slide"``:
+    :func:`aeroseg.inference.sliding_window_scores` per image with ``window``, ``overlap`` and ``batch_size``
+    windows per forward. The model must already be on ``device`` and in eval mode.
     """
     info = dataset.info
     classes = list(info.classes)
@@ -84,17 +85,20 @@ def score_model(
                     scores = sliding_window_scores(
                         model, image, classes, window=window, overlap=overlap, batch_size=batch_size
                     )  # T×H×W
+                elif hasattr(model, "reference_probabilities"):  # the family's own evaluation protocol
+                    scores = model.reference_probabilities(image, classes)  # T×H×W
                 else:
                     scores = reference_scores(model, image, classes)  # T×H×W
                 _update(cm, scores.argmax(0), sample["mask"].to(device), sample["stem"])
             else:
                 for group in _same_size_groups(samples):
                     images = torch.stack([s["image"] for s in group]).to(device)  # B×3×H×W
-                    logits = model(images, classes)  # B×T×H×W
+                    with torch.inference_mode():
+                        probs = model.probabilities(model.encode(images), classes)  # B×T×H×W
                     expected = (len(group), len(classes), *images.shape[-2:])
-                    if tuple(logits.shape) != expected:
-                        raise RuntimeError(f"model returned {tuple(logits.shape)}, expected {expected}")
-                    for s, pred in zip(group, logits.argmax(1), strict=True):
+                    if tuple(probs.shape) != expected:
+                        raise RuntimeError(f"model returned {tuple(probs.shape)}, expected {expected}")
+                    for s, pred in zip(group, probs.argmax(1), strict=True):
                         _update(cm, pred, s["mask"].to(device), s["stem"])
             bar.update(len(samples))
     return cm

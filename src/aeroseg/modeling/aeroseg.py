@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,18 +15,20 @@ import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from aeroseg.atomic import atomic, temporary_path
 from aeroseg.backbones import (
     TOKENIZER_FILES,
     backbone_configs,
     backbones_from_configs,
     directory_tokenizer,
-    hub_file,
-    hub_offline,
     load_clip,
     load_guidance_encoder,
 )
 from aeroseg.config import AerOSegConfig
+from aeroseg.convert.catseg import load_catseg_weights, read_catseg
+from aeroseg.convert.tokenizer import clip_tokenizer
 from aeroseg.errors import CheckpointError
+from aeroseg.hub import hub_file, hub_snapshot, is_hub_id
 from aeroseg.modeling.back_projection import SemanticBackProjection
 from aeroseg.modeling.clip_guidance import ClipGuidance
 from aeroseg.modeling.correlation import CorrelationFeatures
@@ -38,8 +41,8 @@ from aeroseg.modeling.guidance_encoder import (
 )
 from aeroseg.modeling.upsampling_decoder import UpsamplingDecoder
 from aeroseg.modeling.vision_language_backbone import VisionLanguageBackbone
-from aeroseg.presets import fit_guidance_layers
 from aeroseg.segmenter import unit_images
+from aeroseg.variants import fit_guidance_layers
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -48,7 +51,7 @@ FORMAT = "aeroseg"
 
 @dataclass
 class ImageFeatures:
-    """What :meth:`AerOSeg.encode_image` computes once per image batch.
+    """What :meth:`AerOSeg.encode` computes once per image batch.
 
     clip: B×R×C×h×w dense CLIP embeddings (rotated back, L2-normalised); guidance: the guidance maps;
     image_size: (H, W) of the input, the size of the logits.
@@ -72,7 +75,11 @@ class AerOSeg(nn.Module):
     """Open-vocabulary segmentation with CLIP correlation, SAM guidance and semantic back-projection.
 
     Build it with :func:`aeroseg.build` or :meth:`from_pretrained`; the constructor receives built parts.
+    A :class:`aeroseg.segmenter.Segmenter`: :meth:`encode` once per image, :meth:`probabilities` per class list.
     """
+
+    window = 512  # the window side predict runs it at (each window is resized to CLIP's and SAM's inputs)
+    value_range = (0.0, 1.0)  # float images in this range (uint8 is scaled by encode)
 
     def __init__(
         self,
@@ -98,11 +105,11 @@ class AerOSeg(nn.Module):
     # --------------------------------------------------------------------------------- the paper's Fig. 2
     def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
         """images: B×3×H×W, float in [0, 1] or uint8; classes: T names → logits B×T×H×W."""
-        return self.segment(self.encode_image(images), classes)
+        return self.segment(self.encode(images), classes)
 
     def forward_train(self, images: torch.Tensor, classes: Sequence[str]) -> AerOSegOutput:
         """Forward pass with the back-projection reconstruction and its (stop-gradient) target."""
-        feats = self.encode_image(images)
+        feats = self.encode(images)
         text = self.encode_text(classes)  # T×P×C
         refined = self._refine(feats, text)  # B×d×T×h×w
         reconstruction = target = None
@@ -111,7 +118,7 @@ class AerOSeg(nn.Module):
             target = self._reconstruction_target(images, feats).detach()
         return AerOSegOutput(self._decode(refined, feats), reconstruction, target)
 
-    def encode_image(self, images: torch.Tensor) -> ImageFeatures:
+    def encode(self, images: torch.Tensor) -> ImageFeatures:
         """Run the CLIP image encoder (all rotations, one batch) and the guidance encoder once."""
         images = unit_images(images)  # uint8 → [0, 1]
         clip, clip_guidance = self.backbone.encode_image(images)  # B×R×C×h×w, [B×C×h×w, B×D×h×w, ...]
@@ -122,8 +129,12 @@ class AerOSeg(nn.Module):
         return ImageFeatures(clip=clip, guidance=guidance, image_size=(images.shape[-2], images.shape[-1]))
 
     def segment(self, feats: ImageFeatures, classes: Sequence[str]) -> torch.Tensor:
-        """Logits B×T×H×W for ``classes`` from features computed once by :meth:`encode_image`."""
+        """Logits B×T×H×W for ``classes`` from features computed once by :meth:`encode`."""
         return self._decode(self._refine(feats, self.encode_text(classes)), feats)
+
+    def probabilities(self, feats: ImageFeatures, classes: Sequence[str]) -> torch.Tensor:
+        """Per-class sigmoid probabilities B×T×H×W (float32) for ``classes`` (the training targets are BCE)."""
+        return torch.sigmoid(self.segment(feats, classes).float())
 
     def encode_text(self, classes: Sequence[str]) -> torch.Tensor:
         """T×P×C text embeddings; cached per class list while the model is in eval mode."""
@@ -177,7 +188,7 @@ class AerOSeg(nn.Module):
             module.requires_grad_(True)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        """Parameter groups for the optimizer, each with its learning rate (DESIGN §7)."""
+        """Parameter groups for the optimizer, each with its learning rate (docs/model.md §8)."""
         clip = [p for p in self.backbone.parameters() if p.requires_grad]
         guidance = (
             [p for p in self.guidance_encoder.parameters() if p.requires_grad]
@@ -197,12 +208,6 @@ class AerOSeg(nn.Module):
         super().train(mode)
         self._text_cache = None
         return self
-
-    def predict(self, image: Any, classes: Sequence[str], output: Any = None, **options: Any) -> Any:
-        """Segment a file or an array of any size; see :func:`aeroseg.prediction.api.predict`."""
-        from aeroseg.prediction.api import predict
-
-        return predict(self, image, classes=classes, output=output, **options)
 
     # ------------------------------------------------------------------------------------- construction
     @classmethod
@@ -324,17 +329,18 @@ class AerOSeg(nn.Module):
             "config": self.config.to_dict(),
             **backbone_configs(self.backbone.clip, guidance),
         }
-        tmp_weights, tmp_config = directory / f".{WEIGHTS_NAME}.tmp", directory / f".{CONFIG_NAME}.tmp"
-        tmp_tokenizer = directory / ".tokenizer.tmp"
-        save_model(self, str(tmp_weights), metadata={"format": "pt"})
-        _readable_like_any_file(tmp_weights)  # safetensors creates its files with mode 0600
-        tmp_config.write_text(json.dumps(meta, indent=2))
-        self.backbone.tokenizer.save_pretrained(tmp_tokenizer)
-        for file in sorted(tmp_tokenizer.iterdir()):
-            os.replace(file, directory / file.name)
-        tmp_tokenizer.rmdir()
-        os.replace(tmp_weights, directory / WEIGHTS_NAME)
-        os.replace(tmp_config, directory / CONFIG_NAME)
+        tmp_tokenizer = temporary_path(directory / "tokenizer")
+        try:
+            self.backbone.tokenizer.save_pretrained(tmp_tokenizer)
+            for file in sorted(tmp_tokenizer.iterdir()):
+                os.replace(file, directory / file.name)
+        finally:
+            shutil.rmtree(tmp_tokenizer, ignore_errors=True)
+        with atomic(directory / WEIGHTS_NAME) as tmp:
+            save_model(self, str(tmp), metadata={"format": "pt"})
+            _readable_like_any_file(tmp)  # safetensors creates its files with mode 0600
+        with atomic(directory / CONFIG_NAME) as tmp:  # last: a folder with a config.json is complete
+            tmp.write_text(json.dumps(meta, indent=2))
 
     @classmethod
     def from_pretrained(
@@ -349,10 +355,11 @@ class AerOSeg(nn.Module):
         from a CAT-Seg / OVRS checkpoint file (local, or ``hf://OWNER/REPO/FILE``), converted at load time
         (:mod:`aeroseg.convert.catseg`; ``preset`` and ``overrides`` adjust what such a file does not say)."""
         file = Path(hub_file(str(source), "checkpoint")).expanduser()
-        if file.is_file():
-            from aeroseg.convert.catseg import load_catseg
-
-            return load_catseg(file, preset=preset, **overrides).to(map_location)
+        if file.is_file():  # a CAT-Seg / OVRS file, converted by key mapping
+            config, clip, state, unexpected = read_catseg(file, preset=preset, **overrides)
+            model = cls._assemble(config, clip, clip_tokenizer(), None)
+            load_catseg_weights(model, state, unexpected, file)
+            return model.to(map_location).eval()
         if overrides:
             raise CheckpointError(
                 f"{source}: config overrides apply to CAT-Seg / OVRS files; an AerOSeg checkpoint carries its config"
@@ -398,20 +405,6 @@ def _checkpoint_directory(source: str | os.PathLike[str]) -> Path:
                 "(written by AerOSeg.save_pretrained or aeroseg train)"
             )
         return path
-    if str(source).startswith((".", "/", "~")) or str(source).count("/") != 1:
+    if not is_hub_id(str(source)):
         raise CheckpointError(f"AerOSeg checkpoint {str(source)!r} does not exist")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(
-            snapshot_download(
-                str(source),
-                allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, *TOKENIZER_FILES],
-                local_files_only=hub_offline(),
-            )
-        )
-    except Exception as error:  # noqa: BLE001 - any hub failure becomes one line for the user
-        raise CheckpointError(
-            f"cannot download AerOSeg checkpoint {str(source)!r} from the Hugging Face hub ({type(error).__name__}); "
-            "pass a local checkpoint directory"
-        ) from None
+    return hub_snapshot(str(source), [CONFIG_NAME, WEIGHTS_NAME, *TOKENIZER_FILES], "AerOSeg checkpoint")

@@ -1,4 +1,4 @@
-"""Semantic back-projection module (paper Eq. 7, Fig. 4, DESIGN §5)."""
+"""Semantic back-projection module (paper Eq. 7, Fig. 4, docs/model.md §6)."""
 
 from __future__ import annotations
 

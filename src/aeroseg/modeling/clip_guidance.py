@@ -1,4 +1,4 @@
-"""CLIP guidance (DESIGN §2, the Baseline, CAT-Seg and OVRS): CLIP's own features guide the refinement and the
+"""CLIP guidance (docs/model.md §3, the Baseline, CAT-Seg and OVRS): CLIP's own features guide the refinement and the
 decoder when no SAM runs. As CAT-Seg's code (``CATSeg.upsample1/2``): the raw dense CLIP embedding of the
 unrotated image guides spatial refinement, and two intermediate vision blocks, brought up by learned transposed
 convolutions (×2 and ×4), guide decoder stages 1 and 2."""

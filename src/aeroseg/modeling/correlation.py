@@ -1,4 +1,4 @@
-"""Correlation feature computation (paper Eq. 3–4, DESIGN §3)."""
+"""Correlation feature computation (paper Eq. 3–4, docs/model.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Correlation feature refinement (paper Eq. 5–6, DESIGN §4): spatial Swin blocks guided by the guidance
+"""Correlation feature refinement (paper Eq. 5–6, docs/model.md §5): spatial Swin blocks guided by the guidance
 encoder, then linear attention over classes guided by the text."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Guidance encoder (paper Sec. 3.1, DESIGN §2): SAM / SAM2 image features (CLIP's own: ``clip_guidance``).
+"""Guidance encoder (paper Sec. 3.1, docs/model.md §3): SAM / SAM2 image features (CLIP's own: ``clip_guidance``).
 
 Every encoder returns :class:`GuidanceFeatures` already resized to the grids they meet: ``final`` to the
 correlation grid h×w (spatial refinement and back-projection target), ``decoder[0]`` to h×w and

@@ -1,4 +1,4 @@
-"""Attention-aware upsampling decoder (paper Eq. 8–11, DESIGN §6; attention from OVRS)."""
+"""Attention-aware upsampling decoder (paper Eq. 8–11, docs/model.md §7; attention from OVRS)."""
 
 from __future__ import annotations
 

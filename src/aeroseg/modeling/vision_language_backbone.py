@@ -1,4 +1,4 @@
-"""Vision-language backbone (paper Sec. 3.1, DESIGN §1): CLIP dense image embeddings over rotations, and
+"""Vision-language backbone (paper Sec. 3.1, docs/model.md §2): CLIP dense image embeddings over rotations, and
 prompt-ensembled text embeddings."""
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ predicting the same image again with another class list runs only the class-depe
 
 from __future__ import annotations
 
-import hashlib
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,9 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-import aeroseg
-from aeroseg.errors import CheckpointError, UserError
+from aeroseg.distributed.driver import predict_on_ray
+from aeroseg.errors import UserError
 from aeroseg.inference import FeatureCache
+from aeroseg.precision import PRECISIONS
+from aeroseg.prediction.checks import check_overlap, check_vector_options, no_crs_message
 from aeroseg.prediction.classes import ClassList, make_class_list, parse_classes
 from aeroseg.prediction.outputs import PredictionFiles
 from aeroseg.prediction.paths import (
@@ -31,9 +32,11 @@ from aeroseg.prediction.paths import (
     output_paths,
     refuse_overwriting_input,
 )
-from aeroseg.prediction.streaming import PRECISIONS, WindowOptions, count_windows, segment_source
+from aeroseg.prediction.streaming import WindowOptions, count_windows, segment_source
+from aeroseg.prediction.vector import VectorWriter
 from aeroseg.progress import progress as progress_bar
-from aeroseg.raster import ArraySource, RasterSource, ReadOptions, one_line
+from aeroseg.raster import ArraySource, RasterSource, ReadOptions
+from aeroseg.segmenter import Segmenter
 
 _CACHES: weakref.WeakKeyDictionary[Any, FeatureCache] = weakref.WeakKeyDictionary()
 
@@ -48,99 +51,8 @@ class PredictionResult:
     outputs: dict[str, Path] = field(default_factory=dict)  # files written: classes, scores, overlay, vector
 
 
-def load_segmenter(
-    checkpoint: str | None,
-    device: torch.device | str,
-    *,
-    clip: str | None = None,
-    guidance: str | None = None,
-    preset: str | None = None,
-    **weights: str | None,
-) -> Any:
-    """The model that ``aeroseg predict`` runs, in eval mode on ``device``.
-
-    ``checkpoint`` is a directory written by ``AerOSeg.save_pretrained`` (or ``aeroseg train``); anything
-    else raises :class:`CheckpointError`. Without one, the training-free model
-    (:func:`aeroseg.training_free.build_training_free`) runs on the public weights, or on ``clip`` and
-    ``guidance`` (hub id, directory or file; ``guidance="none"`` runs without SAM). ``preset`` chooses
-    another training-free model (``segearth-ov``, ``segearth-ov3``; ``weights``: ``simfeatup``, ``sam3``).
-    """
-    if checkpoint is None and preset is not None:
-        from aeroseg.training_free.presets import build_training_free_preset
-
-        model = build_training_free_preset(preset, clip=clip, guidance=guidance, **weights)
-        return model.to(device).eval()
-    if checkpoint is None:
-        from aeroseg.training_free import build_training_free
-        from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
-
-        model = build_training_free(clip=clip or DEFAULT_CLIP, guidance=guidance or DEFAULT_GUIDANCE)
-        return model.to(device).eval()
-    if clip is not None or guidance is not None or preset is not None or any(weights.values()):
-        raise UserError(
-            "--clip and --guidance choose the weights of the training-free model (no --checkpoint); "
-            "a checkpoint carries its own"
-        )
-    try:
-        model = aeroseg.AerOSeg.from_pretrained(checkpoint)
-    except (ValueError, OSError) as error:  # a malformed config.json or weights file
-        raise CheckpointError(
-            f"{checkpoint} is not a readable AerOSeg checkpoint: {one_line(error)}"
-        ) from None
-    return model.to(device).eval()
-
-
-def model_identity(checkpoint: str | None, *, preset: str | None = None, **weights: str | None) -> str:
-    """A short text that changes when the model :func:`load_segmenter` loads does: the checkpoint's absolute
-    path and the size and time of its files, or the training-free preset and its weight sources."""
-    if checkpoint is None:
-        from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE
-
-        sources = {"clip": DEFAULT_CLIP, "guidance": DEFAULT_GUIDANCE} if preset is None else {}
-        sources |= {k: v for k, v in weights.items() if v is not None}
-        return " ".join([preset or "training-free", *(f"{k}={v}" for k, v in sorted(sources.items()))])
-    path = Path(checkpoint).expanduser()
-    files = [path] if path.is_file() else [path / name for name in ("config.json", "model.safetensors")]
-    stamps = []
-    for file in files:
-        try:
-            stat = file.stat()
-            stamps.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
-        except OSError:
-            pass
-    location = str(path.resolve()) if path.exists() else checkpoint
-    digest = hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]
-    return f"checkpoint {location} {digest}"
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``torch.device`` of ``name``; "auto" or None is the first GPU when there is one, else the CPU."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name} asked for but no CUDA GPU is available; use --device cpu")
-    return device
-
-
-def vector_writer(
-    path: str | Path, *, min_area: float = 0.0, simplify: float = 0.0, pixel_coordinates: bool = False
-) -> Any:
-    """A :class:`aeroseg.prediction.vector.VectorWriter` (needs the ``pyogrio`` and ``shapely`` packages)."""
-    try:
-        from aeroseg.prediction.vector import VectorWriter
-    except ImportError as error:
-        raise UserError(
-            f"vector output needs the {error.name} package: pip install pyogrio shapely"
-        ) from None
-    return VectorWriter(path, min_area=min_area, simplify=simplify, pixel_coordinates=pixel_coordinates)
-
-
 def run_prediction(
-    model: Any,
+    model: Segmenter,
     source: RasterSource,
     classes: ClassList,
     paths: dict[str, Path] | None,
@@ -184,7 +96,7 @@ def run_prediction(
 
 
 def predict(
-    model: Any,
+    model: Segmenter,
     image: str | Path | np.ndarray | torch.Tensor,
     classes: Sequence[str | Sequence[str]] | str | ClassList,
     output: str | Path | None = None,
@@ -194,7 +106,7 @@ def predict(
     percentiles: tuple[float, float] | None = None,
     nodata: float | None = None,
     background_threshold: float | None = None,
-    window: int = 512,
+    window: int | None = None,
     overlap: float = 0.25,
     batch_size: int = 4,
     device: torch.device | str | None = None,
@@ -219,7 +131,8 @@ def predict(
     ``<stem>.tif`` (``<stem>.png`` for a plain PNG or JPEG). ``scores``, ``overlay`` (``<stem>_scores``,
     ``<stem>_overlay.png``) and ``vector`` (.gpkg/.geojson) are written beside it. An output that would
     overwrite the input is refused. Vectors of an image without a CRS need ``pixel_coordinates=True``. The
-    other options are those of ``aeroseg predict``. The model runs as it is (put it in eval mode). ``ray``
+    other options are those of ``aeroseg predict`` (``window``: the model's own by default). The model
+    runs as it is (put it in eval mode). ``ray``
     ("auto", "local" or a cluster address) runs the windows on a Ray cluster, the model copied once to each
     worker (an image file or URL only; needs ``pip install "aeroseg[ray]"``, see docs/distributed.md).
     """
@@ -239,7 +152,7 @@ def predict(
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     device = torch.device(device)
-    options = WindowOptions(window=window, overlap=overlap, batch_size=batch_size)
+    options = WindowOptions(window=window or model.window, overlap=overlap, batch_size=batch_size)
     read = ReadOptions(tuple(bands) if bands else None, scale, percentiles, nodata)
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()  # H×W, H×W×C or C×H×W; the layout is read by ArraySource
@@ -277,8 +190,6 @@ def predict(
                     on_windows=bar.update,
                 )
     if ray is not None:
-        from aeroseg.distributed.driver import predict_on_ray
-
         ids, confidence = predict_on_ray(
             model, str(image), classes, paths, read=read, options=options, precision=precision,
             device=device, address=ray, progress=progress,
@@ -300,7 +211,7 @@ def _add_vector(
     """Write the polygons of the class raster into ``vector`` when asked for."""
     if vector is not None and paths is not None:
         make_parent(Path(vector))
-        writer = vector_writer(
+        writer = VectorWriter(
             vector, min_area=min_area, simplify=simplify, pixel_coordinates=pixel_coordinates
         )
         try:
@@ -311,31 +222,3 @@ def _add_vector(
         writer.finish()
         result.outputs["vector"] = Path(vector)
     return result
-
-
-def check_overlap(overlap: float) -> None:
-    """Raise :class:`UserError` for an overlap outside [0, :data:`MAX_OVERLAP`]."""
-    if not 0 <= overlap <= MAX_OVERLAP:
-        cost = ""
-        if MAX_OVERLAP < overlap < 1:
-            count = count_windows(3000, 3000, WindowOptions(window=512, overlap=overlap))
-            cost = f" ({count:,} windows of 512² for a 3000² image, against 49 at 0.25)"
-        raise UserError(f"--overlap is a fraction of the window in [0, {MAX_OVERLAP}], got {overlap:g}{cost}")
-
-
-MAX_OVERLAP = 0.9  # 3000² at window 512: 0.25 → 49 windows, 0.9 → 2,116, 0.99 → 249,001
-
-
-def check_vector_options(vector: str | Path, *, min_area: float, simplify: float) -> None:
-    if min_area < 0 or simplify < 0:
-        raise UserError(f"--min-area and --simplify must be >= 0, got {min_area:g} and {simplify:g}")
-    suffix = Path(vector).suffix.lower()
-    if suffix not in (".gpkg", ".geojson", ".json"):
-        raise UserError(f"--vector {vector}: the file must end in .gpkg or .geojson")
-
-
-def no_crs_message(source: str, how: str) -> str:
-    return (
-        f"{source} has no CRS, so its polygons could only be in pixel coordinates (column, row), which GIS "
-        f"software reads as degrees; pass {how} to write them anyway, marked as pixel coordinates"
-    )

@@ -20,8 +20,6 @@ import colorsys
 import json
 import os
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from aeroseg.atomic import atomic, temporary_path
 from aeroseg.prediction.classes import BACKGROUND, NODATA, ClassList
 
 OVERLAY_SIDE = 2048
@@ -73,22 +72,6 @@ def class_tags(classes: ClassList, source: str, settings: dict | None = None) ->
     return tags
 
 
-def temporary_path(path: Path) -> Path:
-    """The hidden name beside ``path`` that a file is written under before it is renamed to ``path``."""
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
-
-
-@contextmanager
-def atomic(path: Path) -> Iterator[Path]:
-    """Yield the temporary name of ``path``; rename it to ``path`` on success, delete it on failure."""
-    tmp = temporary_path(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class GeoTiffWriter:
     """Class raster (and optional confidence raster) written window by window: the sink of a prediction."""
 
@@ -103,16 +86,17 @@ class GeoTiffWriter:
         settings: dict | None = None,
     ) -> None:
         self.paths = [path] + ([scores_path] if scores_path else [])
+        self._tmp = [temporary_path(p) for p in self.paths]
         base = dict(profile, driver="GTiff", count=1, tiled=True, blockxsize=256, blockysize=256)
         base.update(compress="deflate", BIGTIFF="IF_SAFER")
         self._files: list = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
-                self._open_classes(temporary_path(path), base, classes, source, settings)
+                self._open_classes(self._tmp[0], base, classes, source, settings)
                 if scores_path is not None:
                     scores = dict(base, dtype="float32", nodata=float("nan"), predictor=3)
-                    self._files.append(rasterio.open(temporary_path(scores_path), "w", **scores))
+                    self._files.append(rasterio.open(self._tmp[1], "w", **scores))
                     self._files[1].update_tags(AEROSEG_SOURCE=source, AEROSEG_SCORE="best class probability")
                     self._files[1].set_band_description(1, "confidence: best class probability")
             except BaseException:
@@ -142,14 +126,14 @@ class GeoTiffWriter:
     def finish(self) -> None:
         for file in self._files:
             file.close()
-        for path in self.paths:
-            os.replace(temporary_path(path), path)
+        for tmp, path in zip(self._tmp, self.paths, strict=True):
+            os.replace(tmp, path)
 
     def abort(self) -> None:
         for file in self._files:
             file.close()
-        for path in self.paths:
-            temporary_path(path).unlink(missing_ok=True)
+        for tmp in self._tmp:
+            tmp.unlink(missing_ok=True)
 
 
 class ArrayWriter:

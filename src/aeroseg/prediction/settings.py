@@ -9,26 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from aeroseg.errors import UserError
-from aeroseg.prediction.api import model_identity
 from aeroseg.prediction.classes import ClassList
 from aeroseg.prediction.outputs import read_settings
+from aeroseg.registry import ModelRequest, identity
 
 
-def model_weights(args: argparse.Namespace) -> dict[str, str]:
-    """The weights flags given (``--clip``, ``--guidance``, ``--preset``, ``--simfeatup``, ``--sam3``), as
-    keyword arguments of :func:`aeroseg.prediction.api.load_segmenter`."""
-    names = ("clip", "guidance", "preset", "simfeatup", "sam3")
-    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
-
-
-def prediction_settings(args: argparse.Namespace, classes: ClassList) -> dict[str, Any]:
+def prediction_settings(
+    args: argparse.Namespace, classes: ClassList, request: ModelRequest
+) -> dict[str, Any]:
     """What decides the pixels of a prediction, recorded in every class raster (``AEROSEG_SETTINGS``):
     outputs made with other settings are not taken as finished."""
     return {
         "classes": classes.ids_to_names,
         "synonyms": [list(s) for s in classes.synonyms],
         "background_threshold": classes.background_threshold,
-        "model": model_identity(args.checkpoint, **model_weights(args)),
+        "model": identity(request),
         "bands": list(args.bands) if args.bands else None,
         "scale": list(args.scale) if args.scale else None,
         "percentiles": list(args.percentiles) if args.percentiles else None,

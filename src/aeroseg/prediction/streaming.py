@@ -28,11 +28,12 @@ import torch
 from rasterio.windows import Window
 
 from aeroseg.errors import UserError
-from aeroseg.inference import FeatureCache, blend_weight, pad_to, window_probabilities, window_starts
+from aeroseg.inference import FeatureCache, window_probabilities
+from aeroseg.precision import autocast
 from aeroseg.prediction.classes import ClassList
 from aeroseg.raster import RasterSource
+from aeroseg.windows import Blend, pad_to, window_starts
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 GDAL_CACHE_MB = 64  # GDAL's block cache (default 5% of RAM) would otherwise grow with the scene
 
 
@@ -104,13 +105,6 @@ def count_windows(height: int, width: int, options: WindowOptions) -> int:
     """Number of windows of a height×width scene (each runs once)."""
     grid = Grid(height, width, options)
     return len(grid.ys) * len(grid.xs)
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Autocast to ``precision`` ("fp32", "bf16", "fp16") on ``device``; fp32 runs as is."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
 
 
 @dataclass
@@ -206,7 +200,7 @@ def blend_seam(
             buffer.valid[: len(ok), : x1 - x0] = torch.from_numpy(ok[:, x0:x1])
             for x, p in below.top.get(i, []):
                 if x in touch:
-                    buffer.add(x - x0, _padded(torch.from_numpy(p), w, rows=len(p[0])))
+                    buffer.add(0, x - x0, _padded(torch.from_numpy(p), w, rows=len(p[0])))
             done = (grid.ys[i + 1] if i + 1 < len(grid.ys) else grid.height) - top
             last = min(done, end - top)
             counts += buffer.emit(classes, sink, top, (0, last), (c0, c1), x0)
@@ -214,21 +208,13 @@ def blend_seam(
     return counts
 
 
-class _Accumulator:
-    """Weighted class scores of the pixel rows [top, top + window) and columns [x0, x0 + span) of a stripe."""
+class _Accumulator(Blend):
+    """Weighted class scores of the pixel rows [top, top + window) and columns [x0, x0 + span) of a stripe:
+    a :class:`Blend` of one row of windows, with the validity of its pixels, labelled and shifted row by row."""
 
     def __init__(self, classes: int, window: int, span: int, device: torch.device) -> None:
-        self.window = window
-        self.sums = torch.zeros((classes, window, span), device=device)  # weight · class probability
-        self.weights = torch.zeros((window, span), device=device)
+        super().__init__(classes, window, span, window, device)
         self.valid = torch.zeros((window, span), dtype=torch.bool, device=device)
-        self.weight = blend_weight(window, device)
-
-    def add(self, column: int, probs: torch.Tensor) -> None:
-        """Add a window's probabilities K×window×window at ``column`` (as accumulate_windows does)."""
-        w = self.window
-        self.sums[:, :, column : column + w].addcmul_(probs, self.weight)
-        self.weights[:, column : column + w] += self.weight
 
     def emit(
         self, classes: ClassList, sink: Sink, top: int, rows: tuple[int, int], cols: tuple[int, int], x0: int
@@ -308,7 +294,7 @@ def _segment_stripe(
         image, ok = source.read(Window(x0, top, x1 - x0, bottom - top))
         buffer.valid[: bottom - top, : x1 - x0] = torch.from_numpy(ok)
         for x, part in stores[k].take(i):
-            buffer.add(x - x0, _padded(torch.from_numpy(part).to(device), w, columns=part.shape[2]))
+            buffer.add(0, x - x0, _padded(torch.from_numpy(part).to(device), w, columns=part.shape[2]))
         origins = [x for x in owned if ok[:, x - x0 : x - x0 + w].any()]  # skip nodata windows
         image_t = pad_to(torch.from_numpy(image).to(device), w, w)
         seam = first - top if i in top_rows else 0  # rows of this window row in the seam above
@@ -322,7 +308,7 @@ def _segment_stripe(
                 probs = window_probabilities(model, crops, classes.prompts, cache=cache)  # (B, T, w, w)
                 probs = classes.reduce(probs)  # (B, K, w, w)
             for x, p in zip(chunk, probs, strict=True):
-                buffer.add(x - x0, p)
+                buffer.add(0, x - x0, p)
                 for later in range(k + 1, len(grid.stripes)):
                     if grid.stripes[later][0] < x + w:  # the window reaches into a later stripe
                         stores[later].put(i, x, p[:, :, grid.stripes[later][0] - x :].cpu().numpy())

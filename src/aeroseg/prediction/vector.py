@@ -30,9 +30,10 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import shapes
 from rasterio.warp import transform_geom
 
+from aeroseg.atomic import temporary_path
 from aeroseg.errors import UserError
 from aeroseg.prediction.classes import NODATA
-from aeroseg.prediction.outputs import CLASSES_TAG, temporary_path
+from aeroseg.prediction.outputs import CLASSES_TAG
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 FIELDS = ["class", "class_id", "area", "source"]

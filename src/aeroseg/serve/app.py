@@ -36,8 +36,8 @@ from starlette.exceptions import HTTPException
 from aeroseg.errors import UserError
 from aeroseg.prediction.classes import parse_classes
 from aeroseg.prediction.outputs import class_colours
-from aeroseg.presets import presets
 from aeroseg.raster import one_line
+from aeroseg.registry import presets
 from aeroseg.serve.catalog import DEFAULT_MODEL, Catalog
 from aeroseg.serve.files import ForbiddenPath, TooLarge, save_upload, too_large
 from aeroseg.serve.jobs import JobRunner

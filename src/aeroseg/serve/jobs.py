@@ -25,10 +25,11 @@ from rasterio.windows import transform as window_transform
 
 from aeroseg.errors import UserError
 from aeroseg.inference import FeatureCache
-from aeroseg.prediction.api import run_prediction, vector_writer
+from aeroseg.prediction.api import run_prediction
 from aeroseg.prediction.classes import NODATA, ClassList
 from aeroseg.prediction.outputs import class_colours
 from aeroseg.prediction.streaming import WindowOptions, count_windows
+from aeroseg.prediction.vector import VectorWriter
 from aeroseg.raster import RasterSource, one_line
 from aeroseg.serve.catalog import Raster
 
@@ -168,7 +169,7 @@ class JobRunner:
         """The job's polygons as a GeoPackage, made on first call."""
         with job.lock:
             if not job.vector_path.exists():
-                writer = vector_writer(job.vector_path)
+                writer = VectorWriter(job.vector_path)
                 try:
                     writer.add(job.class_path, source=job.raster.name)
                 except BaseException:

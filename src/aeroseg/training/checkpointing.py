@@ -10,7 +10,6 @@ so a killed run never leaves a partial one under a ``step_*`` name.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -18,42 +17,19 @@ from typing import Any
 
 import torch
 
+from aeroseg.atomic import atomic_dir
 from aeroseg.errors import CheckpointError
 
 STATE_FILE = "training_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.iterdir():
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished folder ``tmp`` to ``final`` (flushed to disk first), replacing an older ``final``."""
-    _fsync_tree(tmp)
-    if not final.exists():
-        os.replace(tmp, final)
-        return
-    old = final.with_name(f".{final.name}.old")  # a folder cannot be renamed over a non-empty one
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old)
-
-
 def save_checkpoint(model: Any, state: dict[str, Any], run_dir: Path, step: int, keep: int) -> Path:
     """Write ``RUN/checkpoints/step_NNNNNN`` (model + ``state``) atomically; keep the ``keep`` newest (0: all)."""
-    root = run_dir / "checkpoints"
-    final = root / f"step_{step:06d}"
-    tmp = root / f".{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    torch.save(state, tmp / STATE_FILE)
-    replace_dir(tmp, final)
+    final = run_dir / "checkpoints" / f"step_{step:06d}"
+    with atomic_dir(final, replace=True) as tmp:
+        model.save_pretrained(tmp)
+        torch.save(state, tmp / STATE_FILE)
     if keep:
         for stale in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(stale)

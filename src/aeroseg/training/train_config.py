@@ -1,6 +1,6 @@
 """The typed configuration of a training run, and how it is resolved from YAML files and flags.
 
-The defaults below are the paper's (Sec. 4.2) or the choices named in ``DESIGN.md`` §7. A run is resolved in
+The defaults below are the paper's (Sec. 4.2) or the choices named in ``docs/model.md`` §8. A run is resolved in
 this order, later wins: these defaults, the run's saved ``config.yaml`` (when resuming), the ``--config`` file,
 then the command-line flags. Model settings (learning rates included) are fields of
 :class:`aeroseg.config.AerOSegConfig` and live under ``model:``; they are not repeated here.

@@ -1,6 +1,6 @@
 """The training loop: AdamW over the model's parameter groups, cosine decay, one optimizer step per global batch.
 
-Reading order of one step (DESIGN §7): a global batch of augmented crops whose masks index the seen classes
+Reading order of one step (docs/model.md §8): a global batch of augmented crops whose masks index the seen classes
 (unseen pixels 255) -> ``forward_train`` on the seen class names -> BCE + lambda * L_bp -> backward (DDP averages
 the gradients of the ranks) -> gradient-norm clip -> AdamW -> cosine lr.
 """
@@ -10,10 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import os
-import shutil
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +19,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-import aeroseg
+from aeroseg import registry
+from aeroseg.atomic import atomic_dir, write_text
 from aeroseg.data import SegmentationDataset
 from aeroseg.data.dataset import single_line_errors
 from aeroseg.data.transforms import training_transforms
 from aeroseg.errors import CheckpointError, UserError
 from aeroseg.evaluation.scoring import score_model
-from aeroseg.losses import AerOSegLoss
+from aeroseg.precision import autocast
 from aeroseg.progress import progress as tqdm
 from aeroseg.training import checkpointing, distributed
 from aeroseg.training.distributed import Distributed
@@ -36,8 +34,6 @@ from aeroseg.training.optimizer import cosine_factor, optimizer_groups
 from aeroseg.training.run_log import EVAL_COLUMNS, RunLog
 from aeroseg.training.stream import StepSampler, TrainingStream
 from aeroseg.training.train_config import TrainConfig, dump_yaml
-
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class _ForwardTrain(nn.Module):
@@ -77,9 +73,17 @@ class Trainer:
         if self.device.type == "cuda" and cfg.precision == "fp32":
             torch.set_float32_matmul_precision("high")  # TF32 matmuls, as CAT-Seg's train_net.py main()
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        family = registry.preset(cfg.preset).family
+        if not family.trains or family.criterion is None:
+            raise UserError(
+                f"preset {cfg.preset!r} ({family.name}) does not train: it has no trainable part; "
+                "evaluate or predict with it directly"
+            )
         self.model = self._load_model(checkpoint) if checkpoint else self._build_model()
         self.model.to(self.device).train()
-        self.loss_fn = AerOSegLoss(self.model.config, ignore_index=self.dataset.info.ignore_index)
+        self.loss_fn = registry.criterion(
+            family, self.model.config, ignore_index=self.dataset.info.ignore_index
+        )
 
         # new modules, CLIP q/v, guidance; each split by weight decay (none on norm layers, CAT-Seg train_net.py)
         groups = optimizer_groups(self.model, cfg.weight_decay)
@@ -98,11 +102,14 @@ class Trainer:
         self.forward = DistributedDataParallel(forward) if dist.world_size > 1 else forward
 
     def _build_model(self) -> Any:
-        overrides = {**self.cfg.model, "back_projection_classes": len(self.classes)}
-        return aeroseg.build(self.cfg.preset, pretrained=self.cfg.pretrained, **overrides)
+        overrides = dict(self.cfg.model)
+        config = registry.preset_config(self.cfg.preset)
+        if hasattr(config, "back_projection_classes"):  # AerOSeg: the back-projection sees the seen classes
+            overrides["back_projection_classes"] = len(self.classes)
+        return registry.build(self.cfg.preset, pretrained=self.cfg.pretrained, **overrides)
 
     def _load_model(self, checkpoint: Path) -> Any:
-        model = aeroseg.AerOSeg.from_pretrained(checkpoint)
+        model = registry.load(checkpoint)
         try:
             saved, wanted = model.config.to_dict(), model.config.replace(**self.cfg.model).to_dict()
         except ValueError as error:
@@ -145,7 +152,11 @@ class Trainer:
         }
 
     def _loader(self) -> DataLoader:
-        crop = self.cfg.crop_size or self.model.config.clip_image_size
+        crop = self.cfg.crop_size or getattr(self.model.config, "clip_image_size", None)
+        if crop is None:
+            raise UserError(
+                f"preset {self.cfg.preset!r}: set crop_size in the training config (no default crop)"
+            )
         info = self.dataset.info
         transform = training_transforms(
             crop,
@@ -178,12 +189,7 @@ class Trainer:
         """One optimizer step on this rank's share of a global batch; returns the detached losses."""
         images = images.to(self.device, non_blocking=True)
         masks = masks.to(self.device, non_blocking=True)
-        autocast = (
-            torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.cfg.precision])
-            if self.cfg.precision in _AUTOCAST_DTYPES
-            else nullcontext()
-        )
-        with autocast:
+        with autocast(self.device, self.cfg.precision):
             losses = self.loss_fn(self.forward(images, self.classes), masks)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["loss"]).backward()
@@ -222,9 +228,7 @@ class Trainer:
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             resolved = {**cfg.to_dict(), "model": self.model.config.to_dict()}
-            tmp = self.run_dir / ".config.yaml.tmp"
-            tmp.write_text(dump_yaml(resolved))
-            os.replace(tmp, self.run_dir / "config.yaml")
+            write_text(self.run_dir / "config.yaml", dump_yaml(resolved))
         log = RunLog(self.run_dir, start_step=self.step) if main else None
         bar = tqdm(
             total=cfg.steps, initial=self.step, unit="step", disable=cfg.quiet or not main, dynamic_ncols=True
@@ -258,10 +262,8 @@ class Trainer:
                 log.close()
         final = self.run_dir / "final"
         if main:
-            tmp = self.run_dir / ".final.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.model.save_pretrained(tmp)
-            checkpointing.replace_dir(tmp, final)
+            with atomic_dir(final, replace=True) as tmp:
+                self.model.save_pretrained(tmp)
         self.dist.barrier()
         return final
 

@@ -10,13 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from aeroseg.training_free.config import TrainingFreeConfig, training_free
 
-_LAZY = {
-    name: "aeroseg.training_free.model"
-    for name in ("TrainingFreeFeatures", "TrainingFreeSegmenter", "build_training_free")
-}
+_LAZY = {name: "aeroseg.training_free.model" for name in ("TrainingFreeFeatures", "TrainingFreeSegmenter")}
 
 if TYPE_CHECKING:
-    from aeroseg.training_free.model import TrainingFreeFeatures, TrainingFreeSegmenter, build_training_free
+    from aeroseg.training_free.model import TrainingFreeFeatures, TrainingFreeSegmenter
 
 
 def __getattr__(name: str) -> Any:
@@ -31,6 +28,5 @@ __all__ = [
     "TrainingFreeConfig",
     "TrainingFreeFeatures",
     "TrainingFreeSegmenter",
-    "build_training_free",
     "training_free",
 ]

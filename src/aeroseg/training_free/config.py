@@ -52,7 +52,8 @@ class TrainingFreeConfig(ConfigBase):
 
     # --- 3. SAM regions (optional) -------------------------------------------------------------------
     guidance_type: GuidanceType = "sam"  # "sam", "sam2" or "none" (no SAM: CLIP scores only)
-    guidance: str | None = DEFAULT_GUIDANCE  # hub id, directory or original file of the SAM / SAM2 model
+    guidance: str | None = DEFAULT_GUIDANCE  # hub id, directory or original file of the SAM / SAM2 model;
+    #                                        "none" runs without SAM (guidance_type "none")
     guidance_arch: str | None = "sam-vit-b"  # shipped architecture for pretrained=False
     guidance_image_size: int | None = None  # SAM input side; None = the encoder's own (1024)
     region_clusters: int = 24  # **choice**: k-means clusters of SAM's final features per image
@@ -65,6 +66,11 @@ class TrainingFreeConfig(ConfigBase):
     jbu_radius: int = 2  # **choice**: each pixel blends the (2 * radius)² nearest low-resolution cells
     jbu_sigma_spatial: float = 1.0  # **choice**: spatial Gaussian, in low-resolution cells
     jbu_sigma_range: float = 0.15  # **choice**: colour Gaussian, RGB distance of [0, 1] values
+
+    def __post_init__(self) -> None:
+        if isinstance(self.guidance, str) and self.guidance.lower() == "none":  # --guidance none: no SAM
+            self.guidance, self.guidance_type = None, "none"
+        super().__post_init__()
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for an inconsistent config."""

@@ -11,6 +11,7 @@ from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
 from aeroseg.modeling.vision_language_backbone import VisionLanguageBackbone
+from aeroseg.windows import stride_starts
 
 
 class TrainingFreeClip(VisionLanguageBackbone):
@@ -69,7 +70,7 @@ class TrainingFreeClip(VisionLanguageBackbone):
         x = (x - self.mean) / self.std
         B, R, h = x.shape[0], len(self.rotations), self.grid_size
         x = torch.cat([torch.rot90(x, k=r // 90, dims=(2, 3)) for r in self.rotations])  # (R*B, 3, S, S)
-        starts = _starts(self.image_size, self.crop, self.stride)
+        starts = stride_starts(self.image_size, self.crop, self.stride)
         crops = torch.stack(
             [x[:, :, y : y + self.crop, s : s + self.crop] for y in starts for s in starts], dim=1
         ).flatten(0, 1)  # (R*B*K, 3, c, c)
@@ -113,11 +114,3 @@ class TrainingFreeClip(VisionLanguageBackbone):
             return out  # ClearCLIP: no residual, no FFN
         x = x + out
         return x + layer.mlp(layer.layer_norm2(x))
-
-
-def _starts(size: int, crop: int, stride: int) -> list[int]:
-    """Crop offsets along one side: every ``stride``, the last flush with the border (SegEarth-OV)."""
-    starts = list(range(0, size - crop + 1, stride))
-    if starts[-1] + crop < size:
-        starts.append(size - crop)
-    return starts

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from aeroseg.backbones import load_clip, load_guidance_encoder
-from aeroseg.errors import CheckpointError, UserError
+from aeroseg.errors import CheckpointError
 from aeroseg.segmenter import unit_images
-from aeroseg.training_free.config import DEFAULT_CLIP, DEFAULT_GUIDANCE, TrainingFreeConfig
+from aeroseg.training_free.config import TrainingFreeConfig
 from aeroseg.training_free.dense_clip import TrainingFreeClip
 from aeroseg.training_free.regions import SamFeatures, kmeans_regions, region_mean
 from aeroseg.training_free.upsampling import joint_bilateral_upsample
@@ -29,7 +29,7 @@ PROBABILITY_EPS = 1e-6  # probabilities are clamped to [eps, 1 - eps] before the
 
 @dataclass
 class TrainingFreeFeatures:
-    """What :meth:`TrainingFreeSegmenter.encode_image` computes once per image batch.
+    """What :meth:`TrainingFreeSegmenter.encode` computes once per image batch.
 
     clip: B×C×h×w dense features (class score = features · normalised text embedding); regions: B×g×g
     SAM cluster ids, or None; guide: B×3×H×W the images (the upsampler's guide); image_size: (H, W).
@@ -73,8 +73,11 @@ class TrainingFreeSegmenter(nn.Module):
     ``model(images, classes)`` returns logits B×T×H×W whose sigmoid is the softmax probability of each
     class among ``classes`` (so the probabilities of a pixel sum to 1, background handling aside), which
     is what :func:`aeroseg.inference.sliding_window_scores` and ``aeroseg predict`` blend and threshold.
-    Build it with :func:`build_training_free` or :meth:`from_config`.
+    Build it with ``aeroseg.build("training-free", clip=..., guidance=...)`` or :meth:`from_config`.
     """
+
+    window = 512  # the window side predict runs it at
+    value_range = (0.0, 1.0)  # float images in this range (uint8 is scaled where the model takes it)
 
     def __init__(
         self, config: TrainingFreeConfig, backbone: TrainingFreeClip, sam: SamFeatures | None
@@ -90,9 +93,9 @@ class TrainingFreeSegmenter(nn.Module):
     # ---------------------------------------------------------------------------------------- pipeline
     def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
         """images: B×3×H×W in [0, 1]; classes: T names → logits B×T×H×W."""
-        return self.segment(self.encode_image(images), classes)
+        return self.segment(self.encode(images), classes)
 
-    def encode_image(self, images: torch.Tensor) -> TrainingFreeFeatures:
+    def encode(self, images: torch.Tensor) -> TrainingFreeFeatures:
         """The class-independent part: dense CLIP features and the SAM regions of ``images``."""
         cfg = self.config
         images = unit_images(images)  # uint8 → [0, 1]
@@ -105,7 +108,7 @@ class TrainingFreeSegmenter(nn.Module):
         return TrainingFreeFeatures(clip, regions, images, (images.shape[-2], images.shape[-1]))
 
     def segment(self, feats: TrainingFreeFeatures, classes: Sequence[str]) -> torch.Tensor:
-        """Logits B×T×H×W for ``classes`` from features computed once by :meth:`encode_image`."""
+        """Logits B×T×H×W for ``classes`` from features computed once by :meth:`encode`."""
         text = self.encode_text(classes).float()  # (T, C)
         with torch.autocast(feats.clip.device.type, enabled=False):  # logit_scale × score needs float32
             scores = torch.einsum("bchw,tc->bthw", feats.clip.float(), text)  # cos − λ·cos([CLS])
@@ -147,11 +150,9 @@ class TrainingFreeSegmenter(nn.Module):
             probs, classes, self.config.background_names, self.config.background_threshold
         )
 
-    def predict(self, image: Any, classes: Sequence[str], output: Any = None, **options: Any) -> Any:
-        """Segment a file, URL or array of any size; see :func:`aeroseg.prediction.api.predict`."""
-        from aeroseg.prediction.api import predict
-
-        return predict(self, image, classes=classes, output=output, **options)
+    def probabilities(self, feats: TrainingFreeFeatures, classes: Sequence[str]) -> torch.Tensor:
+        """Per-class probabilities B×T×H×W (float32) for ``classes``: the sigmoid of :meth:`segment`."""
+        return torch.sigmoid(self.segment(feats, classes).float())
 
     # ------------------------------------------------------------------------------------ construction
     @classmethod
@@ -185,31 +186,3 @@ class TrainingFreeSegmenter(nn.Module):
             cls_bias=config.cls_bias,
         )
         return cls(config, backbone, sam)
-
-
-def build_training_free(
-    clip: str = DEFAULT_CLIP,
-    guidance: str | None = DEFAULT_GUIDANCE,
-    pretrained: bool = True,
-    **overrides: Any,
-) -> TrainingFreeSegmenter:
-    """The training-free segmenter on public weights.
-
-    Args:
-        clip: CLIP hub id, transformers directory or original checkpoint file.
-        guidance: SAM hub id, directory or file; None (or "none") runs without SAM regions.
-        pretrained: ``False`` builds the architectures with random weights, offline (tests, benchmarks).
-        overrides: any :class:`TrainingFreeConfig` field.
-    Raises:
-        UserError: an unknown or invalid field; CheckpointError: weights that cannot be loaded.
-    """
-    fields: dict[str, Any] = dict(overrides, clip=clip)
-    if guidance is None or guidance.lower() == "none":
-        fields.update(guidance=None, guidance_type="none")
-    else:
-        fields["guidance"] = guidance
-    try:
-        config = TrainingFreeConfig().replace(**fields)
-    except (TypeError, ValueError) as error:
-        raise UserError(f"training-free model: {error}") from None
-    return TrainingFreeSegmenter.from_config(config, pretrained=pretrained)

@@ -27,7 +27,9 @@ class SegEarthOVConfig(ConfigBase):
     clip_arch: str = "clip-vit-b-16"  # shipped architecture for pretrained=False and original files
     clip_activation: str = "quick_gelu"  # the official model is open_clip's 'openai' ViT-B/16 (QuickGELU);
     #                                      "auto" = what the weights' file says, "gelu" for GELU-trained weights
-    simfeatup: str | None = SIMFEATUP_URL  # .ckpt path, https URL or hf://OWNER/REPO/PATH; None = bilinear
+    simfeatup: str | None = (
+        SIMFEATUP_URL  # .ckpt path, https URL or hf://OWNER/REPO/PATH; None ("none") = bilinear
+    )
     #                                        logits instead (official feature_up=False)
     simfeatup_kind: str = "jbu_one"  # architecture for pretrained=False (a checkpoint names its own)
     image_size: int = 448  # test pipeline Resize(scale=(448, 448), keep_ratio=True): longer side 448
@@ -38,6 +40,11 @@ class SegEarthOVConfig(ConfigBase):
     prompt_templates: tuple[str, ...] = OPENAI_IMAGENET_TEMPLATES  # openai_imagenet_template
     background_names: tuple[str, ...] = ("background",)  # class names (any case) that are background
     background_threshold: float = 0.0  # prob_thd: 0.4 iSAID, 0.1 OpenEarthMap (per-dataset configs)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.simfeatup, str) and self.simfeatup.lower() == "none":  # --simfeatup none
+            self.simfeatup = None
+        super().__post_init__()
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for an inconsistent config."""

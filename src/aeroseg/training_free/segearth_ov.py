@@ -9,7 +9,7 @@ github.com/likyoo/SegEarth-OV ``segearth_segmentor.py`` with ``configs/base_conf
 
 The SimFeatUp upsampling is linear per channel, so :meth:`SegEarthOV.segment` upsamples the T class scores
 instead of the C features (with the per-pixel norm of the upsampled features computed once by
-:meth:`SegEarthOV.encode_image`): the same numbers, and a new class list reuses the image's encoding.
+:meth:`SegEarthOV.encode`): the same numbers, and a new class list reuses the image's encoding.
 Differences from the official run: float32 instead of float16; the resize is ``F.interpolate`` on floats,
 not OpenCV on uint8; crops smaller than 224 (inputs under 224 after the resize) resize CLIP's position
 embeddings as transformers does.
@@ -27,15 +27,17 @@ from torch import nn
 
 from aeroseg.backbones import load_clip
 from aeroseg.errors import UserError
+from aeroseg.segmenter import unit_images
 from aeroseg.training_free.dense_clip import TrainingFreeClip
 from aeroseg.training_free.model import PROBABILITY_EPS, background_probabilities
 from aeroseg.training_free.segearth_config import SegEarthOVConfig
 from aeroseg.training_free.simfeatup import SimFeatUp, load_simfeatup
+from aeroseg.windows import crop_boxes
 
 
 @dataclass
 class SegEarthOVFeatures:
-    """What :meth:`SegEarthOV.encode_image` computes once per image batch, per crop k of the resized input.
+    """What :meth:`SegEarthOV.encode` computes once per image batch, per crop k of the resized input.
 
     patches: B×K×C×h×w raw patch features; cls: B×K×C unit [CLS] embeddings; crop_size: the (padded) crop
     side c; norms: B×K×1×c×c norms of the upsampled features and kernels: per crop, the four SimFeatUp
@@ -59,6 +61,9 @@ class SegEarthOV(nn.Module):
     each prompt among ``classes`` (the protocol of :class:`aeroseg.training_free.TrainingFreeSegmenter`).
     Nothing in it has ``requires_grad``."""
 
+    window = 512  # the window side predict runs it at
+    value_range = (0.0, 1.0)  # float images in this range (uint8 is scaled where the model takes it)
+
     def __init__(self, config: SegEarthOVConfig, clip: TrainingFreeClip, upsampler: SimFeatUp | None) -> None:
         super().__init__()
         self.config = config
@@ -71,16 +76,17 @@ class SegEarthOV(nn.Module):
 
     def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
         """images: B×3×H×W in [0, 1]; classes: T prompts → logits B×T×H×W."""
-        return self.segment(self.encode_image(images), classes)
+        return self.segment(self.encode(images), classes)
 
-    def encode_image(self, images: torch.Tensor) -> SegEarthOVFeatures:
+    def encode(self, images: torch.Tensor) -> SegEarthOVFeatures:
         """Resize, normalise, crop; CLIP features of every crop and the norms of their upsampled version."""
+        images = unit_images(images)  # uint8 → [0, 1]
         cfg, (H, W) = self.config, images.shape[-2:]
         scale = cfg.image_size / max(H, W) if cfg.image_size else 1.0
         resized = (int(H * scale + 0.5), int(W * scale + 0.5))
         x = F.interpolate(images.float(), size=resized, mode="bilinear", align_corners=False)
         x = (x - self.backbone.mean) / self.backbone.std
-        boxes = _crop_boxes(resized, cfg.slide_crop, cfg.slide_stride)
+        boxes = crop_boxes(*resized, cfg.slide_crop, cfg.slide_stride)
         crop_h, crop_w = boxes[0][1] - boxes[0][0], boxes[0][3] - boxes[0][2]
         pad = _pad(crop_h, crop_w, self.patch)
         crops = torch.stack([F.pad(x[:, :, y1:y2, x1:x2], pad) for y1, y2, x1, x2 in boxes], 1)
@@ -101,7 +107,7 @@ class SegEarthOV(nn.Module):
         return SegEarthOVFeatures(patches, cls, crop_size, norms, kernels, boxes, pad, resized, (H, W))
 
     def segment(self, feats: SegEarthOVFeatures, classes: Sequence[str]) -> torch.Tensor:
-        """Logits B×T×H×W for ``classes`` from features computed once by :meth:`encode_image`."""
+        """Logits B×T×H×W for ``classes`` from features computed once by :meth:`encode`."""
         text = self.encode_text(classes).float()  # (T, C)
         B, K = feats.patches.shape[:2]
         preds = feats.patches.new_zeros(B, len(classes), *feats.resized)
@@ -145,11 +151,9 @@ class SegEarthOV(nn.Module):
             self._text_cache = (key, F.normalize(text.mean(1), dim=-1))
         return self._text_cache[1]
 
-    def predict(self, image: Any, classes: Sequence[str], output: Any = None, **options: Any) -> Any:
-        """Segment a file, URL or array of any size; see :func:`aeroseg.prediction.api.predict`."""
-        from aeroseg.prediction.api import predict
-
-        return predict(self, image, classes=classes, output=output, **options)
+    def probabilities(self, feats: SegEarthOVFeatures, classes: Sequence[str]) -> torch.Tensor:
+        """Per-class probabilities B×T×H×W (float32) for ``classes``: the sigmoid of :meth:`segment`."""
+        return torch.sigmoid(self.segment(feats, classes).float())
 
     @classmethod
     def from_config(cls, config: SegEarthOVConfig, *, pretrained: bool = True) -> SegEarthOV:
@@ -178,19 +182,6 @@ class SegEarthOV(nn.Module):
                 load_simfeatup(config.simfeatup, dim) if pretrained else SimFeatUp(dim, config.simfeatup_kind)
             )
         return cls(config, backbone, upsampler)
-
-
-def _crop_boxes(size: tuple[int, int], crop: int, stride: int) -> list[tuple[int, int, int, int]]:
-    """Official slide boxes (y1, y2, x1, x2): every ``stride``, shifted back to end at the border."""
-    H, W = size
-    rows = max(H - crop + stride - 1, 0) // stride + 1
-    cols = max(W - crop + stride - 1, 0) // stride + 1
-    boxes = []
-    for i in range(rows):
-        for j in range(cols):
-            y2, x2 = min(i * stride + crop, H), min(j * stride + crop, W)
-            boxes.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
-    return boxes
 
 
 def _pad(h: int, w: int, patch: int) -> tuple[int, int, int, int]:

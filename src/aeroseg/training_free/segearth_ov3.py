@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,13 +28,11 @@ from torch import nn
 from transformers import CLIPTokenizer, Sam3Model
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from aeroseg.backbones import ATTENTION, hub_offline
-from aeroseg.convert.arch import load_arch_config
-from aeroseg.convert.tokenizer import clip_tokenizer
-from aeroseg.errors import CheckpointError
+from aeroseg.backbones import load_sam3
+from aeroseg.segmenter import unit_images
 from aeroseg.training_free.model import PROBABILITY_EPS
 from aeroseg.training_free.segearth_config import SegEarthOV3Config
-from aeroseg.training_free.segearth_ov import _crop_boxes
+from aeroseg.windows import crop_boxes
 
 SAM3_MEAN = SAM3_STD = 0.5  # Sam3Processor: Normalize(mean=0.5, std=0.5) of [0, 1] pixels
 TEXT_LENGTH = 32  # Sam3Processor pads every prompt to 32 tokens
@@ -43,7 +40,7 @@ TEXT_LENGTH = 32  # Sam3Processor pads every prompt to 32 tokens
 
 @dataclass
 class SegEarthOV3Features:
-    """SAM 3's image encoding of every crop, computed once by :meth:`SegEarthOV3.encode_image`.
+    """SAM 3's image encoding of every crop, computed once by :meth:`SegEarthOV3.encode`.
 
     vision: the ``Sam3VisionEncoderOutput`` of the B·K crops (image-major); boxes: K crop boxes
     (y1, y2, x1, x2) in input pixels; batch: B; image_size: (H, W).
@@ -111,6 +108,9 @@ class SegEarthOV3(nn.Module):
     """SegEarth-OV3; ``model(images, classes)`` → logits B×T×H×W whose sigmoid is each prompt's fused score
     (independent per class, as SAM 3's). Nothing in it has ``requires_grad``."""
 
+    window = 512  # the window side predict runs it at
+    value_range = (0.0, 1.0)  # float images in this range (uint8 is scaled where the model takes it)
+
     def __init__(self, config: SegEarthOV3Config, sam3: Sam3Model, tokenizer: CLIPTokenizer) -> None:
         super().__init__()
         self.config = config
@@ -122,13 +122,14 @@ class SegEarthOV3(nn.Module):
 
     def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
         """images: B×3×H×W in [0, 1]; classes: T prompts → logits B×T×H×W."""
-        return self.segment(self.encode_image(images), classes)
+        return self.segment(self.encode(images), classes)
 
-    def encode_image(self, images: torch.Tensor) -> SegEarthOV3Features:
+    def encode(self, images: torch.Tensor) -> SegEarthOV3Features:
         """Crop (official slide boxes), resize every crop to image_size², normalise, run SAM 3's encoder."""
+        images = unit_images(images)  # uint8 → [0, 1]
         cfg, (H, W) = self.config, images.shape[-2:]
         slide = cfg.slide_crop > 0 and (cfg.slide_crop < H or cfg.slide_crop < W)
-        boxes = _crop_boxes((H, W), cfg.slide_crop, cfg.slide_stride) if slide else [(0, H, 0, W)]
+        boxes = crop_boxes(H, W, cfg.slide_crop, cfg.slide_stride) if slide else [(0, H, 0, W)]
         crops = torch.stack([images[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes], 1).flatten(0, 1)
         side = cfg.image_size or self.sam3.config.vision_config.image_size
         size = (side, side)
@@ -138,7 +139,7 @@ class SegEarthOV3(nn.Module):
         return SegEarthOV3Features(vision, boxes, images.shape[0], (H, W))
 
     def segment(self, feats: SegEarthOV3Features, classes: Sequence[str]) -> torch.Tensor:
-        """Logits B×T×H×W for ``classes`` from the image encoding computed once by :meth:`encode_image`."""
+        """Logits B×T×H×W for ``classes`` from the image encoding computed once by :meth:`encode`."""
         text, mask = self.encode_text(classes)  # (T, L, D), (T, L)
         B, K = feats.batch, len(feats.boxes)
         y1, y2, x1, x2 = feats.boxes[0]
@@ -184,42 +185,12 @@ class SegEarthOV3(nn.Module):
             self._text_cache = (key, (text, mask))
         return self._text_cache[1]
 
-    def predict(self, image: Any, classes: Sequence[str], output: Any = None, **options: Any) -> Any:
-        """Segment a file, URL or array of any size; see :func:`aeroseg.prediction.api.predict`."""
-        from aeroseg.prediction.api import predict
-
-        return predict(self, image, classes=classes, output=output, **options)
+    def probabilities(self, feats: SegEarthOV3Features, classes: Sequence[str]) -> torch.Tensor:
+        """Per-class probabilities B×T×H×W (float32) for ``classes``: the sigmoid of :meth:`segment`."""
+        return torch.sigmoid(self.segment(feats, classes).float())
 
     @classmethod
     def from_config(cls, config: SegEarthOV3Config, *, pretrained: bool = True) -> SegEarthOV3:
         """Load SAM 3 (a random ``sam3_arch`` when ``pretrained=False``)."""
         sam3, tokenizer = load_sam3(config.sam3, arch=config.sam3_arch, pretrained=pretrained)
         return cls(config, sam3, tokenizer)
-
-
-def load_sam3(source: str, *, arch: str, pretrained: bool = True) -> tuple[Sam3Model, CLIPTokenizer]:
-    """SAM 3 and its tokenizer from a hub id or a transformers directory, or the random architecture ``arch``."""
-    if not pretrained:
-        return Sam3Model._from_config(load_arch_config(arch), attn_implementation=ATTENTION), clip_tokenizer()
-    path = Path(source).expanduser()
-    local = path.is_dir()
-    if not local and source.startswith((".", "/", "~")):
-        raise CheckpointError(
-            f"SAM 3 directory {source!r} does not exist; pass an existing transformers directory"
-        )
-    try:
-        model = Sam3Model.from_pretrained(
-            path if local else source, local_files_only=local or hub_offline(), attn_implementation=ATTENTION
-        )
-    except (OSError, ValueError) as error:
-        if local:
-            raise CheckpointError(
-                f"{path} is not a transformers SAM 3 directory ({type(error).__name__})"
-            ) from None
-        raise CheckpointError(
-            f"cannot load SAM 3 {source!r} from the Hugging Face hub ({type(error).__name__}): it is gated under "
-            "the SAM License; accept it on huggingface.co/facebook/sam3, log in with `hf auth login` where the hub "
-            "is reachable, or pass a local transformers directory"
-        ) from None
-    has_tokenizer = local and all((path / f).exists() for f in ("vocab.json", "merges.txt"))
-    return model.eval(), CLIPTokenizer.from_pretrained(path) if has_tokenizer else clip_tokenizer()

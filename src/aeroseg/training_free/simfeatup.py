@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aeroseg.errors import CheckpointError
+from aeroseg.hub import download, hub_file
 
 GUIDE_DIM = 3  # RGB
 KEY_DIM = 32  # width of the range embeddings
@@ -155,41 +156,11 @@ def simfeatup_state(path: str | Path) -> tuple[str, dict[str, torch.Tensor]]:
     return kind, ours
 
 
-def _download(url: str) -> Path:
-    """The cached copy of ``url`` (``$AEROSEG_CACHE/weights/<name>``), downloaded on first use."""
-    import hashlib
-    import os
-    import urllib.request
-
-    from aeroseg.cli.demo import cache_dir
-
-    key = hashlib.sha256(url.encode()).hexdigest()[:12]
-    path = cache_dir() / "weights" / f"{key}-{url.rsplit('/', 1)[-1]}"
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-            out.write(response.read())
-        os.replace(tmp, path)
-    except OSError as error:
-        raise CheckpointError(
-            f"cannot download SimFeatUp from {url} ({type(error).__name__}); download it where the internet is "
-            "reachable and pass its path (--simfeatup FILE)"
-        ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def load_simfeatup(source: str, dim: int) -> SimFeatUp:
     """SimFeatUp from a local ``.ckpt`` path, an ``http(s)://`` URL (cached) or an ``hf://OWNER/REPO/PATH``
     file on the hub."""
-    from aeroseg.backbones import hub_file
-
     if source.startswith(("http://", "https://")):
-        path = _download(source)
+        path = download(source, what="SimFeatUp", hint="pass its path (--simfeatup FILE)")
     else:
         path = Path(hub_file(source, "SimFeatUp")).expanduser()
     if not path.is_file():

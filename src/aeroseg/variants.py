@@ -1,4 +1,6 @@
-"""The variants the paper reports, one explicit config builder each (DESIGN §10), and :func:`build`."""
+"""The AerOSeg variants the paper reports, one explicit config builder each (docs/model.md, "Variants"), and
+the rule that fits the preset's guidance blocks to the encoder loaded. Every model family of the package is
+listed, with these builders, in :mod:`aeroseg.registry`."""
 
 from __future__ import annotations
 
@@ -8,13 +10,6 @@ from typing import Any
 
 from aeroseg.config import GENERIC_TEMPLATES, AerOSegConfig
 from aeroseg.errors import CheckpointError, UserError
-from aeroseg.training_free.config import TrainingFreeConfig, training_free
-from aeroseg.training_free.segearth_config import (
-    SegEarthOV3Config,
-    SegEarthOVConfig,
-    segearth_ov,
-    segearth_ov3,
-)
 
 _CLIP_GUIDANCE = dict(guidance_type="clip", guidance=None, guidance_arch=None, guidance_layers=(4, 8))
 
@@ -150,9 +145,7 @@ def ovrs() -> AerOSegConfig:
     )
 
 
-PRESETS: dict[
-    str, Callable[[], AerOSegConfig | TrainingFreeConfig | SegEarthOVConfig | SegEarthOV3Config]
-] = {
+AEROSEG_PRESETS: dict[str, Callable[[], AerOSegConfig]] = {
     "aeroseg": aeroseg,
     "baseline": baseline,
     "config-a": config_a,
@@ -167,75 +160,17 @@ PRESETS: dict[
     "cat-seg": cat_seg,
     "cat-seg-large": cat_seg_large,
     "ovrs": ovrs,
-    "training-free": training_free,
-    "segearth-ov": segearth_ov,
-    "segearth-ov3": segearth_ov3,
 }
 
 
-def presets() -> list[str]:
-    """Names of the presets."""
-    return list(PRESETS)
-
-
-def preset_config(name: str, **overrides: Any) -> AerOSegConfig | TrainingFreeConfig:
-    """The config of preset ``name`` with ``overrides`` (any field of its config class) applied."""
-    if name not in PRESETS:
-        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+def preset_config(name: str, **overrides: Any) -> AerOSegConfig:
+    """The config of AerOSeg preset ``name`` with ``overrides`` (any :class:`AerOSegConfig` field) applied."""
+    if name not in AEROSEG_PRESETS:
+        raise UserError(f"unknown AerOSeg preset {name!r}; choose one of: {', '.join(AEROSEG_PRESETS)}")
     try:
-        return PRESETS[name]().replace(**overrides)
+        return AEROSEG_PRESETS[name]().replace(**overrides)
     except (TypeError, ValueError) as error:
         raise UserError(f"preset {name!r}: {error}") from None
-
-
-def build(
-    preset: str | None = None,
-    *,
-    clip: str | None = None,
-    guidance: str | None = None,
-    pretrained: bool = True,
-    checkpoint: str | None = None,
-    **overrides: Any,
-):
-    """Build the model of a preset (or load a checkpoint of it).
-
-    Args:
-        preset: a name from :func:`presets` (default ``aeroseg``; with ``checkpoint``, the checkpoint's own).
-        clip, guidance: hub id, local directory or original checkpoint file of the backbones (default: the
-            preset's public weights).
-        pretrained: ``False`` builds the paper-size architecture with random weights, offline.
-        checkpoint: a trained model instead of the backbones' weights: an AerOSeg checkpoint directory or a
-            CAT-Seg / OVRS checkpoint file (see :meth:`aeroseg.AerOSeg.from_pretrained`).
-        overrides: any field of the preset's config (:class:`aeroseg.config.AerOSegConfig`, or
-            :class:`aeroseg.training_free.TrainingFreeConfig` for ``training-free``).
-    """
-    from aeroseg.modeling.aeroseg import AerOSeg
-
-    if checkpoint is not None:
-        if clip is not None or guidance is not None:
-            raise UserError("a checkpoint carries its own CLIP and guidance weights: drop clip= / guidance=")
-        return AerOSeg.from_pretrained(checkpoint, preset=preset, **overrides)
-    preset = preset or "aeroseg"
-    if clip is not None:
-        overrides["clip"] = clip
-    if guidance is not None:
-        overrides["guidance"] = guidance
-    config = preset_config(preset, **overrides)
-    if pretrained and hasattr(config, "clip") and not config.clip:
-        raise UserError(f"preset {preset!r} has no public CLIP weights: pass clip=FILE (or --clip FILE)")
-    if isinstance(config, TrainingFreeConfig):
-        from aeroseg.training_free.model import TrainingFreeSegmenter
-
-        return TrainingFreeSegmenter.from_config(config, pretrained=pretrained)
-    if isinstance(config, SegEarthOVConfig):
-        from aeroseg.training_free.segearth_ov import SegEarthOV
-
-        return SegEarthOV.from_config(config, pretrained=pretrained)
-    if isinstance(config, SegEarthOV3Config):
-        from aeroseg.training_free.segearth_ov3 import SegEarthOV3
-
-        return SegEarthOV3.from_config(config, pretrained=pretrained)
-    return AerOSeg.from_config(config, pretrained=pretrained)
 
 
 def fit_guidance_layers(config: AerOSegConfig, depth: int, what: str) -> AerOSegConfig:
@@ -249,7 +184,7 @@ def fit_guidance_layers(config: AerOSegConfig, depth: int, what: str) -> AerOSeg
     if all(1 <= i <= depth for i in layers):
         return config
     thirds = (max(1, round(depth / 3)), max(1, round(2 * depth / 3)))
-    builder = PRESETS.get(config.preset)
+    builder = AEROSEG_PRESETS.get(config.preset)
     if builder is not None and getattr(builder(), "guidance_layers", None) == layers:
         warnings.warn(
             f"guidance_layers: the {config.preset} preset's blocks {layers} do not fit this {what} encoder of "

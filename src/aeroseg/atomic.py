@@ -1,0 +1,106 @@
+"""Nothing half-written ever carries its final name: every output is written under a hidden temporary name
+beside its final path, unique to the process and the call (pid + random), and renamed over the final path
+once complete; on failure the temporary is removed. Two runs writing into one folder never share a
+temporary name.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+PARTIAL = ".partial"  # every temporary name holds it: ".<stem>.<pid>-<random>.partial<suffix>"
+
+
+def temporary_path(path: str | os.PathLike[str]) -> Path:
+    """A hidden name beside ``path``, unique to this process and call, with the same suffix (writers that
+    pick the format from the suffix still do)."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}{PARTIAL}{path.suffix}")
+
+
+@contextmanager
+def atomic(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary name of ``path``; rename it to ``path`` when the block ends, delete it on failure."""
+    tmp = temporary_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_stale(folder: str | os.PathLike[str]) -> int:
+    """Delete the temporary files (``.*.partial*``) of runs that no longer run, directly in ``folder``; a
+    rerun calls it so that an interrupted run leaves nothing behind. Returns how many were removed."""
+    removed = 0
+    for tmp in Path(folder).glob(f".*{PARTIAL}*"):
+        pid = tmp.name.rsplit(PARTIAL, 1)[0].rsplit(".", 1)[-1].split("-")[0]
+        if pid.isdigit() and _running(int(pid)):
+            continue
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file."""
+    with atomic(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file."""
+    with atomic(path) as tmp:
+        tmp.write_bytes(data)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike[str], *, replace: bool = False) -> Iterator[Path]:
+    """Yield a new hidden folder beside ``path``; when the block ends its files are flushed to disk and it
+    becomes ``path``. An existing ``path`` is replaced only with ``replace`` (after the new folder is
+    complete), else :class:`FileExistsError`. On failure the new folder is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if not path.exists():
+            os.replace(tmp, path)
+        elif not replace:
+            raise FileExistsError(f"{path} exists")
+        else:  # a folder cannot be renamed over a non-empty one: move the old one aside first
+            old = temporary_path(path.with_name(path.name + ".old"))
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())

@@ -1,0 +1,36 @@
+"""Checks of a prediction's options, made before any work: the overlap, the vector output and its CRS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aeroseg.errors import UserError
+from aeroseg.prediction.streaming import WindowOptions, count_windows
+
+
+def check_overlap(overlap: float) -> None:
+    """Raise :class:`UserError` for an overlap outside [0, :data:`MAX_OVERLAP`]."""
+    if not 0 <= overlap <= MAX_OVERLAP:
+        cost = ""
+        if MAX_OVERLAP < overlap < 1:
+            count = count_windows(3000, 3000, WindowOptions(window=512, overlap=overlap))
+            cost = f" ({count:,} windows of 512² for a 3000² image, against 49 at 0.25)"
+        raise UserError(f"--overlap is a fraction of the window in [0, {MAX_OVERLAP}], got {overlap:g}{cost}")
+
+
+MAX_OVERLAP = 0.9  # 3000² at window 512: 0.25 → 49 windows, 0.9 → 2,116, 0.99 → 249,001
+
+
+def check_vector_options(vector: str | Path, *, min_area: float, simplify: float) -> None:
+    if min_area < 0 or simplify < 0:
+        raise UserError(f"--min-area and --simplify must be >= 0, got {min_area:g} and {simplify:g}")
+    suffix = Path(vector).suffix.lower()
+    if suffix not in (".gpkg", ".geojson", ".json"):
+        raise UserError(f"--vector {vector}: the file must end in .gpkg or .geojson")
+
+
+def no_crs_message(source: str, how: str) -> str:
+    return (
+        f"{source} has no CRS, so its polygons could only be in pixel coordinates (column, row), which GIS "
+        f"software reads as degrees; pass {how} to write them anyway, marked as pixel coordinates"
+    )
