@@ -1,17 +1,18 @@
 """``aeroseg serve``: a map in the browser to segment GeoTIFFs with any class list.
 
-    aeroseg serve scene.tif                      # training-free model, http://127.0.0.1:8000
+    aeroseg serve scene.tif                      # training-free model, http://127.0.0.1:8000/?token=...
     aeroseg serve data/ --checkpoint runs/isaid/final --port 8080
 
-Needs the ``serve`` extra: ``pip install "aeroseg[serve]"``.
+Needs the ``serve`` extra: ``pip install "aeroseg[serve]"``. What the server refuses and how to expose it:
+docs/serve.md, "Security".
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import logging
 import socket
-import tempfile
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +22,18 @@ from aeroseg.errors import CheckpointError, UserError
 from aeroseg.predict.io import ReadOptions, expand_inputs, is_url, one_line
 from aeroseg.predict.streaming import PRECISIONS, WindowOptions
 from aeroseg.presets import presets
+from aeroseg.serve.lifecycle import STOP_SECONDS, Stopped, exit_soon, stop_on_signals, work_folder
+from aeroseg.serve.limits import add_limit_arguments, limits_from_args
+from aeroseg.serve.security import (
+    Guard,
+    Refused,
+    ScrubToken,
+    add_security_arguments,
+    exposure_warning,
+    server_token,
+)
 
 DEFAULT_PORT = 8000
-DEFAULT_UPLOAD_MB = 512
 DEFAULT_CACHE_MB = 2048
 
 
@@ -49,12 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="the only folder whose files the page may open (default: the PATHs' folders)",
     )
-    parser.add_argument(
-        "--max-upload-mb",
-        type=float,
-        default=DEFAULT_UPLOAD_MB,
-        help=f"upload limit (default {DEFAULT_UPLOAD_MB})",
-    )
+    add_security_arguments(parser)
+    add_limit_arguments(parser)
     parser.add_argument(
         "--cache-mb", type=float, default=DEFAULT_CACHE_MB,
         help=f"memory for cached image features (default {DEFAULT_CACHE_MB})",
@@ -70,16 +76,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with served_app(args) as (app, label):
-        import uvicorn
+    with stop_on_signals():  # SIGINT and SIGTERM: the finally clauses run, the work folder goes
+        try:
+            with served_app(args) as (app, label):
+                import uvicorn
 
-        config = uvicorn.Config(app, log_level="warning" if args.quiet else "info", access_log=not args.quiet)
-        sock = _listen(args.host, args.port)  # bound before the URL is printed (--port 0: any free port)
-        host, port = sock.getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else host
-        print(f"aeroseg serve: {label} on http://{shown}:{port}/ (Ctrl+C stops)", flush=True)
-        uvicorn.Server(config).run(sockets=[sock])
-    return 0
+                config = uvicorn.Config(
+                    app, log_level="warning" if args.quiet else "info", access_log=not args.quiet,
+                    timeout_graceful_shutdown=STOP_SECONDS,
+                )  # fmt: skip
+                logging.getLogger("uvicorn.access").addFilter(ScrubToken())
+                sock = _listen(args.host, args.port)  # listening before the URL is printed (--port 0: any)
+                host, port = sock.getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                if (warning := exposure_warning(args.host)) is not None:
+                    print(warning, file=sys.stderr, flush=True)
+                url = f"http://{shown}:{port}/?token={app.state.guard.token}"
+                print(f"aeroseg serve: {label} on {url} (Ctrl+C stops)", flush=True)
+                uvicorn.Server(config).run(sockets=[sock])
+            code = 0
+        except Stopped as stop:
+            print(f"aeroseg serve: {stop}", file=sys.stderr, flush=True)
+            code = stop.exit_code
+    exit_soon(code)  # a thread still busy (a model download) does not keep the process alive
+    return code
 
 
 @contextmanager
@@ -97,6 +117,7 @@ def served_app(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
     from aeroseg.predict import api
     from aeroseg.serve.catalog import Catalog
     from aeroseg.serve.files import FileAccess, ForbiddenPath
+    from aeroseg.serve.formats import gdal_sandbox
     from aeroseg.serve.jobs import JobRunner
 
     inputs = expand_inputs(args.inputs) if args.inputs else []
@@ -109,17 +130,20 @@ def served_app(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
         raise UserError("give images to open (aeroseg serve scene.tif) or --root DIR to choose from a folder")
     options = WindowOptions(window=args.window, overlap=args.overlap, batch_size=args.batch_size)
     read = ReadOptions(args.bands, None, args.percentiles, None)
+    limits = limits_from_args(args)
+    guard = Guard.for_address(args.host, server_token(), args.allowed_host)
     device = api.resolve_device(args.device)
     label = args.checkpoint or args.preset or "training-free"
+    own = args.preset or ("training-free" if args.checkpoint is None else None)  # the preset served
+    allowed = presets() if args.allow_presets else [own] if own else []
     default = load_model(args.checkpoint, args.preset, device, clip=args.clip, guidance=args.guidance)
-    work = Path(tempfile.mkdtemp(prefix="aeroseg-serve-"))
-    (work / "uploads").mkdir()
-    access = FileAccess(roots, work / "uploads")
 
     def load(name: str) -> Any:
-        if name == "default":
+        if name in ("default", own):
             return default
         if name in presets():
+            if name not in allowed:
+                raise Refused(f"this server runs {label} only; start it with --allow-presets to offer {name}")
             return load_model(None, name, device)
         try:
             path = access.resolve(name, folder=True)
@@ -127,24 +151,26 @@ def served_app(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
             raise
         except UserError:
             raise UserError(
-                f"unknown model {name!r}: choose default, a preset ({', '.join(presets())}) "
-                "or a checkpoint folder under the served folders"
+                f"unknown model {name[:80]!r}: choose default, "
+                + (f"a preset ({', '.join(allowed)}) " if allowed else "")
+                + "or a checkpoint folder under the served folders"
             ) from None
         return load_model(str(path), None, device)
 
-    catalog = Catalog(access, load, cache_bytes=int(args.cache_mb * 2**20), read=read)
-    runner = JobRunner(work, options, device, args.precision)
-    try:
-        for path in inputs:
-            catalog.open(str(Path(path).resolve()))
-        yield (
-            create_app(catalog, runner, max_upload_bytes=int(args.max_upload_mb * 2**20), model_label=label),
-            label,
-        )
-    finally:
-        runner.close()
-        catalog.close()
-        shutil.rmtree(work, ignore_errors=True)
+    with gdal_sandbox(), work_folder() as work:
+        access = FileAccess(roots, work / "uploads")
+        catalog = Catalog(access, load, cache_bytes=int(args.cache_mb * 2**20), read=read, limits=limits)
+        runner = JobRunner(work, options, device, args.precision, max_active=limits.queued_jobs)
+        try:
+            for path in inputs:
+                catalog.open(str(Path(path).resolve()))
+            yield (
+                create_app(catalog, runner, guard=guard, limits=limits, model_label=label, presets=allowed),
+                label,
+            )
+        finally:
+            runner.close(wait=STOP_SECONDS)
+            catalog.close()
 
 
 def load_model(checkpoint: str | None, preset: str | None, device: Any, **weights: str | None) -> Any:
@@ -180,6 +206,7 @@ def _listen(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's backlog: a client that reads the printed URL connects at once
     except OSError as error:
         sock.close()
         raise UserError(
