@@ -7,8 +7,9 @@
   segmentation is closed, and deleted if it was an upload.
 - A model is loaded once per name: ``default`` (the one given on the command line), a preset name, or a
   checkpoint directory under the allowed roots. At most :data:`LOADED_MODELS` stay loaded. Loading (a
-  download, maybe) happens outside the catalog's lock, one model at a time: the tiles and state
-  requests of other clients never wait for it.
+  download, maybe) happens outside the catalog's lock, under a lock of that name only: the tiles, state
+  requests and other models of other clients never wait for it; a second request for the same model
+  waits for the first one's load instead of loading it again.
 - Image features are cached per (model, raster) in a :class:`FeatureBudget`: every view of a raster shares
   it, so segmenting a view again with another class list skips the image encoders. At most
   :data:`CACHED_RASTERS` caches are kept, each with half of the memory budget.
@@ -123,7 +124,7 @@ class Catalog:
         self._cache_bytes = cache_bytes
         self.limits = limits or Limits()
         self._lock = threading.RLock()
-        self._loading = threading.Lock()  # one model loads at a time, outside self._lock
+        self._loading: dict[str, threading.Lock] = {}  # per model name: one load of it at a time
         self._rasters: OrderedDict[str, Raster] = OrderedDict()  # least recently used first
         self._pending_upload_bytes = 0
         self._models: OrderedDict[str, Any] = OrderedDict()
@@ -231,7 +232,8 @@ class Catalog:
             if name in self._models:
                 self._models.move_to_end(name)
                 return self._models[name]
-        with self._loading:  # a slow download holds this lock only: tiles and state requests go on
+            loading = self._loading.setdefault(name, threading.Lock())
+        with loading:  # a slow download holds this lock only: every other request goes on
             with self._lock:
                 if name in self._models:  # loaded by another request while this one waited
                     return self._models[name]

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 STOP_SECONDS = 3.0  # open requests and the running segmentation get this long to finish
-EXIT_SECONDS = 5.0  # after the clean-up the process ends within this long, whatever still runs
+EXIT_SECONDS = 2.0  # after the clean-up the process ends within this long, whatever still runs
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 

@@ -206,6 +206,8 @@ def _split_host(value: str) -> tuple[str, int | None]:
 
 
 def _same_origin(origin: str, host: str) -> bool:
+    """Whether ``origin`` names the host and port of the ``Host`` header (the scheme is not compared:
+    behind a TLS proxy the browser's https reaches this server as http)."""
     try:
         parts = urlsplit(origin)
         origin_port = parts.port
