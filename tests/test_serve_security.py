@@ -203,3 +203,15 @@ def tiny_checkpoint(tmp_path):
     path = tmp_path / "tiny"
     build_tiny_model().save_pretrained(path)
     return path
+
+
+def test_finished_class_rasters_get_overviews_down_to_one_tile(tmp_path):
+    from aeroseg.serve.jobs import add_overviews
+
+    path = tmp_path / "classes.tif"
+    (tmp_path / "classes.tif").write_bytes(geotiff_bytes(1100))
+    assert add_overviews(path) == (2, 4)  # 550, 275 pixels; 137 would be below one tile
+    with rasterio.open(path) as ds:
+        assert ds.overviews(1) == [2, 4]
+    (tmp_path / "small.tif").write_bytes(geotiff_bytes(300))
+    assert add_overviews(tmp_path / "small.tif") == ()

@@ -177,7 +177,7 @@ def create_app(
         job = _finished(runner, job_id)
         frame, window = job.raster.frame, job.window
         check_tile_address(z, x, y, georeferenced=frame.georeferenced)
-        if not cheap(z, frame, int(window.width), int(window.height), ()):
+        if not cheap(z, frame, int(window.width), int(window.height), job.overviews):
             return Response(empty_png(), media_type=PNG)
         tile = read_tile(
             str(job.class_path), "GTiff", x, y, z, [1], georeferenced=frame.georeferenced,

@@ -7,7 +7,8 @@ and every batch checks the run's flag and stops it with :class:`Cancelled`, whic
 A run segments a window of a raster (the map's view) or the whole raster with
 :func:`aeroseg.predict.api.run_prediction`, the code of ``aeroseg predict``, into a class GeoTIFF on the
 raster's own pixel grid (CRS and transform of the input, shifted to the window). The page polls the run's
-progress, then shows the GeoTIFF as map tiles; the polygons (GeoPackage) are made from it on first
+progress, then shows the GeoTIFF as map tiles (it gets overviews once finished, so that a tile of a large
+run zoomed out stays within the tile limit); the polygons (GeoPackage) are made from it on first
 download. The files of the last :data:`KEPT_JOBS` runs are kept in the server's work folder.
 """
 
@@ -24,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 import torch
+from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
@@ -87,6 +90,7 @@ class Job:
     counts: list[int] = field(default_factory=list)
     cache_hits: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)  # making the polygons
+    overviews: tuple[int, ...] = ()  # overview factors of the class GeoTIFF
     cancelled: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)  # no longer queued or running
     release: Callable[[], None] = lambda: None  # called once when it finishes (the raster may close)
@@ -124,6 +128,17 @@ class Job:
             ],
             "cache_hits": self.cache_hits,
         }
+
+
+def add_overviews(path: Path) -> tuple[int, ...]:
+    """Add nearest-neighbour overviews (factors 2, 4, ... down to one 256² tile) to a class GeoTIFF."""
+    with rasterio.open(path, "r+", driver="GTiff") as ds:
+        side, factors = max(ds.width, ds.height), []
+        while side / 2 ** (len(factors) + 1) >= 256:
+            factors.append(2 ** (len(factors) + 1))
+        if factors:
+            ds.build_overviews(factors, Resampling.nearest)
+    return tuple(factors)
 
 
 class JobRunner:
@@ -220,6 +235,7 @@ class JobRunner:
                 model, view, job.classes, {"classes": job.class_path}, collect=False, options=self.options,
                 device=self.device, precision=self.precision, cache=cache, on_windows=advance,
             )  # fmt: skip
+            job.overviews = add_overviews(job.class_path)
         except Cancelled:
             job.status = "cancelled"
             shutil.rmtree(job.folder, ignore_errors=True)
