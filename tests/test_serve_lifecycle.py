@@ -11,7 +11,7 @@ import pytest
 from tests.helpers.tiny import build_tiny_model
 from tests.test_predict import smooth_image
 from tests.test_predict_inputs import write_geotiff
-from tests.test_serve_attacks import Server, geotiff_bytes, one_line_error, opened, tile_of, wait_for
+from tests.test_serve_harness import Server, geotiff_bytes, one_line_error, opened, tile_of, wait_for
 
 pytest.importorskip("fastapi")
 

@@ -3,6 +3,7 @@ guard (token, Host, Origin), the tile cost and zoom range, least-recently-used u
 
 import logging
 import os
+import re
 import time
 
 import pytest
@@ -18,7 +19,7 @@ from aeroseg.serve.formats import ALLOWED_DRIVERS, client_path, gdal_sandbox  # 
 from aeroseg.serve.limits import Limits, limits_from_args, lowest_zoom, tile_pixels  # noqa: E402
 from aeroseg.serve.security import TOKEN_ENV, Guard, ScrubToken, exposure_warning, server_token  # noqa: E402
 from tests.test_serve import authorised, serve, upload  # noqa: E402
-from tests.test_serve_attacks import Listener, geotiff_bytes, raw_vrt, source_vrt  # noqa: E402
+from tests.test_serve_harness import Listener, geotiff_bytes, raw_vrt, source_vrt  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------- GDAL
@@ -215,3 +216,31 @@ def test_finished_class_rasters_get_overviews_down_to_one_tile(tmp_path):
         assert ds.overviews(1) == [2, 4]
     (tmp_path / "small.tif").write_bytes(geotiff_bytes(300))
     assert add_overviews(tmp_path / "small.tif") == ()
+
+
+def test_the_command_warns_beyond_loopback_and_prints_the_address_with_its_token(
+    tmp_path, monkeypatch, capsys
+):
+    import uvicorn
+
+    import aeroseg.serve.command as command
+    from aeroseg.cli import main
+
+    (tmp_path / "scene.tif").write_bytes(geotiff_bytes(64))
+    served = []
+    listen = command._listen
+
+    def serve_nothing(self, sockets):
+        served.append(sockets[0].getsockname()[0])
+        sockets[0].close()
+
+    monkeypatch.setattr(uvicorn.Server, "run", serve_nothing)
+    monkeypatch.setattr(command, "_listen", lambda host, port: listen("127.0.0.1", 0))  # never 0.0.0.0 here
+    monkeypatch.setattr(command, "exit_soon", served.append)
+    argv = ["serve", str(tmp_path / "scene.tif"), "--checkpoint", str(tiny_checkpoint(tmp_path)), "--quiet"]
+    assert main([*argv, "--host", "0.0.0.0"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: --host 0.0.0.0 lets other machines reach this server" in err
+    assert re.search(r"on http://127\.0\.0\.1:\d+/\?token=[\w-]{43} \(Ctrl\+C stops\)", out), out
+    assert served == ["127.0.0.1", 0]
+    assert main(argv) == 0 and "warning" not in capsys.readouterr().err
