@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
                     app, log_level="warning" if args.quiet else "info", access_log=not args.quiet,
                     timeout_graceful_shutdown=STOP_SECONDS,
                 )  # fmt: skip
-                logging.getLogger("uvicorn.access").addFilter(ScrubToken())
+                access = logging.getLogger("uvicorn.access")
+                if not any(isinstance(f, ScrubToken) for f in access.filters):
+                    access.addFilter(ScrubToken())
                 sock = _listen(args.host, args.port)  # listening before the URL is printed (--port 0: any)
                 host, port = sock.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host

@@ -27,13 +27,13 @@ import secrets
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
-
 from aeroseg.errors import UserError
+
+if TYPE_CHECKING:  # starlette comes with the serve extra; the CLI imports this module without it
+    from starlette.datastructures import Headers
 
 TOKEN_ENV = "AEROSEG_SERVE_TOKEN"  # a fixed token instead of a fresh one at every start
 LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -151,6 +151,9 @@ class GuardMiddleware:
         self.app, self.guard, self.json_bytes = app, guard, json_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        from starlette.datastructures import Headers
+        from starlette.responses import JSONResponse
+
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
