@@ -40,6 +40,8 @@ from aeroseg.serve.app import create_app
 from aeroseg.serve.catalog import Catalog
 from aeroseg.serve.files import FileAccess
 from aeroseg.serve.jobs import JobRunner
+from aeroseg.serve.limits import Limits
+from aeroseg.serve.security import Guard
 
 CLASS_LISTS = [
     "building,road,tree,water",
@@ -123,9 +125,17 @@ def main() -> None:
     catalog = Catalog(
         FileAccess([work], work / "uploads"), lambda name: model, cache_bytes=int(args.cache_mb * 2**20)
     )
-    runner = JobRunner(work, WindowOptions(window=args.window), torch.device("cpu"), "fp32")
-    app = create_app(catalog, runner, max_upload_bytes=2**20, model_label="training-free (random weights)")
-    client = TestClient(app)
+    runner = JobRunner(work, WindowOptions(window=args.window), torch.device("cpu"), "fp32", max_active=8)
+    guard = Guard.for_address("127.0.0.1", "bench-serve-token-0123456789")
+    app = create_app(
+        catalog,
+        runner,
+        guard=guard,
+        limits=Limits(),
+        model_label="training-free (random weights)",
+        presets=[],
+    )
+    client = TestClient(app, base_url="http://127.0.0.1", headers={"Authorization": f"Bearer {guard.token}"})
     info = client.post("/api/open", json={"path": "scene.tif"}).json()
     result: dict = {
         "machine": f"{cpu_name()}, {os.cpu_count()} cores shared with other "
@@ -179,7 +189,7 @@ def main() -> None:
         result.update(
             memory_view=side, memory=curve, cache_window_mb=round((cache.window_bytes or 0) / 2**20, 2)
         )
-    runner.close()
+    runner.close(wait=3)
     catalog.close()
     text = json.dumps(result, indent=2)
     print(text)

@@ -21,10 +21,10 @@ import morecantile  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from aeroseg.cli import build_parser, main  # noqa: E402
-from aeroseg.cli.serve import served_app  # noqa: E402
 from aeroseg.modeling.aeroseg import AerOSeg  # noqa: E402
 from aeroseg.prediction import predict  # noqa: E402
 from aeroseg.raster import RasterSource, ReadOptions  # noqa: E402
+from aeroseg.serve.server import served_app  # noqa: E402
 from tests.helpers.tiny import build_tiny_model  # noqa: E402
 from tests.test_predict import smooth_image  # noqa: E402
 from tests.test_predict_inputs import write_geotiff  # noqa: E402
@@ -60,10 +60,26 @@ def serve(*argv):
     return served_app(args)
 
 
+def authorised(app):
+    """A client of ``app`` as the page is: this machine's address, the server's token."""
+    token = app.state.guard.token
+    return TestClient(
+        app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False,
+        headers={"Authorization": f"Bearer {token}"},
+    )  # fmt: skip
+
+
+def upload(client, filename, content):
+    return client.post(
+        f"/api/upload?filename={filename}", content=content,
+        headers={"Content-Type": "application/octet-stream"},
+    )  # fmt: skip
+
+
 @pytest.fixture
 def client(scene, checkpoint):
     with serve(scene, "--checkpoint", str(checkpoint), *WINDOW, "--max-upload-mb", "0.05") as (app, _):
-        yield TestClient(app, raise_server_exceptions=False)
+        yield authorised(app)
 
 
 def opened(client):
@@ -217,7 +233,7 @@ def test_paths_outside_the_root_are_refused(client, tmp_path):
 def test_uploads_are_checked_and_limited(client):
     buffer = io.BytesIO()
     Image.fromarray(smooth_image(48, 56).transpose(1, 2, 0)).save(buffer, format="PNG")
-    response = client.post("/api/upload?filename=field.png", content=buffer.getvalue())
+    response = upload(client, "field.png", buffer.getvalue())
     assert response.status_code == 200, response.text
     info = response.json()
     assert not info["georeferenced"] and info["bounds"] == [-48, 0, 0, 56]
@@ -225,14 +241,12 @@ def test_uploads_are_checked_and_limited(client):
     job = run(client, raster=info["id"], scope="view", bounds=[-30, 10, -5, 50])
     assert job["window"] == [10, 5, 40, 25]
 
-    big = client.post("/api/upload?filename=big.tif", content=b"\0" * 60_000)  # limit 0.05 MiB
+    big = upload(client, "big.tif", b"\0" * 60_000)  # limit 0.05 MiB
     assert big.status_code == 413 and "--max-upload-mb" in big.json()["error"]
-    streamed = client.post(
-        "/api/upload?filename=big.tif", content=(b"\0" * 10_000 for _ in range(6))
-    )  # chunked
-    assert streamed.status_code == 413
-    assert client.post("/api/upload?filename=notes.txt", content=b"hello").status_code == 400
-    corrupt = client.post("/api/upload?filename=broken.tif", content=b"II*\0 not a tiff")
+    streamed = upload(client, "big.tif", (b"\0" * 10_000 for _ in range(6)))  # chunked: no length
+    assert streamed.status_code == 411
+    assert upload(client, "notes.txt", b"hello").status_code == 400
+    corrupt = upload(client, "broken.tif", b"II*\0 not a tiff")
     assert corrupt.status_code == 400 and "cannot read" in corrupt.json()["error"]
     uploads = client.app.state.catalog.access.upload_dir
     assert [p.suffix for p in uploads.iterdir()] == [".png"]  # refused uploads leave nothing behind

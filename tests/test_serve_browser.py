@@ -1,5 +1,6 @@
 """``aeroseg serve`` in a real browser: headless Chromium (the Debian package) driven by Playwright loads
-the page of a real server process on a tiny model, segments, changes the class list and downloads."""
+the page of a real server process on a tiny model from the address it prints (with its token), segments,
+changes the class list and downloads."""
 
 import io
 import os
@@ -33,7 +34,7 @@ def server(tmp_path):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = process.stdout.readline()  # the URL, once the model is loaded and the port is bound
-        assert "http://127.0.0.1:" in line, line + process.stdout.read()
+        assert "http://127.0.0.1:" in line and "/?token=" in line, line + process.stdout.read()
         yield line.split(" on ")[1].split()[0]
     finally:
         process.terminate()
@@ -80,6 +81,7 @@ def test_segment_in_the_browser_change_classes_and_download(server, tmp_path):
             page.goto(server)
             page.wait_for_function("() => document.body.dataset.ready && document.body.dataset.raster")
             page.wait_for_load_state("networkidle")
+            assert "token" not in page.url  # kept by the page, out of the address bar
             before, box = map_pixels(page)
             assert (
                 box[2] - box[0] > 100 and before[box[1] + 5 : box[3] - 5, box[0] + 5 : box[2] - 5].std() > 10
@@ -108,6 +110,7 @@ def test_segment_in_the_browser_change_classes_and_download(server, tmp_path):
             with rasterio.open(path) as ds:
                 assert ds.crs.to_string() == "EPSG:32633"
                 assert '"water", "car", "ship", "field"' in ds.tags()["AEROSEG_CLASSES"]
+            assert page.locator("#cancel").is_hidden()  # shown only while a segmentation runs
             assert not errors
         finally:
             browser.close()

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 
 from aeroseg.errors import UserError
@@ -94,15 +94,19 @@ class ReadOptions:
 class RasterSource:
     """An image opened for reading by window: ``read(window) -> (image 3×h×w float32 in [0, 1], valid h×w)``.
 
-    Use as a context manager. ``profile`` holds the CRS and transform for the outputs.
+    Use as a context manager. ``profile`` holds the CRS and transform for the outputs. ``drivers`` (GDAL
+    short names) are the only formats opened, tried in order; None (``aeroseg predict``) lets GDAL choose
+    any format, VRTs and URLs included, and ``aeroseg serve`` passes its allow-list.
     """
 
-    def __init__(self, path: str, options: ReadOptions = ReadOptions()) -> None:
+    def __init__(
+        self, path: str, options: ReadOptions = ReadOptions(), *, drivers: Sequence[str] | None = None
+    ) -> None:
         self.path = path
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                self._dataset = rasterio.open(path)
+                self._dataset = open_dataset(path, drivers)
         except (RasterioError, OSError) as error:
             raise UserError(f"cannot read {path}: {one_line(error)}") from None
         try:
@@ -216,6 +220,20 @@ class RasterSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_dataset(path: str, drivers: Sequence[str] | None = None) -> rasterio.DatasetReader:
+    """``path`` opened by rasterio with one of ``drivers`` (any driver when None); :class:`UserError` when
+    none of them recognises the file, without letting another driver (VRT, HTTP, ...) look at it."""
+    if drivers is None:
+        return rasterio.open(path)
+    for driver in drivers:  # rasterio.open takes one driver: GDAL then opens with that driver only
+        try:
+            return rasterio.open(path, driver=driver)
+        except RasterioIOError as error:
+            if "not recognized as" not in str(error):  # the format is right but the file is broken
+                raise
+    raise UserError(f"cannot read {path}: not a {' / '.join(drivers)} file (the only formats opened)")
 
 
 class ArraySource(RasterSource):

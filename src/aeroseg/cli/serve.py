@@ -1,32 +1,32 @@
 """``aeroseg serve``: a map in the browser to segment GeoTIFFs with any class list.
 
-    aeroseg serve scene.tif                      # training-free model, http://127.0.0.1:8000
+    aeroseg serve scene.tif                      # training-free model, http://127.0.0.1:8000/?token=...
     aeroseg serve data/ --checkpoint runs/isaid/final --port 8080
 
-Needs the ``serve`` extra: ``pip install "aeroseg[serve]"``.
+Needs the ``serve`` extra: ``pip install "aeroseg[serve]"``. What the server refuses and how to expose it:
+docs/serve.md, "Security".
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import logging
 import socket
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
+import sys
 
 from aeroseg import registry
 from aeroseg.cli import options
-from aeroseg.device import resolve_device
 from aeroseg.errors import UserError
 from aeroseg.precision import PRECISIONS
-from aeroseg.prediction.streaming import WindowOptions
-from aeroseg.raster import ReadOptions, expand_inputs, is_url
+from aeroseg.serve.lifecycle import STOP_SECONDS, Stopped, exit_soon, stop_on_signals
+from aeroseg.serve.limits import add_limit_arguments
+from aeroseg.serve.security import (
+    ScrubToken,
+    add_security_arguments,
+    exposure_warning,
+)
 
 DEFAULT_PORT = 8000
-DEFAULT_UPLOAD_MB = 512
 DEFAULT_CACHE_MB = 2048
 
 
@@ -44,12 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="the only folder whose files the page may open (default: the PATHs' folders)",
     )
-    parser.add_argument(
-        "--max-upload-mb",
-        type=float,
-        default=DEFAULT_UPLOAD_MB,
-        help=f"upload limit (default {DEFAULT_UPLOAD_MB})",
-    )
+    add_security_arguments(parser)
+    add_limit_arguments(parser)
     parser.add_argument(
         "--cache-mb", type=float, default=DEFAULT_CACHE_MB,
         help=f"memory for cached image features (default {DEFAULT_CACHE_MB})",
@@ -65,81 +61,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with served_app(args) as (app, label):
-        import uvicorn
-
-        config = uvicorn.Config(app, log_level="warning" if args.quiet else "info", access_log=not args.quiet)
-        sock = _listen(args.host, args.port)  # bound before the URL is printed (--port 0: any free port)
-        host, port = sock.getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else host
-        print(f"aeroseg serve: {label} on http://{shown}:{port}/ (Ctrl+C stops)", flush=True)
-        uvicorn.Server(config).run(sockets=[sock])
-    return 0
-
-
-@contextmanager
-def served_app(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
-    """The application of the parsed ``aeroseg serve`` arguments and the name of its model; its work
-    folder (uploads, class rasters) is removed on exit."""
-    try:
-        import uvicorn  # noqa: F401
-
-        from aeroseg.serve.app import create_app
-    except ImportError as error:
-        raise UserError(
-            f'aeroseg serve needs the {error.name} package: pip install "aeroseg[serve]"'
-        ) from None
-    from aeroseg.serve.catalog import Catalog
-    from aeroseg.serve.files import FileAccess, ForbiddenPath
-    from aeroseg.serve.jobs import JobRunner
-
-    inputs = expand_inputs(args.inputs) if args.inputs else []
-    if any(is_url(p) for p in inputs):
-        raise UserError("aeroseg serve opens local files only; download the image first")
-    if args.root is not None and not Path(args.root).is_dir():
-        raise UserError(f"--root {args.root} is not a folder")
-    roots = [args.root] if args.root else list(dict.fromkeys(str(Path(p).resolve().parent) for p in inputs))
-    if not roots:
-        raise UserError("give images to open (aeroseg serve scene.tif) or --root DIR to choose from a folder")
-    window_options = WindowOptions(window=args.window, overlap=args.overlap, batch_size=args.batch_size)
-    read = ReadOptions(args.bands, None, args.percentiles, None)
-    device = resolve_device(args.device)
-    request = options.model_request(args, registry.DEFAULT_SEGMENTER)
-    label = request.describe()
-    default = registry.segmenter(request, device)
-    work = Path(tempfile.mkdtemp(prefix="aeroseg-serve-"))
-    (work / "uploads").mkdir()
-    access = FileAccess(roots, work / "uploads")
-
-    def load(name: str) -> Any:
-        if name == "default":
-            return default
-        if name in registry.presets():
-            return registry.segmenter(registry.ModelRequest(preset=name), device)
+    with stop_on_signals():  # SIGINT and SIGTERM: the finally clauses run, the work folder goes
         try:
-            path = access.resolve(name, folder=True)
-        except ForbiddenPath:
-            raise
-        except UserError:
-            raise UserError(
-                f"unknown model {name!r}: choose default, a preset ({', '.join(registry.presets())}) "
-                "or a checkpoint folder under the served folders"
-            ) from None
-        return registry.segmenter(registry.ModelRequest(checkpoint=str(path)), device)
+            try:
+                import uvicorn
 
-    catalog = Catalog(access, load, cache_bytes=int(args.cache_mb * 2**20), read=read)
-    runner = JobRunner(work, window_options, device, args.precision)
-    try:
-        for path in inputs:
-            catalog.open(str(Path(path).resolve()))
-        yield (
-            create_app(catalog, runner, max_upload_bytes=int(args.max_upload_mb * 2**20), model_label=label),
-            label,
-        )
-    finally:
-        runner.close()
-        catalog.close()
-        shutil.rmtree(work, ignore_errors=True)
+                from aeroseg.serve.server import served_app  # the serve extra loads only when it runs
+            except ImportError as error:
+                raise UserError(
+                    f'aeroseg serve needs the {error.name} package: pip install "aeroseg[serve]"'
+                ) from None
+            with served_app(args) as (app, label):
+                config = uvicorn.Config(
+                    app, log_level="warning" if args.quiet else "info", access_log=not args.quiet,
+                    timeout_graceful_shutdown=STOP_SECONDS,
+                )  # fmt: skip
+                access = logging.getLogger("uvicorn.access")
+                if not any(isinstance(f, ScrubToken) for f in access.filters):
+                    access.addFilter(ScrubToken())
+                sock = _listen(args.host, args.port)  # listening before the URL is printed (--port 0: any)
+                host, port = sock.getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                if (warning := exposure_warning(args.host)) is not None:
+                    print(warning, file=sys.stderr, flush=True)
+                url = f"http://{shown}:{port}/?token={app.state.guard.token}"
+                print(f"aeroseg serve: {label} on {url} (Ctrl+C stops)", flush=True)
+                uvicorn.Server(config).run(sockets=[sock])
+            code = 0
+        except Stopped as stop:
+            print(f"aeroseg serve: {stop}", file=sys.stderr, flush=True)
+            code = stop.exit_code
+    exit_soon(code)  # a thread still busy (a model download) does not keep the process alive
+    return code
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -148,6 +101,7 @@ def _listen(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's backlog: a client that reads the printed URL connects at once
     except OSError as error:
         sock.close()
         raise UserError(

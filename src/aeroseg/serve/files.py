@@ -2,8 +2,9 @@
 
 A path from the page is a path relative to one of the allowed roots (``--root``, else the folders of the
 paths given on the command line, plus the upload folder). It is refused when it names a parent (``..``),
-is absolute, or resolves (symlinks followed) outside every root. Uploads are streamed to disk and
-refused beyond a size limit before they are complete.
+is absolute, or resolves (symlinks followed) outside every root, and before that when GDAL could read it
+as something else than a file (:func:`aeroseg.serve.formats.client_path`). Uploads are streamed to disk
+and refused beyond a size limit before they are complete.
 """
 
 from __future__ import annotations
@@ -15,16 +16,14 @@ from pathlib import Path, PurePosixPath
 
 from aeroseg.errors import UserError
 from aeroseg.raster import IMAGE_SUFFIXES
+from aeroseg.serve.formats import client_path
+from aeroseg.serve.limits import TooLarge
 
 LISTED_FILES = 500  # at most this many images are listed in the page's file menu
 
 
 class ForbiddenPath(UserError):
     """A path outside the allowed roots (HTTP 403)."""
-
-
-class TooLarge(UserError):
-    """An upload over the size limit (HTTP 413)."""
 
 
 class FileAccess:
@@ -40,10 +39,16 @@ class FileAccess:
     def resolve(self, name: str, *, folder: bool = False) -> Path:
         """The real path of ``name`` (relative to a root, or absolute inside one), a file (or a folder when
         ``folder``); :class:`ForbiddenPath` for anything outside the roots, :class:`UserError` when missing."""
-        pure = PurePosixPath(name.replace("\\", "/"))
-        if not name or ".." in pure.parts:
+        pure = PurePosixPath(client_path(name).replace("\\", "/"))
+        if ".." in pure.parts:
             raise ForbiddenPath(f"{name!r} is not allowed: paths may not contain '..'")
         candidates = [Path(name)] if pure.is_absolute() else [root / pure for root in self._all_roots()]
+        try:
+            return self._existing(name, candidates, absolute=pure.is_absolute(), folder=folder)
+        except OSError as error:  # e.g. a path too deep for the file system
+            raise UserError(f"cannot look up {name[:80]!r}: {error.strerror}") from None
+
+    def _existing(self, name: str, candidates: list[Path], *, absolute: bool, folder: bool) -> Path:
         for candidate in candidates:
             real = candidate.resolve()
             if not any(real.is_relative_to(root) for root in self._all_roots()):
@@ -53,7 +58,7 @@ class FileAccess:
         for candidate in candidates:  # the name exists but points outside the roots (e.g. a symlink)
             if candidate.exists():
                 raise ForbiddenPath(f"{name!r} is outside the folders this server may read (--root)")
-        if pure.is_absolute():
+        if absolute:
             raise ForbiddenPath(f"{name!r} is outside the folders this server may read (--root)")
         raise UserError(f"{name!r} does not exist under {', '.join(map(str, self.roots))}")
 
@@ -62,6 +67,8 @@ class FileAccess:
         for root in self.roots:
             if path.is_relative_to(root):
                 return str(path.relative_to(root))
+        if path.is_relative_to(self.upload_dir):
+            return f"uploads/{path.relative_to(self.upload_dir)}"
         return str(path)
 
     def listing(self) -> list[str]:
@@ -83,7 +90,7 @@ class FileAccess:
 
 def too_large(filename: str, max_bytes: int) -> TooLarge:
     return TooLarge(
-        f"upload {filename!r} is larger than the limit of {max_bytes / 2**20:.3g} MiB "
+        f"upload {filename[:80]!r} is larger than the limit of {max_bytes / 2**20:.3g} MiB "
         "(start the server with a higher --max-upload-mb)"
     )
 
@@ -95,7 +102,9 @@ async def save_upload(
     (the partial file is removed), :class:`UserError` for a type other than GeoTIFF, PNG or JPEG."""
     suffix = Path(filename or "").suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
-        raise UserError(f"upload {filename!r}: only GeoTIFF, PNG or JPEG files ({', '.join(IMAGE_SUFFIXES)})")
+        raise UserError(
+            f"upload {filename[:80]!r}: only GeoTIFF, PNG or JPEG files ({', '.join(IMAGE_SUFFIXES)})"
+        )
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(filename).stem)[:60] or "upload"
     path = upload_dir / f"{stem}-{uuid.uuid4().hex[:8]}{suffix}"
     size = 0

@@ -1,12 +1,27 @@
 // The page of `aeroseg serve`: a Leaflet map of the open image, a class box, and the class overlay.
 // Talks to the JSON API of aeroseg/serve/app.py; every error it answers is shown in #error.
+// The server's token comes in the address it printed (/?token=...): kept for this tab in sessionStorage
+// and removed from the address bar, it goes with every request (a header, or ?token= for tiles and links).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const state = { map: null, raster: null, imageLayer: null, overlay: null, job: null, hidden: new Set() };
+const token = (() => {
+  const given = new URLSearchParams(location.search).get("token");
+  if (given) {
+    sessionStorage.setItem("aeroseg-token", given);
+    history.replaceState(null, "", location.pathname);
+  }
+  return given || sessionStorage.getItem("aeroseg-token") || "";
+})();
 
-async function api(path, options) {
-  const response = await fetch(path, options);
+function withToken(url) {
+  return `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+}
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}), Authorization: `Bearer ${token}` };
+  const response = await fetch(path, { ...options, headers });
   let body = null;
   try { body = await response.json(); } catch (e) { body = { error: response.statusText }; }
   if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
@@ -38,7 +53,7 @@ function showRaster(info) {
     minZoom: -20, maxZoom: info.max_zoom + 3,
   };
   state.tileOptions = tileOptions;
-  state.imageLayer = L.tileLayer(`/api/rasters/${info.id}/tiles/{z}/{x}/{y}.png`, tileOptions).addTo(state.map);
+  state.imageLayer = L.tileLayer(withToken(`/api/rasters/${info.id}/tiles/{z}/{x}/{y}.png`), tileOptions).addTo(state.map);
   state.map.fitBounds(bounds);
   const crs = info.crs ? `, ${info.crs}` : ", no CRS (pixel coordinates)";
   $("image-info").textContent = `${info.name}: ${info.width} × ${info.height} px, bands ${info.bands.join(",")}${crs}`;
@@ -55,7 +70,7 @@ function clearResult() {
 
 function overlayUrl(job) {
   const hide = [...state.hidden].join(",");
-  return `/api/jobs/${job.id}/tiles/{z}/{x}/{y}.png?hide=${hide}`;
+  return withToken(`/api/jobs/${job.id}/tiles/{z}/{x}/{y}.png?hide=${hide}`);
 }
 
 function showJob(job) {
@@ -90,8 +105,8 @@ function showJob(job) {
     item.append(box, swatch, name, share);
     legend.append(item);
   }
-  $("download-tif").href = `/api/jobs/${job.id}/classes.tif`;
-  $("download-gpkg").href = `/api/jobs/${job.id}/polygons.gpkg`;
+  $("download-tif").href = withToken(`/api/jobs/${job.id}/classes.tif`);
+  $("download-gpkg").href = withToken(`/api/jobs/${job.id}/polygons.gpkg`);
   $("result").hidden = false;
 }
 
@@ -114,6 +129,8 @@ async function segment() {
     let job = await api("/api/segment", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(request),
     });
+    state.running = job.id;
+    $("cancel").hidden = false;
     $("progress").hidden = false;
     while (job.status === "queued" || job.status === "running") {
       $("progress").max = Math.max(job.total, 1);
@@ -123,6 +140,7 @@ async function segment() {
       job = await api(`/api/jobs/${job.id}`);
     }
     if (job.status === "error") throw new Error(job.error);
+    if (job.status === "cancelled") { $("status").textContent = "cancelled"; return; }
     const [, , w, h] = job.window;
     $("status").textContent = `${w} × ${h} px segmented` + (job.cache_hits ? " (image features from the cache)" : "");
     showJob(job);
@@ -130,9 +148,17 @@ async function segment() {
     showError(error.message);
     $("status").textContent = "";
   } finally {
+    state.running = null;
+    $("cancel").hidden = true;
     $("progress").hidden = true;
     $("segment").disabled = false;
   }
+}
+
+async function cancel() {
+  if (!state.running) return;
+  $("status").textContent = "cancelling…";
+  try { await api(`/api/jobs/${state.running}`, { method: "DELETE" }); } catch (error) { showError(error.message); }
 }
 
 async function openPath(path) {
@@ -146,7 +172,9 @@ async function upload(file) {
   showError("");
   $("status").textContent = `uploading ${file.name}…`;
   try {
-    const info = await api(`/api/upload?filename=${encodeURIComponent(file.name)}`, { method: "POST", body: file });
+    const info = await api(`/api/upload?filename=${encodeURIComponent(file.name)}`, {
+      method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: file,
+    });
     showRaster(info);
     $("status").textContent = "";
   } catch (error) {
@@ -157,10 +185,12 @@ async function upload(file) {
 
 async function start() {
   $("segment").addEventListener("click", segment);
+  $("cancel").addEventListener("click", cancel);
   $("open").addEventListener("click", () => openPath($("file").value));
   $("upload").addEventListener("change", (e) => { if (e.target.files.length) upload(e.target.files[0]); });
   $("opacity").addEventListener("input", () => { if (state.overlay) state.overlay.setOpacity(Number($("opacity").value)); });
   try {
+    if (!token) throw new Error("open the address that aeroseg serve printed (it ends with ?token=…)");
     const s = await api("/api/state");
     for (const name of s.files) $("file").append(new Option(name, name));
     for (const name of ["default", ...s.presets]) $("models").append(new Option(name === "default" ? s.model : "", name));
