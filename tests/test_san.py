@@ -79,7 +79,7 @@ def test_reference_protocol_resizes_the_shorter_side_and_back(model, monkeypatch
     assert uint8.shape == probs.shape
 
 
-def test_text_embeddings_are_cached_per_class_list_in_eval_mode(model, monkeypatch):
+def test_text_embeddings_are_cached_per_class_list(model, monkeypatch):
     calls = []
     encode_text = model.classifier.encode_text
     monkeypatch.setattr(model.classifier, "encode_text", lambda c: calls.append(tuple(c)) or encode_text(c))
@@ -89,6 +89,11 @@ def test_text_embeddings_are_cached_per_class_list_in_eval_mode(model, monkeypat
         for classes in (CLASSES, CLASSES, ["road"], CLASSES):
             model.probabilities(feats, classes)
     assert calls == [tuple(CLASSES), ("road",), tuple(CLASSES)]
+    with torch.inference_mode():
+        model.probabilities(feats, CLASSES)  # inference tensors are kept apart from autograd ones
+    x = images(5, b=1).requires_grad_(True)
+    model.probabilities(model.encode(x), CLASSES).sum().backward()
+    assert x.grad is not None and calls[3:] == [tuple(CLASSES)] * 2  # one text pass per mode
 
 
 def test_save_and_load_round_trip_is_bit_identical(model, tmp_path):

@@ -61,14 +61,14 @@ class OpenVocabularyClassifier(nn.Module):
         return F.normalize(text.view(len(self.templates), len(classes), -1).mean(0), dim=-1)
 
     def text_embeddings(self, classes: Sequence[str]) -> torch.Tensor:
-        """:meth:`encode_text`, cached per class list in eval mode."""
+        """:meth:`encode_text`, cached per class list (the text tower is frozen, as the official classifier's
+        per-word cache); the key holds the device, dtype, autocast dtype and inference mode."""
         if not classes:
             raise ValueError("the class list is empty")
-        if self.training:
-            return self.encode_text(classes)
         device = self.text_projection.weight.device
         autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
-        key = (tuple(classes), device, self.text_projection.weight.dtype, autocast)
+        inference = torch.is_inference_mode_enabled()
+        key = (tuple(classes), device, self.text_projection.weight.dtype, autocast, inference)
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self.encode_text(classes))
         return self._cache[1]
