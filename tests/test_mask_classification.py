@@ -176,3 +176,15 @@ def test_semantic_inference_shape_formula_and_class_equivariance():
     torch.testing.assert_close(permuted, scores[:, perm])
     queries = torch.randperm(7, generator=g)
     torch.testing.assert_close(semantic_inference(classes[:, queries], masks[:, queries]), scores)
+
+
+def test_target_masks_of_different_sizes_are_zero_padded_to_the_largest():
+    layer, targets = random_problem(5)
+    small = MaskTargets(targets[1].labels, targets[1].masks[:, :12, :10])
+    padded = MaskTargets(small.labels, F.pad(small.masks, (0, 6, 0, 4)))
+    criterion = SetCriterion(HungarianMatcher(num_points=32), num_points=32)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    indices = criterion.matcher(layer, [targets[0], padded], generator=g())
+    args = (layer, [targets[0], small], indices, 6.0)
+    expected = criterion.loss_masks(layer, [targets[0], padded], indices, 6.0, g())
+    assert all(torch.equal(a, b) for a, b in zip(criterion.loss_masks(*args, g()), expected, strict=True))

@@ -2,7 +2,8 @@
 
 After Hungarian matching, per supervised layer: cross-entropy of every query's class (the unmatched ones
 target "no object", weighted ``no_object_weight``), and for the matched queries the sigmoid cross-entropy and
-dice loss of their masks on ``num_points`` importance-sampled points. Mask losses are divided by the number of
+dice loss of their masks on ``num_points`` importance-sampled points (target masks of different sizes are
+zero-padded to the largest, as its ``nested_tensor_from_tensor_list``). Mask losses are divided by the number of
 target masks in the batch (averaged over processes when ``torch.distributed`` is initialised). The loss
 functions are ``transformers``' Mask2Former ones; the loop is ours for the generator (see
 :mod:`aeroseg.mask_classification`) and the official loss names, float32 class logits and weighting.
@@ -115,7 +116,9 @@ class SetCriterion(nn.Module):
         """Sigmoid cross-entropy and dice of the matched masks on importance-sampled points."""
         batch, query = _source_index(indices)
         pred = layer.mask_logits[batch, query][:, None]  # N×1×h×w
-        target = torch.cat([t.masks[j] for t, (_, j) in zip(targets, indices, strict=True)])
+        h, w = (max(t.masks.shape[d] for t in targets) for d in (-2, -1))  # zero-padded to the batch's
+        padded = [F.pad(t.masks, (0, w - t.masks.shape[-1], 0, h - t.masks.shape[-2])) for t in targets]
+        target = torch.cat([m[j] for m, (_, j) in zip(padded, indices, strict=True)])
         target = target.to(pred)[:, None]  # N×1×H×W
         with torch.no_grad():
             points = uncertain_point_coords(
