@@ -50,14 +50,14 @@ class MaskRecognitionHead(nn.Module):
         self.post_layernorm = post_layernorm
         self.projection = projection
         self.num_heads = num_heads
-        self.downsample = downsample
+        self.downsample_method = downsample
 
     def attention_mask(self, bias: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """bias B×H'×Q×h'×w' (H' = 1 or the CLIP heads) → additive mask B×heads×(Q+1+L)×(Q+1+L)."""
         b, heads, q = bias.shape[:3]
         if heads not in (1, self.num_heads):
             raise ValueError(f"{heads} attention-bias heads for CLIP layers of {self.num_heads} heads")
-        bias = downsample(bias.flatten(1, 2), grid, self.downsample).reshape(b, heads, q, -1)
+        bias = downsample(bias.flatten(1, 2), grid, self.downsample_method).reshape(b, heads, q, -1)
         bias = bias.expand(b, self.num_heads, q, bias.shape[-1])
         n = q + 1 + bias.shape[-1]
         mask = bias.new_zeros(n, n)
