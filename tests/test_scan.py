@@ -77,6 +77,10 @@ def test_without_the_ensemble_and_with_region_probabilities_only(images):
         assert plain.scores(feats, CLASSES).shape == (2, 4, 100, 120)
         regions_only = tiny_scan(ensemble_weight=0.0)
         assert regions_only.probabilities(regions_only.encode(images), CLASSES).shape == (2, 4, 100, 120)
+        none_valid = tiny_scan(mask_threshold=1.0)  # no region: p_in^(1 - w) for every proposal
+        feats = none_valid.encode(images)
+        assert feats.region_embeddings[0].shape == (0, 16) and not feats.valid[0].any()
+        assert none_valid.scores(feats, CLASSES).isfinite().all()
 
 
 def test_save_and_load_round_trip_is_bit_identical(model, images, tmp_path):
@@ -174,3 +178,26 @@ def test_the_paper_size_model_has_the_official_parameter_counts():
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # the official SCAN(configs/scan_vitB.yaml): 371,461,178 parameters with CLIP's unused logit_scale
     assert (total, trainable) == (371_461_177, 135_647_801)
+
+
+def test_from_config_loads_the_clip_and_swin_it_names(tmp_path):
+    from transformers.models.swin.modeling_swin import SwinModel
+
+    from aeroseg.convert.tokenizer import clip_tokenizer
+    from aeroseg.scan.swin_backbone import swin_config
+    from tests.helpers.tiny_scan import tiny_clip, tiny_config
+
+    config = tiny_config(clip=str(tmp_path / "clip"), swin=str(tmp_path / "swin"))
+    clip = tiny_clip(seed=3)
+    clip.save_pretrained(tmp_path / "clip")
+    clip_tokenizer().save_pretrained(tmp_path / "clip")
+    SwinModel(swin_config(config), add_pooling_layer=False).save_pretrained(tmp_path / "swin")
+    model = SCAN.from_config(config, pretrained=True)
+    vision = clip.vision_model.state_dict()
+    for part in (
+        model.region_clip.vision_model,
+        model.global_clip.vision_model,
+    ):  # two copies, as the official
+        assert all(torch.equal(v, vision[k]) for k, v in part.state_dict().items())
+    assert model.region_clip.vision_model is not model.global_clip.vision_model
+    assert torch.equal(model.classifier.text_projection.weight, clip.text_projection.weight)

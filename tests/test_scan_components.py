@@ -184,3 +184,22 @@ def test_text_classifier_averages_templates_and_appends_no_object():
         assert classifier.text_embeddings(["ship", "plane"]) is classifier.text_embeddings(["ship", "plane"])
         logits = classifier.logits(torch.randn(5, 16), weights)
     assert logits.shape == (5, 3) and logits.abs().max() <= classifier.temperature + 1e-3
+
+
+def test_swin_from_a_transformers_directory_and_a_wrong_architecture(tmp_path):
+    from transformers.models.swin.modeling_swin import SwinModel
+
+    from aeroseg.scan.swin_backbone import swin_config
+
+    config = tiny_scan().config
+    torch.manual_seed(0)
+    SwinModel(swin_config(config), add_pooling_layer=False).save_pretrained(tmp_path / "swin")
+    swin = build_swin(config.replace(swin=str(tmp_path / "swin")), pretrained=True)
+    saved = SwinModel.from_pretrained(tmp_path / "swin")
+    for key, value in saved.state_dict().items():
+        if not key.startswith("layernorm."):
+            assert torch.equal(swin.state_dict()[f"swin.{key}"], value), key
+    with pytest.raises(CheckpointError, match="the config needs"):
+        build_swin(config.replace(swin=str(tmp_path / "swin"), swin_window=7), pretrained=True)
+    with pytest.raises(CheckpointError, match="cannot load Swin"):
+        build_swin(config.replace(swin=str(tmp_path / "absent")), pretrained=True)

@@ -53,6 +53,8 @@ class ContextualShiftClip(nn.Module):
         """regions V×3×S×S (CLIP-normalised, S the tower's input), masks V×1×S×S in {0, 1}, context[layer] the
         image's [CLS] token (C) after each replaced layer -> V×D region embeddings, L2-normalised."""
         v = self.vision_model
+        if regions.shape[0] == 0:  # no proposal above the threshold
+            return regions.new_zeros(0, self.visual_projection.out_features)
         background = F.max_pool2d(masks.float(), v.embeddings.patch_size).flatten(1) == 0  # V×g²
         x = v.pre_layrnorm(v.embeddings(regions))  # V×(1+g²)×C
         for depth, layer in enumerate(v.encoder.layers, start=1):
