@@ -16,6 +16,7 @@ API::
     # -> {"loss": weighted sum, "loss_ce", "loss_mask", "loss_dice", "loss_ce_0", ...} (unweighted parts)
     matcher(layers[-1], targets, generator=g)         # -> [(query ids, target ids)] per image, int64
     scores = semantic_inference(class_logits, mask_logits)   # B×Q×(T+1), B×Q×H×W -> B×T×H×W
+    probs = as_probabilities(scores)                          # divided where they sum above 1: [0, 1]
 
 Random points come from ``generator`` (``torch.Generator`` on the predictions' device; None: the global RNG),
 drawn in the official order: per layer (final first, then the auxiliary ones in order) the matcher's one
@@ -26,7 +27,7 @@ With the same seed the official code draws the same points.
 from aeroseg.mask_classification.criterion import SetCriterion
 from aeroseg.mask_classification.matcher import HungarianMatcher
 from aeroseg.mask_classification.point_sampling import uncertain_point_coords
-from aeroseg.mask_classification.semantic import semantic_inference
+from aeroseg.mask_classification.semantic import as_probabilities, semantic_inference
 from aeroseg.mask_classification.targets import MaskPredictions, MaskTargets, semantic_targets
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "MaskPredictions",
     "MaskTargets",
     "SetCriterion",
+    "as_probabilities",
     "semantic_inference",
     "semantic_targets",
     "uncertain_point_coords",

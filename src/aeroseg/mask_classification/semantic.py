@@ -16,3 +16,9 @@ def semantic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor) ->
     """
     probs = F.softmax(class_logits, dim=-1)[..., :-1]  # B×Q×T
     return torch.einsum("bqc,bqhw->bchw", probs, mask_logits.sigmoid())
+
+
+def as_probabilities(scores: torch.Tensor) -> torch.Tensor:
+    """Semantic scores B×T×H×W as values in [0, 1]: divided by their sum over T where it exceeds 1 (the
+    argmax is unchanged; SAN's ``as_probabilities``, shared)."""
+    return scores / scores.sum(1, keepdim=True).clamp(min=1)
