@@ -168,7 +168,10 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".aeroseg-qgis-", dir=Path(output).parent))
         try:
-            image = cut_window(source, window, str(work / "input.vrt")) if window else source
+            image = source
+            if window or not os.path.isfile(source):  # aeroseg predict reads local files and http(s) URLs
+                whole = (0, 0, layer.width(), layer.height())
+                image = cut_window(source, window or whole, str(work / "input.vrt"))
             polygons = work / f"polygons{Path(vector).suffix.lower()}" if vector else None
             command = [executable, "predict", image, *self._options(parameters, context)]
             command += ["-o", str(work / "classes.tif"), "--json", str(work / "run.json")]

@@ -9,7 +9,7 @@ this machine's GPU (CPU otherwise) and aeroseg, so that QGIS's own Python never 
 The GPU is found with ``nvidia-smi``: the highest CUDA version its driver supports picks PyTorch's wheel
 index (:data:`CUDA_BUILDS`, after the table of https://pytorch.org/get-started/locally/). Without an NVIDIA
 GPU, Linux gets PyTorch's CPU index (PyPI's Linux wheels are the CUDA build, gigabytes larger); Windows
-and macOS get PyPI's wheels, which are the CPU build there (Apple GPUs: MPS, in the same wheel).
+and macOS get PyPI's wheels, which are the CPU build there (with MPS for Apple GPUs on macOS).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def torch_build(cuda: tuple[int, int] | None, platform: str) -> tuple[str | None
         reason = f"its driver supports CUDA {cuda[0]}.{cuda[1]}, PyTorch needs {oldest[0]}.{oldest[1]}"
         return _cpu(platform, f"CPU ({reason}: update the NVIDIA driver to use the GPU)")
     if platform == "darwin":
-        return None, "Apple: CPU, and the GPU through MPS"
+        return None, "macOS: PyPI's PyTorch (CPU; Apple GPUs through Device mps)"
     return _cpu(platform, "CPU (no NVIDIA GPU found)")
 
 
