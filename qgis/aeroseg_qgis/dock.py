@@ -2,9 +2,10 @@
 
 Runs go to a long-lived ``aeroseg serve`` worker (:mod:`aeroseg_qgis.serve_client`) started on first use
 with the model of the settings; it keeps the image features of the windows it encoded, so another class
-list on the same extent runs only the class-dependent part of the model. Each run is a background task
-(QGIS stays usable; Cancel stops waiting for it), and its class raster is written to the results folder
-and loaded above the layer, styled with the class names.
+list on the same extent runs only the class-dependent part of the model. The pixels to segment (the canvas
+extent on the layer's grid, or the whole layer) are copied as a GeoTIFF into the worker's private folder,
+the only one it reads. Each run is a background task (QGIS stays usable; Cancel stops it), and its class
+raster is written to the results folder and loaded above the layer, styled with the class names.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from .serve_client import ServeError, ServeWorker
 from .settings import Settings, SettingsDialog
 from .window import pixel_window
 
+MAX_CUT_PIXELS = 100_000_000  # the dock copies the pixels it segments into the worker's folder (~300 MB RGB)
+
 
 class SegmentTask(QgsTask):
     """One run of the dock in the background: start the worker if needed, cut the extent, segment, download."""
@@ -70,10 +73,13 @@ class SegmentTask(QgsTask):
             if not self.worker.running:
                 self._phase("loading the model (first run)")
                 self.worker.start(is_canceled=self.isCanceled)
-            vrt = self.worker.root / f"{_cut_name(self.source, self.window)}.vrt"
-            if not vrt.exists():
-                cut_window(self.source, self.window, str(vrt))
-            raster = self.worker.open(vrt)
+            cut = self.worker.root / f"{_cut_name(self.source, self.window)}.tif"
+            if not cut.exists():
+                self._phase("copying the extent")
+                cut_window(self.source, self.window, str(cut), self.isCanceled)
+            if self.isCanceled():
+                return False
+            raster = self.worker.open(cut)
             job = self.worker.segment(raster["id"], self.classes)
             self._phase("segmenting")
             self.state = self.worker.wait(job["id"], is_canceled=self.isCanceled, on_progress=self._windows)
@@ -83,7 +89,7 @@ class SegmentTask(QgsTask):
         except runner.Cancelled:
             return False
         except (NotInstalled, runner.CommandError, ServeError, LayerError, OSError) as error:
-            self.error = str(error)
+            self.error = None if self.isCanceled() else str(error)
             return False
 
     def _phase(self, text: str) -> None:
@@ -99,7 +105,7 @@ class SegmentTask(QgsTask):
 
 
 def _cut_name(source: str, window) -> str:
-    """A name for the VRT of ``window`` of ``source``: the same extent of an unchanged file gets the same
+    """A name for the copy of ``window`` of ``source``: the same extent of an unchanged file gets the same
     one, so the worker finds its features cached."""
     stamp = os.path.getmtime(source) if os.path.exists(source) else 0
     return hashlib.sha1(f"{source}|{window}|{stamp}".encode()).hexdigest()[:16]
@@ -194,9 +200,8 @@ class SegmentDock(QgsDockWidget):
 
     def _window(self, layer: QgsRasterLayer):
         """The pixel window to segment: the canvas extent on the layer's grid, or the whole layer."""
-        whole = (0, 0, layer.width(), layer.height())
         if self.whole_layer.isChecked():
-            return whole
+            return _checked((0, 0, layer.width(), layer.height()))
         canvas = self.iface.mapCanvas()
         transform = QgsCoordinateTransform(
             canvas.mapSettings().destinationCrs(), layer.crs(), QgsProject.instance()
@@ -211,7 +216,7 @@ class SegmentDock(QgsDockWidget):
             raise LayerError(
                 f"the canvas shows no part of {layer.name()}: pan onto it, or segment the whole layer"
             )
-        return window
+        return _checked(window)
 
     def _worker(self, executable: str, arguments: list[str]) -> ServeWorker:
         """The worker for this model: the current one, or a new one (another model, or it stopped)."""
@@ -284,6 +289,17 @@ class SegmentDock(QgsDockWidget):
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
+
+
+def _checked(window):
+    """``window``, unless it is too large to copy for the worker."""
+    pixels = window[2] * window[3]
+    if pixels > MAX_CUT_PIXELS:
+        raise LayerError(
+            f"{pixels / 1e6:.0f} Mpx is more than the dock copies ({MAX_CUT_PIXELS / 1e6:.0f} Mpx): zoom in, "
+            "or run Processing ▸ aeroseg ▸ Segment by class names, which reads the layer window by window"
+        )
+    return window
 
 
 def _result_path(folder: Path, layer_name: str) -> Path:

@@ -54,13 +54,31 @@ def layer_box(layer: QgsRasterLayer) -> Box:
     return extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()
 
 
-def cut_window(path: str, window: Window, target: str) -> str:
-    """A GDAL VRT at ``target`` of the pixels ``window`` (column, row, width, height) of ``path``: the
-    input's grid, CRS, bands and nodata, no pixel copied."""
-    dataset = gdal.Translate(target, path, format="VRT", srcWin=list(window))
-    if dataset is None:
-        raise LayerError(f"cannot cut {path}: {gdal.GetLastErrorMsg() or 'GDAL failed'}")
-    dataset = None  # written on close
+def cut_window(path: str, window: Window, target: str, is_canceled: Callable[[], bool] = bool) -> str:
+    """The pixels ``window`` (column, row, width, height) of ``path`` on its grid, with its CRS, bands and
+    nodata: a GDAL VRT (no pixel copied) when ``target`` ends in .vrt, else a tiled GeoTIFF (written under
+    a temporary name; cancelled when ``is_canceled()`` turns true)."""
+    if target.endswith(".vrt"):
+        dataset = gdal.Translate(target, path, format="VRT", srcWin=list(window))
+        if dataset is None:
+            raise LayerError(f"cannot cut {path}: {gdal.GetLastErrorMsg() or 'GDAL failed'}")
+        dataset = None  # written on close
+        return target
+    partial = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{os.getpid()}.partial.tif")
+    try:
+        dataset = gdal.Translate(
+            partial, path, format="GTiff", srcWin=list(window), creationOptions=["TILED=YES", "BIGTIFF=IF_SAFER"],
+            callback=lambda *progress: 0 if is_canceled() else 1,
+        )  # fmt: skip
+        if dataset is None:
+            if is_canceled():
+                raise LayerError("cancelled")
+            raise LayerError(f"cannot cut {path}: {gdal.GetLastErrorMsg() or 'GDAL failed'}")
+        dataset = None  # written on close
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
     return target
 
 

@@ -4,7 +4,8 @@ the model (encode once, segment many).
 
 The worker is ``aeroseg serve --root FOLDER --host 127.0.0.1 --port 0 --quiet ...``: a random free loopback
 port, and a private temporary FOLDER (removed when the worker stops) as the only folder it may read, into
-which the dock writes a GDAL VRT of each segmented extent. Its first line gives the address, and the
+which the dock copies each segmented extent as a GeoTIFF (servers that guard their files open GeoTIFF,
+PNG and JPEG only, not VRTs). Its first line gives the address, and the
 token once the server has one (``aeroseg serve: MODEL on http://127.0.0.1:PORT/?token=TOKEN``); the token
 goes with every request as ``Authorization: Bearer``. Requests never go through a proxy.
 """
@@ -164,17 +165,26 @@ class ServeWorker:
         self, job: str, *, is_canceled: Callable[[], bool], on_progress: Callable[[int, int], None]
     ) -> dict[str, Any]:
         """Poll run ``job`` until it is done → its final state (classes, colours, ``cache_hits``).
-        :class:`runner.Cancelled` when cancelled (the server finishes the run; its result is not taken)."""
+        :class:`runner.Cancelled` when cancelled (after :meth:`cancel`)."""
         while True:
             state = self.request("GET", f"/api/jobs/{job}")
             on_progress(int(state.get("done") or 0), int(state.get("total") or 0))
             if state["status"] == "done":
                 return state
-            if state["status"] == "error":
-                raise ServeError(state.get("error") or "the segmentation failed")
+            if state["status"] not in ("queued", "running"):  # error, or cancelled on the server
+                raise ServeError(state.get("error") or f"the segmentation was {state['status']}")
             if is_canceled():
+                self.cancel(job)
                 raise runner.Cancelled()
             time.sleep(POLL)
+
+    def cancel(self, job: str) -> None:
+        """Ask the server to stop run ``job`` (``DELETE /api/jobs/{id}``); a server without it (HTTP 405)
+        finishes the run, whose result is then not taken."""
+        try:
+            self.request("DELETE", f"/api/jobs/{job}")
+        except ServeError:
+            pass
 
     def download(self, job: str, target: Path) -> Path:
         """The class GeoTIFF of a finished run, written to ``target`` (under a temporary name first)."""

@@ -56,7 +56,7 @@ for classes, zoom in (
     })  # fmt: skip
 results["runs"] = runs
 worker = dock.worker
-results["worker"] = {"command": worker.command, "address": worker.address, "pid": worker.process.pid}
+results["worker"] = {"command": worker.command, "address": worker.address, "token": worker.token is not None}
 
 # No aeroseg anywhere and the offer to create its environment declined: one line in the message bar.
 iface.bar.clearWidgets()
