@@ -102,7 +102,7 @@ def main() -> None:
         print(json.dumps(child(*args.child, args.model, args.window, args.batch_size)))
         return
     print(f"model={args.model} window={args.window} batch={args.batch_size}")
-    from aeroseg.inference import window_starts
+    from aeroseg.windows import window_starts
 
     print(
         f"{'side':>7} {'Mpx':>6} {'seconds':>8} {'s/Mpx':>6} {'base MiB':>9} {'peak MiB':>9} {'peak-base':>9}"

@@ -36,7 +36,7 @@ CLASSES = "building,road,tree|forest,water"
 
 def former_window_runs(side: int, window: int, overlap: float, stripe: int = 4096) -> int:
     """Windows the predictor ran before every window ran once (those on a stripe border ran twice)."""
-    from aeroseg.inference import window_starts
+    from aeroseg.windows import window_starts
 
     xs = window_starts(side, window, overlap)
     per_row = sum(

@@ -24,7 +24,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 import aeroseg
-from aeroseg.inference import window_starts
+from aeroseg.windows import window_starts
 
 ROOT = Path(__file__).resolve().parents[1]
 QGIS_PYTHON = "/usr/bin/python3"

@@ -16,16 +16,16 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
+from aeroseg.backbones import backbones_from_configs, directory_tokenizer, load_clip
 from aeroseg.errors import CheckpointError
 from aeroseg.mask_classification import MaskPredictions, semantic_inference
-from aeroseg.modeling.backbones import backbones_from_configs, directory_tokenizer, load_clip
-from aeroseg.modeling.images import unit_images
 from aeroseg.san.clip_features import ClipFeatureExtractor
 from aeroseg.san.config import SANConfig
 from aeroseg.san.mask_decoder import MaskDecoder
 from aeroseg.san.mask_recognition import MaskRecognitionHead
 from aeroseg.san.open_vocabulary_classifier import OpenVocabularyClassifier
 from aeroseg.san.side_adapter import SideAdapterNetwork
+from aeroseg.segmenter import unit_images
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

@@ -25,10 +25,9 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
+from aeroseg.backbones import backbones_from_configs, directory_tokenizer, load_clip
 from aeroseg.errors import CheckpointError
 from aeroseg.mask_classification import MaskPredictions, as_probabilities
-from aeroseg.modeling.backbones import backbones_from_configs, directory_tokenizer, load_clip
-from aeroseg.modeling.images import unit_images
 from aeroseg.scan.clip_features import GlobalClip
 from aeroseg.scan.config import SCANConfig
 from aeroseg.scan.contextual_shift import ContextualShiftClip
@@ -38,6 +37,7 @@ from aeroseg.scan.semantic_integration import SemanticIntegration
 from aeroseg.scan.swin_backbone import SwinFeatures, build_swin
 from aeroseg.scan.text_classifier import TextClassifier
 from aeroseg.scan.transformer_decoder import MaskedTransformerDecoder
+from aeroseg.segmenter import unit_images
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

@@ -28,7 +28,7 @@ from aeroseg.convert._checkpoint import StateDict, read_state_dict
 from aeroseg.convert.arch import ARCH_DIR
 from aeroseg.convert.convnext_clip import EXPECTED, convert_state, infer_architecture, is_convnext_clip
 from aeroseg.errors import CheckpointError, UserError
-from aeroseg.modeling.backbones import hub_file, hub_offline
+from aeroseg.hub import hub_file, hub_offline
 from aeroseg.sed.hierarchical_encoder import VisualHead
 
 CONVNEXT_CLIP_DIR = ARCH_DIR / "convnext-clip"

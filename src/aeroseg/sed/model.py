@@ -15,10 +15,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from aeroseg.backbones import directory_tokenizer
 from aeroseg.convert.tokenizer import clip_tokenizer
 from aeroseg.errors import CheckpointError
-from aeroseg.modeling.backbones import directory_tokenizer
-from aeroseg.modeling.images import unit_images
 from aeroseg.sed.config import SEDConfig
 from aeroseg.sed.convnext_clip import ConvNextClipTowers, load_towers
 from aeroseg.sed.cost_map import CostMap
@@ -26,6 +25,7 @@ from aeroseg.sed.early_rejection import REJECTED_LOGIT
 from aeroseg.sed.gradual_fusion_decoder import GradualFusionDecoder
 from aeroseg.sed.hierarchical_encoder import HierarchicalEncoder
 from aeroseg.sed.text_encoder import TextEncoder
+from aeroseg.segmenter import unit_images
 
 FORMAT = "sed"
 CONFIG_NAME = "config.json"
