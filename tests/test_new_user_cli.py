@@ -336,3 +336,13 @@ def test_16_saved_weights_are_readable_like_any_new_file(tmp_path, tiny_backbone
     finally:
         os.umask(umask)
     assert oct(os.stat(tmp_path / "m" / "model.safetensors").st_mode & 0o777) == "0o644"
+
+
+def test_progress_interval_comes_from_the_environment():
+    import subprocess
+    import sys
+
+    code = "import aeroseg.progress as p; print(p.LOG_INTERVAL)"
+    env = {**__import__("os").environ, "AEROSEG_PROGRESS_INTERVAL": "2"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.stdout.strip() == "2.0"

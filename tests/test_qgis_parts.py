@@ -121,7 +121,8 @@ def test_child_environment_leaves_qgis_python_gdal_and_proj_out():
     }
     qgis.update(GDAL_DATA="C:/OSGeo4W/share/gdal", PROJ_LIB="C:/OSGeo4W/share/proj", HOME="/home/u")
     assert runner.child_environment(qgis) == {
-        "PATH": "/bin", "HOME": "/home/u", "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"
+        "PATH": "/bin", "HOME": "/home/u", "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8",
+        "AEROSEG_PROGRESS_INTERVAL": "2",
     }  # fmt: skip
 
 

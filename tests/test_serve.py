@@ -182,6 +182,8 @@ def test_a_new_class_list_reuses_the_cached_features(client, scene, model, tmp_p
         client, raster=info["id"], scope="view", bounds=quarter(info), classes="water,car|truck,ship"
     )
     assert sum(encoded) == windows and second["cache_hits"] > 0  # no image encoder ran
+    assert first["encoded"] == windows and second["encoded"] == 0
+    assert client.get("/api/state").json()["encodings"] == windows
     col, row, width, height = second["window"]
     with rasterio.open(scene) as src:
         crop_path = write_geotiff(tmp_path / "crop.tif", src.read(window=Window(col, row, width, height)))

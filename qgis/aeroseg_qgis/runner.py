@@ -38,7 +38,8 @@ def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
     """The environment of an aeroseg subprocess: ``environ`` without QGIS's Python/GDAL/PROJ variables,
     unbuffered UTF-8 output (class names may be any text)."""
     env = {k: v for k, v in (os.environ if environ is None else environ).items() if k not in _HOST_VARIABLES}
-    env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+    # a plain progress line every 2 s (aeroseg's default for logs is 30 s): the progress bar follows closely
+    env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", AEROSEG_PROGRESS_INTERVAL="2")
     return env
 
 

@@ -43,6 +43,7 @@ class FeatureCache:
         self._entries: OrderedDict[tuple, tuple[int, Any]] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.encoded = 0  # windows whose features were computed (not taken from the cache)
 
     def features(self, model: Segmenter, images: Tensor) -> Any:
         """``model.encode(images)`` (images B×3×h×w), from the cache when these windows were seen."""
@@ -52,6 +53,7 @@ class FeatureCache:
             self.hits += 1
             return self._entries[key][1]
         self.misses += 1
+        self.encoded += len(images)
         feats = model.encode(images)
         if len(images) <= self.max_windows:
             self._entries[key] = (len(images), feats)

@@ -10,6 +10,7 @@ it writes one plain line every :data:`LOG_INTERVAL` seconds, and one at the end 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -17,7 +18,8 @@ from typing import Any, TextIO
 
 from tqdm.auto import tqdm
 
-LOG_INTERVAL = 30.0  # seconds between two plain progress lines
+# seconds between two plain progress lines; AEROSEG_PROGRESS_INTERVAL sets it (a GUI reading the lines: 2)
+LOG_INTERVAL = float(os.environ.get("AEROSEG_PROGRESS_INTERVAL") or 30.0)
 
 
 def progress(iterable: Iterable[Any] | None = None, **options: Any) -> Any:

@@ -109,6 +109,7 @@ def create_app(
             "model": model_label,
             "presets": list(presets),
             "max_upload_mb": limits.upload_bytes / 2**20,
+            "encodings": runner.encodings,  # windows encoded since start: a new class list adds none
         }
 
     @app.post("/api/open")

@@ -90,6 +90,7 @@ class Job:
     error: str | None = None
     counts: list[int] = field(default_factory=list)
     cache_hits: int = 0
+    encoded: int = 0  # windows this job ran the image encoders on (0: a new class list on cached features)
     lock: threading.Lock = field(default_factory=threading.Lock)  # making the polygons
     overviews: tuple[int, ...] = ()  # overview factors of the class GeoTIFF
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -128,6 +129,7 @@ class Job:
                 for i, n in enumerate(names)
             ],
             "cache_hits": self.cache_hits,
+            "encoded": self.encoded,
         }
 
 
@@ -151,6 +153,7 @@ class JobRunner:
         self.work_dir = work_dir
         self.options, self.device, self.precision = options, device, precision
         self.max_active = max_active  # jobs queued or running at once
+        self.encodings = 0  # windows encoded since the server started (every job's ``encoded``)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aeroseg-segment")
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -224,7 +227,7 @@ class JobRunner:
 
     def _segment(self, job: Job, model: Any, cache: FeatureCache) -> None:
         view = ViewSource(job.raster.source, job.window, job.cancelled)
-        hits = cache.hits
+        hits, encoded = cache.hits, cache.encoded
 
         def advance(n: int) -> None:
             job.done += n
@@ -248,7 +251,8 @@ class JobRunner:
             job.error, job.status = f"segmentation failed: {one_line(error)}", "error"
             return
         job.counts = [int(c) for c in counts[: len(job.classes.ids_to_names)]] + [int(counts[NODATA])]
-        job.cache_hits = cache.hits - hits
+        job.cache_hits, job.encoded = cache.hits - hits, cache.encoded - encoded
+        self.encodings += job.encoded
         job.done, job.status = job.total, "done"
 
     def polygons(self, job: Job) -> Path:
