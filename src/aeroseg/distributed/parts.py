@@ -45,6 +45,7 @@ class Job:
     unit_rows: int  # window rows per unit of a large scene
     model: str  # the model's description (checkpoint and weights): parts of another model are not reused
     settings: str | None = None  # JSON of what made the prediction, recorded in the class raster
+    cog: bool = True  # the scene's GeoTIFFs are Cloud-Optimized (aeroseg.prediction.outputs)
 
 
 @dataclass
@@ -130,7 +131,9 @@ def assemble(scene: Scene, job: Job, *, collect: bool = False) -> tuple[np.ndarr
     counts = np.zeros(256, dtype=np.int64)
     settings = json.loads(job.settings) if job.settings else None
     with RasterSource(scene.path, job.read) as source:
-        sink = PredictionFiles(source, job.classes, scene.paths, collect=collect, settings=settings)
+        sink = PredictionFiles(
+            source, job.classes, scene.paths, collect=collect, settings=settings, cog=job.cog
+        )
         try:
             above: BandEdges | None = None
             for b, (r0, _) in enumerate(scene.bands):
