@@ -74,7 +74,10 @@ def plan_scene(path: str, paths: dict[str, Path], parts: Path, source: RasterSou
     grid = Grid(source.height, source.width, job.options)
     bands = grid.bands(job.unit_rows)
     windows = [(r1 - r0) * len(grid.xs) for r0, r1 in bands]
-    location = path if is_url(path) or not os.path.exists(path) else os.path.abspath(path)
+    # an absolute path is kept as it is: a STAC input (aeroseg.stac.StacInput) carries its bands with it
+    location = (
+        path if is_url(path) or not os.path.exists(path) or os.path.isabs(path) else os.path.abspath(path)
+    )
     scene = Scene(path, location, paths, parts, source.height, source.width, bands, windows)
     plan = {
         "input": path,
