@@ -6,10 +6,12 @@ Catalog / Collection (all its Items, recursively); ``--stac-search URL`` queries
 ``--asset KEY``, else the asset with the role ``visual``, else the first raster asset with the role ``data``.
 Its bands are chosen by the names of its ``eo:bands`` (STAC 1.0) or ``bands`` (STAC 1.1): ``--bands
 B04,B03,B02`` (a name or a common name per band); without ``--bands``, the bands whose common names are red,
-green and blue when the asset describes them. Every image is a :class:`StacInput`, a string (the asset's
-absolute href, which rasterio opens, local or remote) carrying the Item: the predict loop, the Python API and
-the Ray units take it where they take a path. Its outputs are named after the Item's id, the class raster
-records the Item's id, collection, datetime, asset and links (:func:`input_tags`), and
+green and blue when the asset describes them (band numbers, ``--bands 4,3,2``, count the asset's bands).
+
+Every image is a :class:`StacInput`, a string (the asset's absolute href, which rasterio opens, local or
+remote) carrying the Item: the predict loop, the Python API and the Ray units take it where they take a
+path (:class:`aeroseg.raster.RasterSource` reads its bands). Its outputs are named after the Item's id, the
+class raster records the Item's id, collection, datetime, asset and links (:func:`input_tags`), and
 :func:`write_output_item` writes ``<stem>.json`` beside it: a STAC Item of the outputs whose class asset lists
 the classes with the ``classification`` extension (v2.0.0) and links ``derived_from`` the input Item.
 
@@ -188,7 +190,7 @@ def item_input(item: Any, options: StacOptions, base: str) -> StacInput:
     bands = band_numbers(described, options.bands, f"{item.id}: asset {key!r}")
     document = item.to_dict(include_self_link=True, transform_hrefs=False)
     document["assets"][key]["href"] = href
-    self_href = item.get_self_href() or (base if base.split("?")[0].endswith(".json") else None)
+    self_href = item.get_self_href()  # an Item of an ItemCollection may have none
     links = [{"rel": link.rel, "href": _link_href(link)} for link in item.links if link.rel != "self"]
     document["links"] = links + ([{"rel": "self", "href": self_href}] if self_href else [])
     return StacInput(href, stem=_file_name(item.id), asset=key, bands=bands, item=document)
@@ -314,8 +316,10 @@ def write_output_item(
         with rasterio.open(classes) as ds:
             if ds.crs is not None:
                 epsg = ds.crs.to_epsg()
-                properties["proj:code"] = f"EPSG:{epsg}" if epsg else None
-                properties["proj:wkt2"] = None if epsg else ds.crs.to_wkt()
+                if epsg:
+                    properties["proj:code"] = f"EPSG:{epsg}"
+                else:
+                    properties["proj:wkt2"] = ds.crs.to_wkt()
                 properties["proj:shape"] = [ds.height, ds.width]
                 properties["proj:transform"] = list(ds.transform)[:6]
                 extensions.append(PROJECTION)
