@@ -118,6 +118,8 @@ def test_item_is_segmented_named_and_described(catalog, tmp_path, standin):
     for raster in (classes, out / "scene-a_scores.tif"):
         valid, errors, warnings = cog_validate(str(raster))
         assert valid and not errors and not warnings
+    with rasterio.open(out / "scene-a_scores.tif") as ds:
+        assert ds.tags()["AEROSEG_STAC_ITEM"] == "scene-a"
     with rasterio.open(classes) as ds:
         tags = ds.tags()
     assert tags["AEROSEG_STAC_ITEM"] == "scene-a" and tags["AEROSEG_STAC_COLLECTION"] == "aerial"

@@ -109,7 +109,11 @@ class GeoTiffWriter:
                 if scores_path is not None:
                     scores = dict(base, dtype="float32", nodata=float("nan"), predictor=3)
                     self._files.append(rasterio.open(self._tmp[1], "w", **scores))
-                    self._files[1].update_tags(AEROSEG_SOURCE=source, AEROSEG_SCORE="best class probability")
+                    self._files[1].update_tags(
+                        AEROSEG_SOURCE=source,
+                        AEROSEG_SCORE="best class probability",
+                        **stac.input_tags(source),
+                    )
                     self._files[1].set_band_description(1, "confidence: best class probability")
             except BaseException:
                 self.abort()
