@@ -22,7 +22,7 @@ import glob
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +103,9 @@ class RasterSource:
         self, path: str, options: ReadOptions = ReadOptions(), *, drivers: Sequence[str] | None = None
     ) -> None:
         self.path = path
+        own = getattr(path, "bands", None)  # an input that chooses its bands (aeroseg.stac.StacInput)
+        if options.bands is None and own:
+            options = replace(options, bands=tuple(own))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)

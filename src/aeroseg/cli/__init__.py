@@ -21,7 +21,7 @@ from aeroseg.errors import UserError
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "presets": ("aeroseg.cli.presets", "list the model presets"),
-    "prepare": ("aeroseg.cli.prepare", "prepare iSAID, DLRSD or OpenEarthMap from the official downloads"),
+    "prepare": ("aeroseg.cli.prepare", "prepare iSAID, DLRSD, OpenEarthMap or your own labelled images"),
     "train": ("aeroseg.cli.train", "train a model on a prepared dataset"),
     "evaluate": ("aeroseg.cli.evaluate", "score a model or a folder of predictions (s/u/h-mIoU)"),
     "report": ("aeroseg.evaluation.report", "print the paper's tables from evaluation JSON files"),

@@ -2,15 +2,19 @@
 
     aeroseg predict INPUT... --checkpoint CKPT --classes "building,road,tree|forest,water" -o OUT
     aeroseg predict INPUT... --classes "building,road,tree|forest,water" -o OUT    # training-free model
+    aeroseg predict item.json --stac-search URL --collection C --bbox W,S,E,N --classes ... -o OUT   # STAC
 
 Without ``--checkpoint`` the training-free model (:mod:`aeroseg.training_free`) runs on the public CLIP
 ViT-B/16 and SAM ViT-B weights, downloaded into the Hugging Face cache on first use; ``--clip`` and
 ``--guidance`` choose other weights (hub id, directory or original file; ``--guidance none``: no SAM).
 
 For every input, OUT/<stem>.tif (a GeoTIFF input or any other raster) or OUT/<stem>.png (a plain PNG or
-JPEG) holds the class ids; see :mod:`aeroseg.prediction.classes` for the id scheme and
-:mod:`aeroseg.prediction.outputs` for the files. With a single input, ``-o FILE.tif`` (or .png) writes exactly
-that file. Every class raster records the settings that made it (classes, model, reading and window
+JPEG) holds the class ids, a Cloud-Optimized GeoTIFF unless ``--no-cog``; see
+:mod:`aeroseg.prediction.classes` for the id scheme and :mod:`aeroseg.prediction.outputs` for the files.
+STAC Items, ItemCollections, catalogs (``.json`` inputs) and STAC API searches are read by
+:mod:`aeroseg.stac` (options: :mod:`aeroseg.cli.inputs`): their outputs are named after the Item ids, with
+``<stem>.json``, the STAC Item of the outputs, beside them. With a single input, ``-o FILE.tif`` (or .png)
+writes exactly that file. Every class raster records the settings that made it (classes, model, reading and window
 options); inputs whose outputs all exist with the same settings are skipped, outputs made with other
 settings are refused unless ``--overwrite`` redoes them. Folders of ``-o``, ``--vector`` and ``--json``
 are created (or refused) before any work. An input that cannot be read is reported and skipped; the run
@@ -33,6 +37,7 @@ from rasterio.errors import RasterioError
 from aeroseg import registry
 from aeroseg.atomic import atomic
 from aeroseg.cli import options
+from aeroseg.cli.inputs import add_stac, band_list, image_inputs
 from aeroseg.device import resolve_device
 from aeroseg.distributed.driver import records_on_ray
 from aeroseg.errors import UserError
@@ -44,7 +49,8 @@ from aeroseg.prediction.settings import finished, prediction_settings
 from aeroseg.prediction.streaming import WindowOptions, count_windows
 from aeroseg.prediction.vector import VectorWriter
 from aeroseg.progress import progress, write_line
-from aeroseg.raster import RasterSource, ReadOptions, expand_inputs, one_line
+from aeroseg.raster import RasterSource, ReadOptions, one_line
+from aeroseg.stac import StacInput
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "options are skipped; outputs made otherwise are refused unless --overwrite."
     )
     parser.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns or URLs"
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="image files, folders, glob patterns or URLs; STAC Item / ItemCollection / catalog .json files or URLs",
     )
     model_flags = parser.add_argument_group("model (default: the training-free model on public weights)")
     options.add_model(model_flags, default_preset=registry.DEFAULT_SEGMENTER)
@@ -80,7 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     image = parser.add_argument_group("image")
     image.add_argument(
-        "--bands", type=_ints, help="1-based bands for R,G,B (e.g. 3,2,1) or one band for grey"
+        "--bands",
+        type=band_list,
+        help="1-based bands for R,G,B (e.g. 3,2,1) or one band for grey; for STAC inputs also eo:bands names "
+        "(e.g. B04,B03,B02 or red,green,blue)",
     )
     image.add_argument(
         "--scale", type=_pair, metavar="MIN,MAX", help="value range mapped to [0, 1] (all bands)"
@@ -111,7 +123,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scores", action="store_true", help="also write <stem>_scores: the best class probability"
     )
     out.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png with a legend")
-    out.add_argument("--vector", metavar="FILE", help="polygons of all images into FILE.gpkg or FILE.geojson")
+    out.add_argument(
+        "--vector", metavar="FILE", help="polygons of all images into FILE.gpkg, FILE.geojson or FILE.parquet"
+    )
+    out.add_argument(
+        "--no-cog",
+        dest="cog",
+        action="store_false",
+        help="write tiled GeoTIFFs without overviews instead of Cloud-Optimized GeoTIFFs (no final copy)",
+    )
     out.add_argument(
         "--vector-pixels",
         action="store_true",
@@ -128,6 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     out.add_argument("--json", metavar="FILE", help="write a JSON summary of the run")
     options.add_quiet(out)
+    add_stac(parser)
     ray = parser.add_argument_group('ray (pip install "aeroseg[ray]"; see docs/distributed.md)')
     ray.add_argument(
         "--ray",
@@ -153,8 +174,9 @@ def run(args: argparse.Namespace) -> int:
     request = options.model_request(args, registry.DEFAULT_SEGMENTER)
     args.window = args.window or registry.window(request)
     window_options = WindowOptions(window=args.window, overlap=args.overlap, batch_size=args.batch_size)
-    read = ReadOptions(args.bands, args.scale, args.percentiles, args.nodata)
-    inputs = expand_inputs(args.inputs)
+    names = args.bands if args.bands and isinstance(args.bands[0], str) else None
+    read = ReadOptions(None if names else args.bands, args.scale, args.percentiles, args.nodata)
+    inputs = image_inputs(args, names)
     single = len(inputs) == 1
     out_file = _output_file(args.output, len(inputs))
     _check_folders(args, out_file)  # before any work: a folder that cannot be made is refused
@@ -166,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
         )
     clashes = {} if out_file else _stem_clashes(inputs)
     settings = prediction_settings(args, classes, request)
+    if args.asset is not None:  # another asset of the same Items gives other pixels
+        settings["asset"] = args.asset
     if args.ray is not None:
         records = records_on_ray(
             args, inputs, classes, read, window_options, out_file, settings, clashes, request
@@ -257,9 +281,12 @@ def _predict_one(
     start = time.perf_counter()
     with RasterSource(path, read) as source:
         class_path = out_file or Path(args.output) / f"{_stem(path)}{places.class_suffix(source)}"
-        paths = places.output_paths(class_path, scores=args.scores, overlay=args.overlay)
+        item = isinstance(path, StacInput)
+        paths = places.output_paths(class_path, scores=args.scores, overlay=args.overlay, item=item)
         places.refuse_overwriting_input(path, paths, args.vector)
         record: dict[str, Any] = {"input": path, "outputs": {k: str(v) for k, v in paths.items()}}
+        if item:
+            record["stac_item"] = path.item["id"]
         record.update(height=source.height, width=source.width)
         if args.vector and source.crs is None and not args.vector_pixels:
             raise UserError(checks.no_crs_message(path, "--vector-pixels"))
@@ -286,6 +313,7 @@ def _predict_one(
                 precision=args.precision,
                 on_windows=bar.update,
                 settings=settings,
+                cog=args.cog,
             )
     names = classes.ids_to_names
     pixels = {name: int(counts[i]) for i, name in enumerate(names)} | {"nodata": int(counts[255])}
@@ -351,13 +379,6 @@ def _write_vector(vector: Any, records: list[dict[str, Any]], single: bool) -> i
 
 
 _stem = places.input_stem
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated band numbers, got {text!r}") from None
 
 
 def _pair(text: str) -> tuple[float, float]:

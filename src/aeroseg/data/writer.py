@@ -88,11 +88,22 @@ def save_png(array: np.ndarray, path: Path) -> None:
 class Writer:
     """Writes sources into ``out`` in the canonical layout (see the module docstring)."""
 
-    def __init__(self, out: Path, info: DatasetInfo, tiling: Tiling | None, *, keep_empty: bool = False):
+    def __init__(
+        self,
+        out: Path,
+        info: DatasetInfo,
+        tiling: Tiling | None,
+        *,
+        keep_empty: bool = False,
+        options: dict[str, str] | None = None,
+        hint: str = "check --raw",
+    ):
         self.out = Path(out)
         self.info = info
         self.tiling = tiling
         self.keep_empty = keep_empty  # keep tiles whose mask is all ignore (they add no labelled pixel)
+        self.options = options or {}  # further settings a resumed run must share (aeroseg prepare labels)
+        self.hint = hint  # what to check when a split gets no labelled tile
         self._check_target()
         for split in SPLITS:
             for folder in ("images", "masks"):
@@ -117,7 +128,7 @@ class Writer:
         size, stride = (self.tiling.size, self.tiling.stride) if self.tiling else (None, None)
         options = (
             f"dataset: {self.info.name}\ntile: {size}\nstride: {stride}\nkeep_empty: {self.keep_empty}\n"
-        )
+        ) + "".join(f"{key}: {value}\n" for key, value in self.options.items())
         path = self.out / MARKERS / "options.yaml"
         if path.is_file() and path.read_text(encoding="utf-8") != options:
             previous = " ".join(path.read_text(encoding="utf-8").split())
@@ -187,6 +198,6 @@ class Writer:
             self._write_source(source, summary)
         for split in SPLITS:
             if summary.tiles(split) == 0:
-                raise UserError(f"no labelled {split} tiles were produced from the raw data; check --raw")
+                raise UserError(f"no labelled {split} tiles were produced from the raw data; {self.hint}")
         write_text(self.out / "dataset.yaml", self.info.to_yaml())
         return summary

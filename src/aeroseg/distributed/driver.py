@@ -34,6 +34,7 @@ from aeroseg.prediction.streaming import WindowOptions
 from aeroseg.progress import write_line
 from aeroseg.raster import RasterSource, ReadOptions, is_url, one_line
 from aeroseg.registry import ModelRequest
+from aeroseg.stac import StacInput
 
 UNIT_PIXELS = 32_000_000  # default pixels of a unit: a larger scene is split into bands of about this size
 
@@ -64,7 +65,7 @@ def records_on_ray(
     }
     job = Job(
         classes, read, options, args.precision, args.scores, args.ray_unit_rows or 0, json.dumps(model),
-        json.dumps(settings, sort_keys=True),
+        json.dumps(settings, sort_keys=True), args.cog,
     )  # fmt: skip
     single = len(inputs) == 1
     records: dict[str, dict[str, Any]] = {}
@@ -132,13 +133,14 @@ def predict_on_ray(
     device: torch.device | None,
     address: str,
     progress: bool,
+    cog: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predict one image on Ray for :func:`aeroseg.prediction`; its class map and scores."""
     require_ray()
     from aeroseg.distributed.runner import Cluster, connect, run_units
 
     connect(address)
-    job = Job(classes, read, options, precision, True, 0, "python object")
+    job = Job(classes, read, options, precision, True, 0, "python object", cog=cog)
     threads = torch.get_num_threads()  # CPU workers compute as this process does: the same results
     cluster = Cluster(address, threads=threads, device="auto" if device is None else device.type)
     with tempfile.TemporaryDirectory(prefix="aeroseg-parts-") as parts, RasterSource(path, read) as source:
@@ -162,7 +164,8 @@ def _plan(
     """The scene of one input, or None when its outputs exist with the same settings (a skipped record)."""
     with RasterSource(path, job.read) as source:
         class_path = out_file or Path(args.output) / f"{places.input_stem(path)}{places.class_suffix(source)}"
-        paths = places.output_paths(class_path, scores=args.scores, overlay=args.overlay)
+        item = isinstance(path, StacInput)  # the STAC Item of its outputs too
+        paths = places.output_paths(class_path, scores=args.scores, overlay=args.overlay, item=item)
         places.refuse_overwriting_input(path, paths, args.vector)
         record: dict[str, Any] = {"input": path, "outputs": {k: str(v) for k, v in paths.items()}}
         records[path] = dict(record, height=source.height, width=source.width)

@@ -45,6 +45,7 @@ class Job:
     unit_rows: int  # window rows per unit of a large scene
     model: str  # the model's description (checkpoint and weights): parts of another model are not reused
     settings: str | None = None  # JSON of what made the prediction, recorded in the class raster
+    cog: bool = True  # the scene's GeoTIFFs are Cloud-Optimized (aeroseg.prediction.outputs)
 
 
 @dataclass
@@ -73,7 +74,10 @@ def plan_scene(path: str, paths: dict[str, Path], parts: Path, source: RasterSou
     grid = Grid(source.height, source.width, job.options)
     bands = grid.bands(job.unit_rows)
     windows = [(r1 - r0) * len(grid.xs) for r0, r1 in bands]
-    location = path if is_url(path) or not os.path.exists(path) else os.path.abspath(path)
+    # an absolute path is kept as it is: a STAC input (aeroseg.stac.StacInput) carries its bands with it
+    location = (
+        path if is_url(path) or not os.path.exists(path) or os.path.isabs(path) else os.path.abspath(path)
+    )
     scene = Scene(path, location, paths, parts, source.height, source.width, bands, windows)
     plan = {
         "input": path,
@@ -130,7 +134,9 @@ def assemble(scene: Scene, job: Job, *, collect: bool = False) -> tuple[np.ndarr
     counts = np.zeros(256, dtype=np.int64)
     settings = json.loads(job.settings) if job.settings else None
     with RasterSource(scene.path, job.read) as source:
-        sink = PredictionFiles(source, job.classes, scene.paths, collect=collect, settings=settings)
+        sink = PredictionFiles(
+            source, job.classes, scene.paths, collect=collect, settings=settings, cog=job.cog
+        )
         try:
             above: BandEdges | None = None
             for b, (r0, _) in enumerate(scene.bands):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from aeroseg.errors import UserError
 from aeroseg.prediction.streaming import WindowOptions, count_windows
+from aeroseg.prediction.vector import vector_driver
 
 
 def check_overlap(overlap: float) -> None:
@@ -24,9 +25,7 @@ MAX_OVERLAP = 0.9  # 3000² at window 512: 0.25 → 49 windows, 0.9 → 2,116, 0
 def check_vector_options(vector: str | Path, *, min_area: float, simplify: float) -> None:
     if min_area < 0 or simplify < 0:
         raise UserError(f"--min-area and --simplify must be >= 0, got {min_area:g} and {simplify:g}")
-    suffix = Path(vector).suffix.lower()
-    if suffix not in (".gpkg", ".geojson", ".json"):
-        raise UserError(f"--vector {vector}: the file must end in .gpkg or .geojson")
+    vector_driver(vector)
 
 
 def no_crs_message(source: str, how: str) -> str:

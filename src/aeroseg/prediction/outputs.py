@@ -10,6 +10,12 @@ an interrupted run never leaves a truncated output that a later run would skip.
   chunk and id 255 transparent.
 - Confidence (``--scores``): a second file ``<stem>_scores``: float32 GeoTIFF of the best class probability
   (nodata NaN), or an 8-bit PNG of round(255·probability) (nodata 0).
+- The GeoTIFFs are Cloud-Optimized (``cog``, the default): written window by window into a tiled temporary
+  GeoTIFF, then copied by GDAL's COG driver, which adds the overviews (nearest for the class ids, average
+  for the scores) and lays the file out for range requests (a web map or tile server reads it as it is).
+  ``cog=False`` keeps the tiled GeoTIFF without overviews and without the copy.
+- STAC inputs (:class:`aeroseg.stac.StacInput`): the class raster records the input Item
+  (:func:`aeroseg.stac.input_tags`), and ``<stem>.json`` is its outputs' STAC Item.
 - Overlay (``--overlay``): ``<stem>_overlay.png``, the image with the classes blended in and a legend, at
   most :data:`OVERLAY_SIDE` pixels a side.
 """
@@ -25,11 +31,13 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from aeroseg import stac
 from aeroseg.atomic import atomic, temporary_path
 from aeroseg.prediction.classes import BACKGROUND, NODATA, ClassList
 
@@ -64,6 +72,7 @@ def class_colours(names: list[str]) -> list[tuple[int, int, int]]:
 def class_tags(classes: ClassList, source: str, settings: dict | None = None) -> dict[str, str]:
     names = classes.ids_to_names
     tags = {CLASSES_TAG: json.dumps(names), "AEROSEG_NODATA_CLASS": str(NODATA), "AEROSEG_SOURCE": source}
+    tags.update(stac.input_tags(source))
     if settings is not None:
         tags[SETTINGS_TAG] = json.dumps(settings, sort_keys=True)
     if classes.background_threshold is not None:
@@ -73,7 +82,8 @@ def class_tags(classes: ClassList, source: str, settings: dict | None = None) ->
 
 
 class GeoTiffWriter:
-    """Class raster (and optional confidence raster) written window by window: the sink of a prediction."""
+    """Class raster (and optional confidence raster) written window by window: the sink of a prediction.
+    ``cog``: the files are made Cloud-Optimized GeoTIFFs by :meth:`finish` (see the module docstring)."""
 
     def __init__(
         self,
@@ -84,8 +94,10 @@ class GeoTiffWriter:
         source: str,
         scores_path: Path | None = None,
         settings: dict | None = None,
+        cog: bool = True,
     ) -> None:
         self.paths = [path] + ([scores_path] if scores_path else [])
+        self.cog = cog
         self._tmp = [temporary_path(p) for p in self.paths]
         base = dict(profile, driver="GTiff", count=1, tiled=True, blockxsize=256, blockysize=256)
         base.update(compress="deflate", BIGTIFF="IF_SAFER")
@@ -97,7 +109,11 @@ class GeoTiffWriter:
                 if scores_path is not None:
                     scores = dict(base, dtype="float32", nodata=float("nan"), predictor=3)
                     self._files.append(rasterio.open(self._tmp[1], "w", **scores))
-                    self._files[1].update_tags(AEROSEG_SOURCE=source, AEROSEG_SCORE="best class probability")
+                    self._files[1].update_tags(
+                        AEROSEG_SOURCE=source,
+                        AEROSEG_SCORE="best class probability",
+                        **stac.input_tags(source),
+                    )
                     self._files[1].set_band_description(1, "confidence: best class probability")
             except BaseException:
                 self.abort()
@@ -126,14 +142,31 @@ class GeoTiffWriter:
     def finish(self) -> None:
         for file in self._files:
             file.close()
-        for tmp, path in zip(self._tmp, self.paths, strict=True):
-            os.replace(tmp, path)
+        for k, (tmp, path) in enumerate(zip(self._tmp, self.paths, strict=True)):
+            if self.cog:
+                with atomic(path) as cog:  # the scores (k = 1) are averaged into their overviews
+                    to_cog(tmp, cog, scores=k == 1)
+                tmp.unlink()
+            else:
+                os.replace(tmp, path)
 
     def abort(self) -> None:
         for file in self._files:
             file.close()
         for tmp in self._tmp:
             tmp.unlink(missing_ok=True)
+
+
+def to_cog(tiff: Path, cog: Path, *, scores: bool) -> None:
+    """Copy ``tiff`` into the Cloud-Optimized GeoTIFF ``cog`` (GDAL's COG driver: 256² deflate tiles,
+    overviews down to one tile: nearest for class ids, average and the float predictor for ``scores``),
+    keeping its colour map, tags, nodata and band description."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        rasterio.shutil.copy(
+            tiff, cog, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES" if scores else "NO", BLOCKSIZE=256,
+            OVERVIEW_RESAMPLING="AVERAGE" if scores else "NEAREST", BIGTIFF="IF_SAFER",
+        )  # fmt: skip
 
 
 class ArrayWriter:
@@ -280,8 +313,9 @@ def _glyph(font: ImageFont.FreeTypeFont, ch: str) -> tuple[tuple[int, int], byte
 class PredictionFiles:
     """The sink of one prediction: the files of ``paths`` (see :func:`output_paths`) and, when ``collect``,
     the arrays. A class path ending in .png writes PNGs at :meth:`finish` (the prediction is then held in
-    memory), any other a GeoTIFF window by window; the overlay is drawn from the finished class raster.
-    ``settings`` (what made the prediction) goes into the class raster's metadata."""
+    memory), any other a GeoTIFF window by window (a COG when ``cog``); the overlay is drawn from the
+    finished class raster, and the STAC Item (``item``, a STAC input's) written last. ``settings`` (what made
+    the prediction) goes into the class raster's metadata."""
 
     def __init__(
         self,
@@ -291,8 +325,10 @@ class PredictionFiles:
         *,
         collect: bool,
         settings: dict[str, Any] | None = None,
+        cog: bool = True,
     ) -> None:
         self.source, self.classes, self.paths, self.settings = source, classes, paths or {}, settings
+        self.cog = cog
         self.class_path = self.paths.get("classes")
         as_png = self.class_path is not None and self.class_path.suffix.lower() == ".png"
         self.arrays = ArrayWriter(source.height, source.width) if collect or as_png else None
@@ -308,6 +344,7 @@ class PredictionFiles:
                 source=source.path,
                 scores_path=self.paths.get("scores"),
                 settings=settings,
+                cog=cog,
             )
 
     def write(self, window: Window, ids: np.ndarray, confidence: np.ndarray) -> None:
@@ -335,6 +372,13 @@ class PredictionFiles:
                 write_scores_png(self.paths["scores"], self.arrays.confidence)
         if "overlay" in self.paths and self.class_path is not None:
             write_overlay_of(self.source, self.class_path, self.paths["overlay"], self.classes.ids_to_names)
+        if "item" in self.paths and isinstance(self.source.path, stac.StacInput):
+            names = self.classes.ids_to_names
+            files = {k: p for k, p in self.paths.items() if k != "item"}
+            stac.write_output_item(
+                self.paths["item"], self.source.path, files, names, class_colours(names),
+                nodata=NODATA, cog=self.cog and self.geotiff is not None,
+            )  # fmt: skip
 
 
 def write_overlay_of(source: Any, class_path: Path, overlay_path: Path, names: list[str]) -> None:

@@ -14,15 +14,19 @@ from pathlib import Path
 
 from aeroseg.errors import UserError
 from aeroseg.raster import RasterSource, is_url
+from aeroseg.stac import StacInput
 
 
-def output_paths(class_path: Path, *, scores: bool, overlay: bool) -> dict[str, Path]:
-    """Paths of the files of one prediction: ``classes`` and, when asked for, ``scores`` and ``overlay``."""
+def output_paths(class_path: Path, *, scores: bool, overlay: bool, item: bool = False) -> dict[str, Path]:
+    """Paths of the files of one prediction: ``classes`` and, when asked for, ``scores``, ``overlay`` and
+    ``item`` (the STAC Item of the outputs, ``<stem>.json``: see :func:`aeroseg.stac.write_output_item`)."""
     paths = {"classes": class_path}
     if scores:
         paths["scores"] = class_path.with_name(f"{class_path.stem}_scores{class_path.suffix}")
     if overlay:
         paths["overlay"] = class_path.with_name(f"{class_path.stem}_overlay.png")
+    if item:
+        paths["item"] = class_path.with_suffix(".json")
     return paths
 
 
@@ -31,7 +35,10 @@ PNG_DRIVERS = ("PNG", "JPEG")
 
 
 def input_stem(path: str) -> str:
-    """The name of an input's outputs: its file name without the suffix (URLs: the last path part)."""
+    """The name of an input's outputs: its file name without the suffix (URLs: the last path part; STAC
+    inputs: the Item id)."""
+    if isinstance(path, StacInput):
+        return path.stem
     if is_url(path):
         name = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     else:

@@ -1,4 +1,4 @@
-"""Polygons of the predicted classes, written to a GeoPackage or GeoJSON file (``--vector``).
+"""Polygons of the predicted classes, written to a GeoPackage, GeoJSON or GeoParquet file (``--vector``).
 
 Each polygon is one connected region of one class (4-connectivity, GDAL's polygonize, which reads the class
 raster line by line), with the attributes ``class`` (name), ``class_id``, ``area`` and ``source`` (the input
@@ -10,9 +10,14 @@ units (each polygon is simplified on its own; neighbours may then overlap or lea
 into one layer, ``predictions``, in the CRS of the first image; the polygons of images in another CRS are
 reprojected.
 
+GeoParquet (``.parquet``, GeoParquet 1.1: WKB geometry column ``geometry``, the CRS as PROJJSON in the ``geo``
+metadata) is written with pyarrow (the ``geo`` extra), one row group per batch of polygons, so memory does not
+grow with their number; DuckDB, Sedona, BigQuery and geopandas read it.
+
 An image without a CRS has only pixel coordinates, which every GIS would read as degrees: such images are
 refused unless ``pixel_coordinates`` is asked for; the file then holds (column, row) coordinates with the
-row axis pointing down, no CRS, and says so in its layer description (and ``area`` is in pixels²).
+row axis pointing down, no CRS, and says so in its layer description (GeoParquet: ``"crs": null`` and the
+description in the file's ``aeroseg`` metadata; ``area`` is in pixels²).
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ from rasterio.warp import transform_geom
 
 from aeroseg.atomic import temporary_path
 from aeroseg.errors import UserError
+from aeroseg.extras import require
 from aeroseg.prediction.classes import NODATA
 from aeroseg.prediction.outputs import CLASSES_TAG
 
-DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".parquet": "Parquet"}
 FIELDS = ["class", "class_id", "area", "source"]
 PIXEL_DESCRIPTION = (
     "pixel coordinates: x = column, y = row of the source image (y points down), no CRS; area in pixels²"
@@ -48,7 +54,7 @@ def vector_driver(path: str | Path) -> str:
     """The OGR driver of a vector output path; :class:`UserError` for an unknown extension."""
     suffix = Path(path).suffix.lower()
     if suffix not in DRIVERS:
-        raise UserError(f"--vector {path}: the file must end in .gpkg or .geojson")
+        raise UserError(f"--vector {path}: the file must end in .gpkg or .geojson (or .parquet: GeoParquet)")
     return DRIVERS[suffix]
 
 
@@ -71,6 +77,9 @@ class VectorWriter:
         self.pixel_coordinates = pixel_coordinates
         self.crs: CRS | None = None
         self.count = 0
+        self._parquet: GeoParquetWriter | None = None
+        if self.driver == "Parquet":
+            require("pyarrow", "GeoParquet output (--vector FILE.parquet)")
         self._started = False  # whether the first class raster has set the CRS
         self._written = False  # whether the file exists (GeoJSON cannot append to an empty layer)
         self._tmp = temporary_path(self.path)
@@ -143,6 +152,12 @@ class VectorWriter:
             self._write_batch(geometry, fields)
 
     def _write_batch(self, geometry: np.ndarray, fields: list[np.ndarray]) -> None:
+        if self.driver == "Parquet":
+            if self._parquet is None:
+                self._parquet = GeoParquetWriter(self._tmp, self.crs)
+            self._parquet.write(geometry, fields)
+            self._written = True
+            return
         pyogrio.raw.write(
             self._tmp,
             geometry,
@@ -162,7 +177,48 @@ class VectorWriter:
         if not self._written:
             empty = [np.array([], dtype=t) for t in (object, np.int32, np.float64, object)]
             self._write(np.array([], dtype=object), empty)
+        if self._parquet is not None:
+            self._parquet.close()
         self._tmp.replace(self.path)
 
     def abort(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
         self._tmp.unlink(missing_ok=True)
+
+
+class GeoParquetWriter:
+    """Rows of :data:`FIELDS` and a WKB ``geometry`` column, written as GeoParquet 1.1 row group by row
+    group (the ``geo`` metadata after geoparquet.org's spec, ``columns.geometry``: WKB, Polygon, PROJJSON CRS)."""
+
+    def __init__(self, path: Path, crs: CRS | None) -> None:
+        pa = require("pyarrow", "GeoParquet output (--vector FILE.parquet)")
+        parquet = require("pyarrow.parquet", "GeoParquet output (--vector FILE.parquet)")
+        column = {
+            "encoding": "WKB",
+            "geometry_types": ["Polygon"],
+            "crs": crs.to_dict(projjson=True) if crs is not None else None,  # null: no CRS (absent: CRS84)
+        }
+        metadata = {
+            "geo": json.dumps(
+                {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
+            )
+        }
+        if crs is None:
+            metadata["aeroseg"] = json.dumps({"description": PIXEL_DESCRIPTION})
+        types = [pa.string(), pa.int32(), pa.float64(), pa.string(), pa.binary()]
+        self._schema = pa.schema(list(zip([*FIELDS, "geometry"], types, strict=True)), metadata=metadata)
+        self._pa = pa
+        self._writer = parquet.ParquetWriter(path, self._schema, compression="zstd")
+        self._open = True
+
+    def write(self, geometry: np.ndarray, fields: list[np.ndarray]) -> None:
+        columns = [
+            self._pa.array(v, type=f.type) for v, f in zip([*fields, geometry], self._schema, strict=True)
+        ]
+        self._writer.write_table(self._pa.Table.from_arrays(columns, schema=self._schema))
+
+    def close(self) -> None:
+        if self._open:
+            self._writer.close()
+            self._open = False

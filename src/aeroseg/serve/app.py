@@ -16,8 +16,8 @@ Routes (JSON unless said otherwise; every /api/ route needs the token):
     GET    /api/jobs/{id}                       progress, then classes, colours and pixel counts
     DELETE /api/jobs/{id}                       stop the run at its next window, delete its files
     GET    /api/jobs/{id}/tiles/{z}/{x}/{y}.png?hide=1,2   class tiles (RGBA PNG)
-    GET  /api/jobs/{id}/classes.tif             class GeoTIFF (the input's CRS and pixel grid)
-    GET  /api/jobs/{id}/polygons.gpkg           polygons (GeoPackage, the input's CRS)
+    GET  /api/jobs/{id}/classes.tif             class Cloud-Optimized GeoTIFF (the input's CRS and pixel grid)
+    GET  /api/jobs/{id}/polygons.{gpkg,geojson,parquet}   polygons (GeoPackage, GeoJSON, GeoParquet; input CRS)
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from aeroseg.prediction.outputs import class_colours
 from aeroseg.raster import one_line
 from aeroseg.serve.catalog import DEFAULT_MODEL, Catalog, Raster
 from aeroseg.serve.files import ForbiddenPath, save_upload, too_large
-from aeroseg.serve.jobs import JobRunner
+from aeroseg.serve.jobs import VECTOR_FORMATS, JobRunner
 from aeroseg.serve.limits import Busy, Limits, TooLarge, tile_pixels
 from aeroseg.serve.security import Guard, GuardMiddleware, Refused
 from aeroseg.serve.tiles import (
@@ -197,11 +197,13 @@ def create_app(
         job = _finished(runner, job_id)
         return FileResponse(job.class_path, media_type="image/tiff", filename=job.class_path.name)
 
-    @app.get("/api/jobs/{job_id}/polygons.gpkg")
-    def polygons(job_id: str) -> FileResponse:
+    @app.get("/api/jobs/{job_id}/polygons.{kind}")
+    def polygons(job_id: str, kind: str) -> FileResponse:
         job = _finished(runner, job_id)
-        path = runner.polygons(job)
-        return FileResponse(path, media_type="application/geopackage+sqlite3", filename=path.name)
+        if kind not in VECTOR_FORMATS:
+            raise _NotFound(f"polygons come as {', '.join(f'polygons.{k}' for k in VECTOR_FORMATS)}")
+        path = runner.polygons(job, kind)
+        return FileResponse(path, media_type=VECTOR_FORMATS[kind], filename=path.name)
 
     return app
 

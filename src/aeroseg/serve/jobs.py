@@ -6,10 +6,10 @@ and every batch checks the run's flag and stops it with :class:`Cancelled`, whic
 
 A run segments a window of a raster (the map's view) or the whole raster with
 :func:`aeroseg.prediction.api.run_prediction`, the code of ``aeroseg predict``, into a class GeoTIFF on the
-raster's own pixel grid (CRS and transform of the input, shifted to the window). The page polls the run's
-progress, then shows the GeoTIFF as map tiles (it gets overviews once finished, so that a tile of a large
-run zoomed out stays within the tile limit); the polygons (GeoPackage) are made from it on first
-download. The files of the last :data:`KEPT_JOBS` runs are kept in the server's work folder.
+raster's own pixel grid (CRS and transform of the input, shifted to the window), a Cloud-Optimized GeoTIFF
+whose overviews keep a tile of a large run zoomed out within the tile limit. The page polls the run's
+progress, then shows the GeoTIFF as map tiles; the polygons (GeoPackage, GeoJSON or GeoParquet) are made
+from it on their first download. The files of the last :data:`KEPT_JOBS` runs are kept in the server's work folder.
 """
 
 from __future__ import annotations
@@ -44,6 +44,11 @@ from aeroseg.serve.catalog import Raster
 from aeroseg.serve.limits import Busy
 
 KEPT_JOBS = 16
+VECTOR_FORMATS = {  # polygon downloads: suffix -> media type
+    "gpkg": "application/geopackage+sqlite3",
+    "geojson": "application/geo+json",
+    "parquet": "application/vnd.apache.parquet",  # GeoParquet (the geo extra)
+}
 ACTIVE = ("queued", "running")
 
 
@@ -101,9 +106,9 @@ class Job:
     def class_path(self) -> Path:
         return self.folder / f"{Path(self.raster.name).stem}_classes.tif"
 
-    @property
-    def vector_path(self) -> Path:
-        return self.folder / f"{Path(self.raster.name).stem}_polygons.gpkg"
+    def vector_path(self, kind: str) -> Path:
+        """The polygons file of a format of :data:`VECTOR_FORMATS`."""
+        return self.folder / f"{Path(self.raster.name).stem}_polygons.{kind}"
 
     def info(self) -> dict[str, Any]:
         names, w = self.classes.ids_to_names, self.window
@@ -134,7 +139,11 @@ class Job:
 
 
 def add_overviews(path: Path) -> tuple[int, ...]:
-    """Add nearest-neighbour overviews (factors 2, 4, ... down to one 256² tile) to a class GeoTIFF."""
+    """The overview factors of a class GeoTIFF: a Cloud-Optimized GeoTIFF's own (runs write one), else
+    nearest-neighbour overviews added (factors 2, 4, ... down to one 256² tile)."""
+    with rasterio.open(path, driver="GTiff") as ds:
+        if ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG":  # changing it would break its layout
+            return tuple(ds.overviews(1))
     with rasterio.open(path, "r+", driver="GTiff") as ds:
         side, factors = max(ds.width, ds.height), []
         while side / 2 ** (len(factors) + 1) >= 256:
@@ -255,18 +264,21 @@ class JobRunner:
         self.encodings += job.encoded
         job.done, job.status = job.total, "done"
 
-    def polygons(self, job: Job) -> Path:
-        """The job's polygons as a GeoPackage, made on first call."""
+    def polygons(self, job: Job, kind: str = "gpkg") -> Path:
+        """The job's polygons as a GeoPackage, GeoJSON or GeoParquet file (``kind``), made on first call."""
+        if kind not in VECTOR_FORMATS:
+            raise UserError(f"polygons come as {', '.join(VECTOR_FORMATS)}, not {kind[:20]!r}")
+        path = job.vector_path(kind)
         with job.lock:
-            if not job.vector_path.exists():
-                writer = VectorWriter(job.vector_path)
+            if not path.exists():
+                writer = VectorWriter(path)
                 try:
                     writer.add(job.class_path, source=job.raster.name)
                 except BaseException:
                     writer.abort()
                     raise
                 writer.finish()
-        return job.vector_path
+        return path
 
     def close(self, wait: float) -> None:
         """Cancel every job and give the running one ``wait`` seconds to stop at its next window."""

@@ -107,6 +107,7 @@ function showJob(job) {
   }
   $("download-tif").href = withToken(`/api/jobs/${job.id}/classes.tif`);
   $("download-gpkg").href = withToken(`/api/jobs/${job.id}/polygons.gpkg`);
+  $("download-parquet").href = withToken(`/api/jobs/${job.id}/polygons.parquet`);
   $("result").hidden = false;
 }
 
