@@ -1,24 +1,40 @@
 """SAN (Side Adapter Network, Xu et al., CVPR 2023) as an aeroseg model family: presets ``san`` (CLIP ViT-B/16)
-and ``san-large`` (ViT-L/14@336), identical to ``MendelXu/SAN``.
+and ``san-large`` (ViT-L/14@336), identical to ``MendelXu/SAN``; see ``docs/san.md``.
 
-- :class:`SAN` (``model.py``): ``encode`` / ``probabilities`` / ``forward`` / ``forward_train``
-- :class:`SANCriterion` (``criterion.py``), :func:`reference_probabilities` (``protocol.py``)
-- :class:`SANConfig`, :func:`san`, :func:`san_large` (``config.py``)
+- :class:`SAN` (``model.py``): ``encode`` / ``probabilities`` / ``forward`` / ``forward_train`` /
+  ``reference_probabilities``; its loss is :class:`aeroseg.mask_classification.MaskClassificationLoss`
+- :class:`SANConfig`, :func:`san`, :func:`san_large` (``config.py``; the model is imported on first use)
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from aeroseg.san.config import PRESETS, SANConfig, san, san_large
-from aeroseg.san.criterion import SANCriterion
-from aeroseg.san.model import SAN, SANFeatures, SANOutput
-from aeroseg.san.protocol import reference_probabilities
+
+_LAZY = {
+    "SAN": "aeroseg.san.model",
+    "SANFeatures": "aeroseg.san.model",
+}
+
+if TYPE_CHECKING:
+    from aeroseg.san.model import SAN, SANFeatures
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "PRESETS",
     "SAN",
     "SANConfig",
-    "SANCriterion",
     "SANFeatures",
-    "SANOutput",
-    "reference_probabilities",
     "san",
     "san_large",
 ]
