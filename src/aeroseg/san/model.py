@@ -79,6 +79,7 @@ class SAN(nn.Module):
         self._freeze_clip()
 
     window = 640  # the side predict runs it at: SAN's training crop and test shorter side (test_size)
+    value_range = (0.0, 1.0)  # float images in this range (uint8 is scaled by encode)
 
     # -------------------------------------------------------------------------------------- the paper's Fig. 2
     def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:

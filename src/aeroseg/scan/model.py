@@ -100,6 +100,7 @@ class SCAN(nn.Module):
         self._freeze_clip()
 
     window = 640  # the side predict runs it at: SCAN's training crop and test shorter side (test_size)
+    value_range = (0.0, 1.0)  # float images in this range (uint8 is scaled by encode)
 
     # -------------------------------------------------------------------------------------- the paper's Fig. 2
     def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:

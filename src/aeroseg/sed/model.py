@@ -73,6 +73,7 @@ class SED(nn.Module):
         self.encoder.requires_grad_(config.clip_finetune == "full")
 
     window = 768  # the side predict runs it at: SED's training crop and CLIP input (clip_image_size)
+    value_range = (0.0, 1.0)  # float images in this range (uint8 is scaled by encode)
 
     # ------------------------------------------------------------------------------------------ Fig. 2
     def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
