@@ -25,20 +25,12 @@ from aeroseg.registry import ModelRequest
 from tests.helpers import tiny_families
 from tests.test_predict import smooth_image
 from tests.test_predict_inputs import write_geotiff
-from tests.test_train import write_dataset
+from tests.test_train import one_thread, write_dataset  # noqa: F401 (one_thread: autouse fixture)
 
 FAMILIES = tiny_families.FAMILIES
 CONVERTERS = {"sed": load_sed, "san": load_san, "scan": load_scan}
 CLASSES = "building,road,tree|forest,water"
 WINDOW = ["--window", "64", "--batch-size", "2"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -241,13 +241,22 @@ def test_experiment_configs_resolve(path):
     assert cfg.preset in aeroseg.presets()
     model = preset_config(cfg.preset, **cfg.model)
     stem = path.stem
-    schedule = (cfg.steps, cfg.batch_size, cfg.crop_size, cfg.lr_schedule, cfg.warmup_steps, cfg.warmup_factor)
+    schedule = (
+        cfg.steps,
+        cfg.batch_size,
+        cfg.crop_size,
+        cfg.lr_schedule,
+        cfg.warmup_steps,
+        cfg.warmup_factor,
+    )
     schedule += (cfg.min_size_train, cfg.max_size_train, cfg.size_divisibility, cfg.precision)
     if stem in OFFICIAL_SCHEDULES:
         assert stem == cfg.preset and schedule == OFFICIAL_SCHEDULES[stem]
         assert cfg.weight_decay == (0.01 if stem == "scan" else 1e-4)
         return
-    steps = {"isaid": 10_000, "dlrsd": 5_000, "openearthmap": 15_000}[path.parent.name]  # the paper's, Sec. 4.2
+    steps = {"isaid": 10_000, "dlrsd": 5_000, "openearthmap": 15_000}[
+        path.parent.name
+    ]  # the paper's, Sec. 4.2
     assert schedule[:2] == (steps, 4) and schedule[3:] == ("cosine", 0, None, None, 1333, 0, "fp32")
     assert stem.startswith(cfg.preset) or stem.startswith("aeroseg")
     assert model.guidance_trainable == (stem == "aeroseg-guidance-finetuned")

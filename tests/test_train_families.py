@@ -17,7 +17,7 @@ from aeroseg.training.optimizer import lr_factor
 from aeroseg.training.train_config import dump_yaml
 from aeroseg.training.trainer import Trainer
 from tests.helpers import tiny_families
-from tests.test_train import read_metrics, write_dataset
+from tests.test_train import one_thread, read_metrics, write_dataset  # noqa: F401 (one_thread: autouse fixture)
 
 # the official settings at tiny sizes: 48-px crops from images resized to a shorter side of 32 or 64 (the
 # smaller ones padded), every crop padded to 64 at the end; lr raised for a visible change in a few steps
@@ -33,14 +33,6 @@ MODEL = {  # the tiny models' test sides, so that evaluate's reference protocol 
     "san": dict(test_size=64, lr=1e-3),
     "scan": dict(test_size=64, lr=1e-3),
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,9 @@ With the same seed the official code draws the same points.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from aeroseg.lazy import lazy_exports
 
 _LAZY = {
     "MaskClassificationLoss": "aeroseg.mask_classification.criterion",
@@ -64,13 +65,7 @@ if TYPE_CHECKING:
     )
     from aeroseg.mask_classification.text_embeddings import TemplateTextEmbeddings
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(globals(), _LAZY)
 
 
 __all__ = [

@@ -8,9 +8,9 @@ and ``san-large`` (ViT-L/14@336), identical to ``MendelXu/SAN``; see ``docs/san.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from aeroseg.lazy import lazy_exports
 from aeroseg.san.config import PRESETS, SANConfig, san, san_large
 
 _LAZY = {
@@ -21,13 +21,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from aeroseg.san.model import SAN, SANFeatures
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(globals(), _LAZY)
 
 
 __all__ = [

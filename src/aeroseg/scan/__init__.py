@@ -9,9 +9,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from aeroseg.lazy import lazy_exports
 from aeroseg.scan.config import PRESETS, SCANConfig, scan, scan_large
 
 _LAZY = {
@@ -22,13 +22,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from aeroseg.scan.model import SCAN, SCANFeatures
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(globals(), _LAZY)
 
 
 __all__ = [

@@ -4,9 +4,9 @@ imported on first use; the config alone loads without it."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from aeroseg.lazy import lazy_exports
 from aeroseg.sed.config import PRESETS, SEDConfig, sed, sed_large
 
 _LAZY = {
@@ -22,13 +22,7 @@ if TYPE_CHECKING:
     from aeroseg.sed.inference import reference_probabilities
     from aeroseg.sed.model import SED, SEDFeatures, SEDOutput
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(globals(), _LAZY)
 
 
 __all__ = [
