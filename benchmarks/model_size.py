@@ -7,6 +7,10 @@ peak resident memory of the process.
 
     python benchmarks/model_size.py                       # all presets → benchmarks/results/model_size.json
     python benchmarks/model_size.py --presets aeroseg baseline --json /tmp/size.json
+    python benchmarks/model_size.py --presets sed san scan cat-seg aeroseg --update   # re-measure some rows
+
+Each row records the machine and its load average when it was measured (``--update`` keeps the other rows
+of the file, measured at other times).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def measure(preset: str, image_size: int, num_classes: int, short: bool) -> dict
         "gflop": counted["gflop"],
         "peak_tensor_mib": counted["peak_mib"],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "machine": machine(torch.device("cpu")),
     }
 
 
@@ -58,12 +63,15 @@ def main() -> int:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--short", action="store_true", help="tiny models (a check of this script)")
     parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--update", action="store_true", help="keep the rows of --json of other presets")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # the child process: measure one preset, print JSON
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.image_size, args.classes, args.short)))
         return 0
     rows = {}
+    if args.update and args.json.is_file():
+        rows = json.loads(args.json.read_text())["presets"]
     for preset in args.presets:
         command = [sys.executable, __file__, "--one", preset, "--image-size", str(args.image_size)]
         command += ["--classes", str(args.classes), *(["--short"] if args.short else [])]

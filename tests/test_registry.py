@@ -14,6 +14,7 @@ from aeroseg.cli import main
 from aeroseg.errors import UserError
 from aeroseg.registry import ModelRequest
 from aeroseg.segmenter import Segmenter
+from tests.helpers import tiny_families
 from tests.helpers.tiny import tiny_overrides
 
 TINY_TRAINING_FREE = dict(clip_image_size=64, clip_crop=32, clip_stride=16)
@@ -29,6 +30,8 @@ def tiny_sources(name: str, paths) -> dict:
         return dict(TINY_TRAINING_FREE, clip=str(paths["clip"]), guidance=str(paths["sam"]))
     if family is registry.SEGEARTH_OV:
         return dict(TINY_SEGEARTH_OV, clip=str(paths["clip"]))
+    if family.name in tiny_families.FAMILIES:
+        return tiny_families.overrides(family.name)
     return dict(sam3=str(paths["sam3"]))
 
 

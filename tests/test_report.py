@@ -42,17 +42,106 @@ def test_table_2_layout_and_average(results, tmp_path, capsys):
     lines = text.splitlines()
     assert lines[0].startswith("Table 2.")
     assert lines[2] == (
-        "| Method | iSAID s-mIoU | iSAID u-mIoU | iSAID h-mIoU | DLRSD s-mIoU | DLRSD u-mIoU | DLRSD h-mIoU"
+        "| Method | Venue | iSAID s-mIoU | iSAID u-mIoU | iSAID h-mIoU | DLRSD s-mIoU | DLRSD u-mIoU | DLRSD h-mIoU"
         " | OEM s-mIoU | OEM u-mIoU | OEM h-mIoU | Average s-mIoU | Average u-mIoU | Average h-mIoU |"
     )
-    assert lines[3] == "| --- |" + " ---: |" * 12
-    assert lines[4] == "| OVRS | 75.85 | 49.27 | 59.73 | 61.00 | 31.86 | 41.86 | – | – | – | – | – | – |"
+    assert lines[3] == "| --- | --- |" + " ---: |" * 12
+    assert (
+        lines[4]
+        == "| OVRS | arXiv'24 | 75.85 | 49.27 | 59.73 | 61.00 | 31.86 | 41.86 | – | – | – | – | – | – |"
+    )
     # Average = mean over the datasets (the paper's 62.37 / 46.25 / 52.78)
     assert lines[5] == (
-        "| AerOSeg | 75.48 | 51.46 | 61.20 | 60.37 | 39.12 | 47.48 | 51.27 | 48.16 | 49.66"
+        "| AerOSeg | - | 75.48 | 51.46 | 61.20 | 60.37 | 39.12 | 47.48 | 51.27 | 48.16 | 49.66"
         " | 62.37 | 46.25 | 52.78 |"
     )
     assert len(lines) == 6
+
+
+# the paper's Table 2: s-, u-, h-mIoU on iSAID, DLRSD, OEM, then its printed Average
+PAPER_TABLE_2 = {
+    "SAN": (
+        "CVPR'23",
+        (62.28, 35.77, 45.44),
+        (50.18, 12.62, 20.17),
+        (45.36, 15.19, 22.76),
+        (52.61, 21.19, 29.46),
+    ),
+    "SCAN": (
+        "CVPR'24",
+        (44.31, 35.55, 39.45),
+        (25.86, 20.10, 22.62),
+        (31.85, 16.53, 21.77),
+        (34.01, 24.06, 27.95),
+    ),
+    "SED": (
+        "CVPR'24",
+        (74.37, 36.00, 48.51),
+        (77.73, 27.00, 40.08),
+        (57.46, 46.95, 51.68),
+        (69.85, 36.65, 46.76),
+    ),
+    "CAT-Seg": (
+        "CVPR'24",
+        (72.57, 42.64, 53.70),
+        (52.79, 24.39, 33.36),
+        (49.33, 39.51, 43.87),
+        (58.23, 35.51, 43.64),
+    ),
+    "OVRS": (
+        "arXiv'24",
+        (75.85, 49.27, 59.73),
+        (61.00, 31.86, 41.86),
+        (51.20, 47.23, 49.13),
+        (62.68, 42.79, 50.24),
+    ),
+    "AerOSeg": (
+        "-",
+        (75.48, 51.46, 61.20),
+        (60.37, 39.12, 47.48),
+        (51.27, 48.16, 49.66),
+        (62.37, 46.25, 52.78),
+    ),
+}
+
+
+def test_table_2_prints_every_row_of_the_paper_from_the_presets_evaluations(tmp_path, capsys):
+    """One evaluation JSON per method and dataset, named by the preset that made it (as ``aeroseg evaluate
+    --checkpoint`` records it): the six rows in the paper's order, and its averages."""
+    presets = {
+        "SAN": "san",
+        "SCAN": "scan",
+        "SED": "sed",
+        "CAT-Seg": "cat-seg",
+        "OVRS": "ovrs",
+        "AerOSeg": "aeroseg",
+    }
+    paths = []
+    for method in reversed(list(PAPER_TABLE_2)):  # given in any order
+        _, *datasets, _ = PAPER_TABLE_2[method]
+        for dataset, (s, u, h) in zip(("isaid", "dlrsd", "openearthmap"), datasets, strict=True):
+            path = tmp_path / f"{presets[method]}_{dataset}.json"
+            paths.append(write_eval(path, presets[method], dataset, s, u, h, 50.0, method_key="preset"))
+    assert main(["report", "--table", "2", *map(str, paths)]) == 0
+    rows = capsys.readouterr().out.splitlines()[4:]
+    assert [r.split(" | ")[0].strip("| ") for r in rows] == list(PAPER_TABLE_2)
+    for row, (venue, *groups) in zip(rows, PAPER_TABLE_2.values(), strict=True):
+        cells = row.strip("| ").split(" | ")
+        assert cells[1] == venue
+        printed = [float(c) for c in cells[2:]]
+        expected = [v for group in groups for v in group]
+        # the paper's averages are the means of its rounded numbers, rounded: within 0.01
+        assert printed[:9] == expected[:9] and printed[9:] == pytest.approx(expected[9:], abs=0.011), row
+
+
+def test_the_other_released_models_have_their_own_rows(tmp_path, capsys):
+    paths = [
+        write_eval(tmp_path / "a.json", "sed-large", "isaid", 70.0, 40.0, 50.91, 55.0, method_key="preset"),
+        write_eval(tmp_path / "b.json", "sed", "isaid", 74.37, 36.00, 48.51, 55.0, method_key="preset"),
+    ]
+    assert main(["report", *map(str, paths)]) == 0
+    rows = capsys.readouterr().out.splitlines()[4:]
+    assert [r.split(" | ")[0] for r in rows] == ["| SED", "| SED (L)"]
 
 
 def test_table_3_ablation_rows(tmp_path, capsys):
@@ -97,13 +186,13 @@ def test_run_directory_preset_names_the_method(results, capsys):
 def test_nan_scores_and_errors(tmp_path, capsys):
     no_unseen = write_eval(tmp_path / "x.json", "my-model", "custom", 40.0, math.nan, math.nan, 40.0)
     assert main(["report", str(no_unseen)]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "| my-model | 40.00 | – | – |"
+    assert capsys.readouterr().out.splitlines()[-1] == "| my-model |  | 40.00 | – | – |"  # no venue known
 
     other = write_eval(tmp_path / "y.json", "my_model", "custom", 1.0, 1.0, 1.0, 1.0)
     assert main(["report", str(no_unseen), str(other)]) == 0  # unknown names are kept as they are
     assert capsys.readouterr().out.splitlines()[-2:] == [
-        "| my-model | 40.00 | – | – |",
-        "| my_model | 1.00 | 1.00 | 1.00 |",
+        "| my-model |  | 40.00 | – | – |",
+        "| my_model |  | 1.00 | 1.00 | 1.00 |",
     ]
     assert main(["report", str(no_unseen), str(no_unseen)]) == 2
     assert "two results for my-model on custom" in capsys.readouterr().err

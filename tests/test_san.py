@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from aeroseg.errors import CheckpointError
-from aeroseg.san import SAN, SANConfig, SANCriterion, reference_probabilities, san, san_large
+from aeroseg.mask_classification import MaskClassificationLoss
+from aeroseg.san import SAN, SANConfig, san, san_large
 from aeroseg.training.optimizer import optimizer_groups
 from tests.helpers.tiny_san import tiny_san
 
@@ -72,10 +73,10 @@ def test_reference_protocol_resizes_the_shorter_side_and_back(model, monkeypatch
     encode = model.encode
     monkeypatch.setattr(model, "encode", lambda x: seen.append(tuple(x.shape[-2:])) or encode(x))
     image = images(4, b=1, h=48, w=60)[0]
-    probs = reference_probabilities(model, image, CLASSES)
+    probs = model.reference_probabilities(image, CLASSES)
     assert seen == [(640, 800)] and probs.shape == (3, 48, 60)
     assert 0 <= probs.min() and probs.max() <= 1
-    uint8 = reference_probabilities(model, (image * 255).round().byte(), CLASSES)
+    uint8 = model.reference_probabilities((image * 255).round().byte(), CLASSES)
     assert uint8.shape == probs.shape
 
 
@@ -156,7 +157,7 @@ def test_only_the_side_adapter_background_and_clip_position_embedding_train():
 def test_tiny_model_trains_five_steps_with_falling_loss():
     torch.manual_seed(0)
     model = tiny_san().train()
-    criterion = SANCriterion(model.config)
+    criterion = MaskClassificationLoss(model.config)
     optimizer = torch.optim.AdamW(optimizer_groups(model, 1e-4))
     x = images(7, h=64, w=64)
     masks = torch.zeros(2, 64, 64, dtype=torch.long)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from aeroseg.convert.san import load_san
-from aeroseg.san import SANCriterion
+from aeroseg.mask_classification import MaskClassificationLoss
 from tests.helpers.tiny_san import official_checkpoint, read_fixture
 
 KINDS = ("san", "san-large")
@@ -69,7 +69,7 @@ def test_official_training_loss_and_assignment(official, models):
     model = models["san"].train()
     _, images = inputs(official)
     classes = json.loads(meta["classes"])[:9]
-    criterion = SANCriterion(model.config)
+    criterion = MaskClassificationLoss(model.config)
     assignments = []
     criterion.set_criterion.matcher.register_forward_hook(lambda m, a, out: assignments.append(out))
     output = model.forward_train(images, classes)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from aeroseg.errors import CheckpointError
-from aeroseg.scan import SCAN, SCANCriterion, reference_probabilities, scan
+from aeroseg.mask_classification import MaskClassificationLoss
+from aeroseg.scan import SCAN, scan
 from tests.helpers.tiny_scan import tiny_scan
 
 CLASSES = ["ship", "harbor", "plane", "bridge"]
@@ -64,9 +65,9 @@ def test_uint8_images_and_the_reference_protocol(model, images):
     as_bytes = (images * 255).round().to(torch.uint8)
     with torch.no_grad():
         torch.testing.assert_close(model(as_bytes, CLASSES), model(as_bytes.float() / 255, CLASSES))
-    probs = reference_probabilities(model, as_bytes[0], CLASSES)
+    probs = model.reference_probabilities(as_bytes[0], CLASSES)
     assert probs.shape == (4, 100, 120) and 0 <= probs.min() and probs.max() <= 1
-    assert model.window == model.config.test_size == 128
+    assert SCAN.window == scan().test_size == 640  # predict's window: the preset's test size
 
 
 def test_without_the_ensemble_and_with_region_probabilities_only(images):
@@ -153,7 +154,7 @@ def test_a_tiny_model_trains_five_steps_with_falling_loss():
     the point draws are fixed so that the losses compare."""
     torch.manual_seed(0)
     model = tiny_scan(lr=1e-4, swin_drop_path=0.0, integration_dropout=0.0).train()
-    criterion = SCANCriterion(model.config)
+    criterion = MaskClassificationLoss(model.config)
     optimizer = torch.optim.AdamW(model.param_groups(), weight_decay=0.01)
     images = torch.rand(2, 3, 64, 64)
     masks = torch.zeros(2, 64, 64, dtype=torch.long)

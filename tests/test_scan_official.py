@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from aeroseg.convert.scan import load_scan
-from aeroseg.scan import SCANCriterion
+from aeroseg.mask_classification import MaskClassificationLoss
 from tests.helpers.hashed_weights import hashed_tensor
 
 FIXTURE = Path(__file__).parent / "fixtures" / "scan_official.safetensors"
@@ -112,7 +112,7 @@ def test_training_loss_and_assignments_match(model, official):
         output = model.forward_train(images, classes)
     finally:
         model.eval()
-    criterion = SCANCriterion(model.config)
+    criterion = MaskClassificationLoss(model.config)
     assignments = []
     criterion.set_criterion.matcher.register_forward_hook(lambda m, a, out: assignments.append(out))
     generator = torch.Generator().manual_seed(int(meta["seed"]))

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from aeroseg.convert.sed import load_sed
-from aeroseg.sed import SED, SEDLoss, reference_probabilities, sed, sed_large
+from aeroseg.sed import SED, SEDLoss, sed, sed_large
 from aeroseg.sed.feature_aggregation import ChannelsLastLayerNorm
 from aeroseg.training.optimizer import optimizer_groups
 from tests.helpers.sed_fixture import classes, clip_size, eval_image, train_batch, write_checkpoint
@@ -129,7 +129,7 @@ def test_the_tiny_model_trains_with_falling_loss(model):
     torch.manual_seed(0)
     images, masks = train_batch()
     images, masks = images[:, :, ::2, ::2], masks[:, ::2, ::2]  # 192² keeps the loop short
-    criterion = SEDLoss()
+    criterion = SEDLoss(model.config)
     groups = [{**g, "lr": g["lr"] * 5} for g in model.param_groups()]
     optimizer = torch.optim.AdamW(groups, weight_decay=1e-4)
     model.train()
@@ -148,7 +148,7 @@ def test_reference_probabilities_is_the_whole_image_protocol(model):
     model.eval()
     x = image((96, 144))[0]  # shorter side 96 -> 640 (test_min_size), longer 960
     with torch.no_grad():
-        ours = reference_probabilities(model, x, classes(9))
+        ours = model.reference_probabilities(x, classes(9))
         resized = F.interpolate(
             x[None], size=(640, 960), mode="bilinear", align_corners=False, antialias=True
         )
@@ -166,8 +166,8 @@ def test_synonyms_are_averaged_per_template(model):
     torch.testing.assert_close(both, F.normalize(parts.mean(0), dim=-1), rtol=1e-5, atol=1e-6)
 
 
-def test_window_is_the_clip_input(model):
-    assert model.window == clip_size() and SED.window.fget is not None
+def test_window_is_the_clip_input():
+    assert SED.window == sed().clip_image_size == sed_large().clip_image_size == 768
 
 
 @pytest.mark.parametrize("preset", [sed, sed_large])

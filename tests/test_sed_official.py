@@ -47,7 +47,7 @@ def test_training_outputs_and_loss_match_the_official_code(model, n):
     assert_matches(output.logits.detach()[..., ::2, ::2], tensors[f"train.{n}.final"])
     for i, scores in enumerate(output.rejection):
         assert_matches(scores.detach()[..., :: 2**i, :: 2**i], tensors[f"train.{n}.aux{i}"])
-    losses = SEDLoss()(output, masks)
+    losses = SEDLoss(model.config)(output, masks)
     official_losses = tensors[f"train.{n}.losses"]
     for name, theirs in zip(PARTS, official_losses, strict=True):
         torch.testing.assert_close(losses[name].detach(), theirs, rtol=1e-5, atol=0)

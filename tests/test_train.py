@@ -17,8 +17,9 @@ from aeroseg.cli import build_parser, main
 from aeroseg.cli.train import resolve_config
 from aeroseg.registry import preset_config
 from aeroseg.training.checkpointing import STATE_FILE, find_checkpoint, list_checkpoints
+from aeroseg.training.optimizer import cosine_factor
 from aeroseg.training.train_config import TrainConfig, dump_yaml, load_yaml, merge
-from aeroseg.training.trainer import Trainer, cosine_factor
+from aeroseg.training.trainer import Trainer
 from tests.helpers.tiny import tiny_overrides
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -222,19 +223,41 @@ def test_default_yaml_is_the_dataclass():
     assert load_yaml(CONFIGS / "default.yaml") == TrainConfig().to_dict()
 
 
+# each baseline's own default schedule (the paper ran them "with their default configurations"): steps, global
+# batch, crop, lr schedule, warm-up (steps, factor), shorter training sides, longest side, padding, precision
+OFFICIAL_SCHEDULES = {
+    "cat-seg": (80_000, 4, 384, "cosine", 0, None, None, 1333, 0, "fp32"),  # CAT-Seg configs/vitb_384.yaml
+    "ovrs": (80_000, 4, 384, "cosine", 0, None, None, 1333, 0, "fp32"),  # OVRS runs CAT-Seg's
+    "sed": (80_000, 4, 768, "cosine", 0, None, None, 2666, 768, "fp32"),  # SED configs/convnextB_768.yaml
+    "san": (60_000, 32, 640, "poly", 0, 1.0, list(range(320, 961, 64)), 2560, 640, "fp16"),  # SAN Base-coco
+    "scan": (120_000, 32, 640, "poly", 1500, 1e-6, list(range(320, 1281, 64)), 2560, 640, "fp32"),  # vitB
+}
+
+
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_experiment_configs_resolve(path):
-    steps = {"isaid": 10_000, "dlrsd": 5_000, "openearthmap": 15_000}[path.parent.name]
-    if path.stem in (
-        "cat-seg",
-        "ovrs",
-    ):  # the baselines' own default schedule (CAT-Seg configs/vitb_384.yaml)
-        steps = 80_000
     cfg = merge(TrainConfig(), load_yaml(path), str(path))
-    assert cfg.steps == steps and cfg.batch_size == 4
+    merge(cfg, {"data": "d", "out": "o"}, "test").validate()  # schedule and model: settings
     assert cfg.preset in aeroseg.presets()
     model = preset_config(cfg.preset, **cfg.model)
     stem = path.stem
+    schedule = (
+        cfg.steps,
+        cfg.batch_size,
+        cfg.crop_size,
+        cfg.lr_schedule,
+        cfg.warmup_steps,
+        cfg.warmup_factor,
+    )
+    schedule += (cfg.min_size_train, cfg.max_size_train, cfg.size_divisibility, cfg.precision)
+    if stem in OFFICIAL_SCHEDULES:
+        assert stem == cfg.preset and schedule == OFFICIAL_SCHEDULES[stem]
+        assert cfg.weight_decay == (0.01 if stem == "scan" else 1e-4)
+        return
+    steps = {"isaid": 10_000, "dlrsd": 5_000, "openearthmap": 15_000}[
+        path.parent.name
+    ]  # the paper's, Sec. 4.2
+    assert schedule[:2] == (steps, 4) and schedule[3:] == ("cosine", 0, None, None, 1333, 0, "fp32")
     assert stem.startswith(cfg.preset) or stem.startswith("aeroseg")
     assert model.guidance_trainable == (stem == "aeroseg-guidance-finetuned")
     target = {"aeroseg-target-rgb": "rgb", "aeroseg-target-clip": "clip"}.get(stem, "sam")

@@ -9,8 +9,9 @@ Everything is imported on first use, so that ``import aeroseg.cli`` (``aeroseg -
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from aeroseg.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -34,13 +35,7 @@ if TYPE_CHECKING:
     from aeroseg.registry import build, load, presets
     from aeroseg.segmenter import Segmenter
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'aeroseg' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(globals(), _LAZY)
 
 
 def __dir__() -> list[str]:

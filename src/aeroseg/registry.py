@@ -32,6 +32,9 @@ from aeroseg import variants
 from aeroseg.config import ConfigBase
 from aeroseg.errors import CheckpointError, UserError
 from aeroseg.hub import hub_file, is_hub_id
+from aeroseg.san.config import san, san_large
+from aeroseg.scan.config import scan, scan_large
+from aeroseg.sed.config import sed, sed_large
 from aeroseg.training_free.config import training_free
 from aeroseg.training_free.segearth_config import segearth_ov, segearth_ov3
 
@@ -55,6 +58,8 @@ class Family:
     formats: tuple[str, ...] = ()  # "format" values of the checkpoint folders its save_pretrained writes
     recognise: str | None = None  # "module:function": whether a state dict is one of its official files
     criterion: str | None = None  # "module:Class" of its training loss, built as Class(config, ignore_index=)
+    load_file: str | None = None  # "module:function" reading an official file as function(path, preset=,
+    # **overrides); None: the model class's from_pretrained reads files too
 
     def model_class(self) -> Any:
         return _attribute(self.model)
@@ -101,7 +106,47 @@ SEGEARTH_OV3 = Family(
     "segearth-ov3", "aeroseg.training_free.segearth_ov3:SegEarthOV3", "SegEarth-OV3 (arXiv 2512.08730)",
     weights=("sam3",), trained=False,
 )  # fmt: skip
-FAMILIES: dict[str, Family] = {f.name: f for f in (AEROSEG, TRAINING_FREE, SEGEARTH_OV, SEGEARTH_OV3)}
+SED = Family(
+    "sed",
+    "aeroseg.sed.model:SED",
+    "SED (CVPR'24)",
+    weights=("clip",),
+    trained=True,
+    trains=True,
+    formats=("sed",),
+    recognise="aeroseg.convert.sed:recognise",
+    criterion="aeroseg.sed.criterion:SEDLoss",
+    load_file="aeroseg.convert.sed:load_sed",
+)
+SAN = Family(
+    "san",
+    "aeroseg.san.model:SAN",
+    "SAN (CVPR'23)",
+    weights=("clip",),
+    trained=True,
+    trains=True,
+    formats=("san",),
+    recognise="aeroseg.convert.san:recognise",
+    criterion="aeroseg.mask_classification.criterion:MaskClassificationLoss",
+    load_file="aeroseg.convert.san:load_san",
+)
+SCAN = Family(
+    "scan",
+    "aeroseg.scan.model:SCAN",
+    "SCAN (CVPR'24)",
+    weights=("clip",),  # its Swin: the config field swin (model: swin: in a --config file)
+    trained=True,
+    trains=True,
+    formats=("scan",),
+    recognise="aeroseg.convert.scan:recognise",
+    criterion="aeroseg.mask_classification.criterion:MaskClassificationLoss",
+    load_file="aeroseg.convert.scan:load_scan",
+)
+# official files are recognised in this order: SED before AerOSeg, since a SED file also holds the two
+# prefixes that mark a CAT-Seg one (sem_seg_head.predictor.transformer., .clip_model.)
+FAMILIES: dict[str, Family] = {
+    f.name: f for f in (SED, SAN, SCAN, AEROSEG, TRAINING_FREE, SEGEARTH_OV, SEGEARTH_OV3)
+}
 
 _A = variants
 PRESETS: dict[str, Preset] = {
@@ -121,6 +166,12 @@ PRESETS: dict[str, Preset] = {
         Preset("cat-seg", AEROSEG, _A.cat_seg, "Table 2 (CAT-Seg)"),
         Preset("cat-seg-large", AEROSEG, _A.cat_seg_large, "CAT-Seg's released ViT-L"),
         Preset("ovrs", AEROSEG, _A.ovrs, "Table 2 (OVRS)"),
+        Preset("sed", SED, sed, "Table 2 (SED)"),
+        Preset("sed-large", SED, sed_large, "SED's released ConvNeXt-L"),
+        Preset("san", SAN, san, "Table 2 (SAN)"),
+        Preset("san-large", SAN, san_large, "SAN's released ViT-L/14"),
+        Preset("scan", SCAN, scan, "Table 2 (SCAN)"),
+        Preset("scan-large", SCAN, scan_large, "SCAN's released ViT-L/14"),
         Preset("training-free", TRAINING_FREE, training_free, "Suppl. Table 8 (SegEarth-OV family)"),
         Preset("segearth-ov", SEGEARTH_OV, segearth_ov, "Suppl. Table 8"),
         Preset("segearth-ov3", SEGEARTH_OV3, segearth_ov3, "SegEarth-OV3"),
@@ -192,9 +243,11 @@ def load(source: str | os.PathLike[str], *, preset: str | None = None, **overrid
 
     ``source``: a checkpoint folder (``config.json`` + weights, written by ``save_pretrained`` or ``aeroseg
     train``; a training run's folder means its ``final/``; a file inside a checkpoint folder means the
-    folder), a hub id of such a folder, or an official checkpoint file of a family (CAT-Seg / OVRS ``.pth``,
-    local or ``hf://OWNER/REPO/FILE``). ``preset`` and ``overrides`` adjust what an official file does not
-    say; a checkpoint folder carries its own config.
+    folder), a hub id of such a folder, or an official checkpoint file of a family (CAT-Seg / OVRS / SED /
+    SAN / SCAN ``.pth``, local or ``hf://OWNER/REPO/FILE``; read by the family's ``load_file``). ``preset``
+    and ``overrides`` adjust what an official file does not say; a checkpoint folder carries its own config
+    (``preset`` checks it; SED, SAN and SCAN folders take inference overrides too). A preset of another
+    family than the file's is refused in one line.
     """
     text = str(source)
     path = Path(hub_file(text, "checkpoint")).expanduser()
@@ -205,7 +258,13 @@ def load(source: str | os.PathLike[str], *, preset: str | None = None, **overrid
         family = _family_of_folder(folder)
         return family.model_class().from_pretrained(folder, preset=preset, **overrides).eval()
     if path.is_file():
-        return _family_of_file(path).model_class().from_pretrained(path, preset=preset, **overrides).eval()
+        family = _family_of_file(path)
+        if preset is not None and preset in PRESETS and PRESETS[preset].family is not family:
+            raise CheckpointError(
+                f"{path} is a {family.paper} checkpoint, not one of preset {preset!r} ({PRESETS[preset].family.paper})"
+            )
+        read = _attribute(family.load_file) if family.load_file else family.model_class().from_pretrained
+        return read(path, preset=preset, **overrides).eval()
     if is_hub_id(text) and not path.exists():
         return AEROSEG.model_class().from_pretrained(text, preset=preset, **overrides).eval()
     raise CheckpointError(f"checkpoint {text!r} does not exist")
@@ -231,6 +290,8 @@ def _family_of_folder(folder: Path) -> Family:
 
 
 def _family_of_file(path: Path) -> Family:
+    """The first family of :data:`FAMILIES` whose ``recognise`` accepts the file's tensors; a file none
+    recognises goes to AerOSeg's converter, which names its first unexpected and missing tensors in one line."""
     from aeroseg.convert._checkpoint import read_state_dict
 
     known = [f for f in FAMILIES.values() if f.recognise]
@@ -239,7 +300,7 @@ def _family_of_file(path: Path) -> Family:
     for family in known:
         if _attribute(family.recognise)(state):  # type: ignore[arg-type]
             return family
-    return AEROSEG  # its converter names the first unexpected and missing tensors in one line
+    return AEROSEG
 
 
 @dataclass(frozen=True)

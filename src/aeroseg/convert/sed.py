@@ -92,6 +92,8 @@ def _looks_like(state: StateDict) -> str:
         return "a CAT-Seg / OVRS checkpoint (OpenAI ViT CLIP)"
     if any(k.startswith("visual.trunk.") for k in state):
         return "an open_clip ConvNeXt CLIP alone (no SED decoder)"
+    if "visual.conv1.weight" in state:
+        return "a ViT CLIP checkpoint alone"
     if any(k.startswith("image_encoder.") for k in state):
         return "a SAM checkpoint"
     return f"another model's (first tensor {next(iter(state))!r})"

@@ -66,10 +66,43 @@ class Resize:
         return {**sample, "image": image.clamp(0.0, 1.0), "mask": mask}
 
 
+class ResizeShortestEdge:
+    """:class:`Resize` to a shorter side drawn uniformly from ``sizes`` per sample (detectron2's
+    ``ResizeShortestEdge`` with ``sample_style="choice"``: SAN's and SCAN's multi-scale ``MIN_SIZE_TRAIN``)."""
+
+    def __init__(self, sizes: Sequence[int], max_size: int) -> None:
+        self.resizes = [Resize(int(size), max_size=max_size) for size in sizes]
+
+    def __call__(self, sample: Sample) -> Sample:
+        return self.resizes[int(torch.randint(0, len(self.resizes), ()))](sample)
+
+
+class PadToMultiple:
+    """Pad image and mask at the bottom and right to multiples of ``divisor`` (image ``pad_value``, 128/255;
+    mask ``ignore_index``): the last step of Mask2Former's ``MaskFormerSemanticDatasetMapper``
+    (``SIZE_DIVISIBILITY``; SAN, SCAN and SED use its copy), after the flip. The official pads to
+    ``divisor`` itself, the same for crops no larger than it (what the configs give)."""
+
+    def __init__(self, divisor: int, ignore_index: int = 255, *, pad_value: float = 128 / 255) -> None:
+        self.divisor = divisor
+        self.ignore_index = ignore_index
+        self.pad_value = pad_value
+
+    def __call__(self, sample: Sample) -> Sample:
+        image, mask = sample["image"], sample["mask"]
+        pad_h, pad_w = -mask.shape[0] % self.divisor, -mask.shape[1] % self.divisor
+        if not (pad_h or pad_w):
+            return sample
+        image = F.pad(image, (0, pad_w, 0, pad_h), value=self.pad_value)
+        mask = F.pad(mask, (0, pad_w, 0, pad_h), value=self.ignore_index)
+        return {**sample, "image": image, "mask": mask}
+
+
 class RandomCrop:
     """A random ``size``×``size`` window inside the sample, as detectron2's ``RandomCrop_CategoryAreaConstraint``
     (CAT-Seg's mapper): a side shorter than ``size`` is kept whole and the crop is then padded at the bottom and
-    right to ``size`` (image ``pad_value``, 128/255 as the mapper's ``F.pad(value=128)``; mask ``ignore_index``).
+    right to ``size`` (image ``pad_value``, 128/255 as the mapper's ``F.pad(value=128)``; mask ``ignore_index``);
+    with ``pad=False`` it is left unpadded (a :class:`PadToMultiple` pads it after the other augmentations).
 
     ``max_category_area`` < 1 retries (up to 10 draws, then keeps the last) a window where one class covers at
     least that fraction of the labelled pixels or where fewer than two classes appear.
@@ -82,11 +115,13 @@ class RandomCrop:
         *,
         max_category_area: float = 1.0,
         pad_value: float = 128 / 255,
+        pad: bool = True,
     ) -> None:
         self.size = size
         self.ignore_index = ignore_index
         self.max_category_area = max_category_area
         self.pad_value = pad_value
+        self.pad = pad
 
     def _window(self, height: int, width: int) -> tuple[slice, slice]:
         ch, cw = min(self.size, height), min(self.size, width)
@@ -108,7 +143,7 @@ class RandomCrop:
                 rows, cols = self._window(*mask.shape)
         image, mask = image[:, rows, cols], mask[rows, cols]
         pad_h, pad_w = self.size - mask.shape[0], self.size - mask.shape[1]
-        if pad_h or pad_w:
+        if self.pad and (pad_h or pad_w):
             image = F.pad(image, (0, pad_w, 0, pad_h), value=self.pad_value)
             mask = F.pad(mask, (0, pad_w, 0, pad_h), value=self.ignore_index)
         return {**sample, "image": image, "mask": mask}
@@ -157,19 +192,30 @@ def training_transforms(
     max_category_area: float = 1.0,
     color_jitter: bool = True,
     rotate: bool = False,
+    min_sizes: Sequence[int] | None = None,
+    max_size: int = 1333,
+    size_divisibility: int = 0,
 ) -> Compose:
     """The steps of CAT-Seg's ``MaskFormerSemanticDatasetMapper`` (docs/model.md §8), unseen classes first set to
-    ``ignore_index``: resize the shorter side to ``size`` (longer at most 1333, detectron2's
-    ``MAX_SIZE_TRAIN``), random ``size``² crop, ColorAugSSD (``color_jitter``), horizontal flip; then our
-    random 90° rotation when ``rotate`` (the reference has none)."""
+    ``ignore_index``: resize the shorter side to ``size`` (longer at most ``max_size``, detectron2's
+    ``MAX_SIZE_TRAIN``, 1333 by default), random ``size``² crop, ColorAugSSD (``color_jitter``), horizontal
+    flip; then our random 90° rotation when ``rotate`` (the reference has none).
+
+    The settings of SED's, SAN's and SCAN's copies of that mapper: ``min_sizes``, the shorter side drawn per
+    sample among them (``MIN_SIZE_TRAIN``, "choice") instead of ``size``; ``size_divisibility`` > 0, crops
+    padded at the end to its multiples (:class:`PadToMultiple`) instead of to ``size`` right after cropping.
+    """
+    resize = ResizeShortestEdge(min_sizes, max_size) if min_sizes else Resize(size, max_size=max_size)
     steps: list[Callable[[Sample], Sample]] = [
         MaskUnseen(unseen_ids, ignore_index),
-        Resize(size, max_size=1333),
-        RandomCrop(size, ignore_index, max_category_area=max_category_area),
+        resize,
+        RandomCrop(size, ignore_index, max_category_area=max_category_area, pad=not size_divisibility),
     ]
     if color_jitter:
         steps.append(ColorAugSSD())
     steps.append(RandomHorizontalFlip())
     if rotate:
         steps.append(RandomRotate90())
+    if size_divisibility:
+        steps.append(PadToMultiple(size_divisibility, ignore_index))
     return Compose(steps)

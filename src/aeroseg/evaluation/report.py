@@ -8,7 +8,9 @@ Each argument is an evaluation JSON or a training run directory. From a run dire
   otherwise, or when that file is missing, the JSON's ``method`` key, else its ``preset`` key.
 
 Known names are printed as the paper spells them (``catseg`` -> CAT-Seg, ``openearthmap`` -> OEM,
-``config-c`` -> AerOSeg). Tables: 2 = s-/u-/h-mIoU per dataset and their mean over the datasets (Average);
+``config-c`` -> AerOSeg; the presets of the other released models, ``sed-large`` -> SED (L), ...). Tables:
+2 = the methods with their venue, s-/u-/h-mIoU per dataset and their mean over the datasets (Average), the
+paper's rows in its order (SAN, SCAN, SED, CAT-Seg, OVRS, AerOSeg last);
 3 = h-mIoU of the ablation rows Baseline, Config-A, Config-B, Config-C (the ``aeroseg`` preset), as the
 paper prints it; 8 = mIoU over all classes. Numbers have 2 decimals; a missing value is "–".
 """
@@ -41,6 +43,10 @@ METHOD_NAMES = {
     "sed": "SED",
     "catseg": "CAT-Seg",
     "ovrs": "OVRS",
+    "sanlarge": "SAN (ViT-L)",
+    "scanlarge": "SCAN (ViT-L)",
+    "sedlarge": "SED (L)",
+    "catseglarge": "CAT-Seg (ViT-L)",
     "baseline": "Baseline",
     "configa": "Config-A",
     "configb": "Config-B",
@@ -58,11 +64,24 @@ METHOD_ORDER = (
     "SED",
     "CAT-Seg",
     "OVRS",
+    "SAN (ViT-L)",
+    "SCAN (ViT-L)",
+    "SED (L)",
+    "CAT-Seg (ViT-L)",
     "Baseline",
     "Config-A",
     "Config-B",
 )
 OURS = "AerOSeg"  # the last row, as in the paper
+VENUES = {
+    "SAN": "CVPR'23",
+    "SCAN": "CVPR'24",
+    "SED": "CVPR'24",
+    "CAT-Seg": "CVPR'24",
+    "OVRS": "arXiv'24",
+    OURS: "-",
+}
+"""Table 2's Venue column (the venue of each method's paper); other rows leave it empty."""
 
 # Table 3 rows: label, method, then Guidance Encoder / Semantic Back-projection loss / Remote-Sensing Prompts
 ABLATION_ROWS = (
@@ -178,11 +197,11 @@ def _markdown(header: list[str], rows: list[list[str]], align_left: int) -> str:
 
 
 def table_2(results: list[Result]) -> str:
-    """Methods as rows; s-, u-, h-mIoU per dataset, then their Average over the datasets."""
+    """Methods as rows with their venue; s-, u-, h-mIoU per dataset, then their Average over the datasets."""
     datasets, index = _datasets(results), {(r.method, r.dataset): r.scores for r in results}
     metrics = ("s_miou", "u_miou", "h_miou")
     groups = datasets + (["Average"] if len(datasets) > 1 else [])
-    header = ["Method"] + [f"{g} {m[0]}-mIoU" for g in groups for m in metrics]
+    header = ["Method", "Venue"] + [f"{g} {m[0]}-mIoU" for g in groups for m in metrics]
     rows = []
     for method in _methods(results):
         values = [
@@ -191,9 +210,9 @@ def table_2(results: list[Result]) -> str:
         ]
         if len(datasets) > 1:
             values.append([_mean([v[i] for v in values]) for i in range(len(metrics))])
-        rows.append([method] + [_cell(v) for group in values for v in group])
+        rows.append([method, VENUES.get(method, "")] + [_cell(v) for group in values for v in group])
     caption = "Table 2. s-mIoU / u-mIoU / h-mIoU (%) per dataset; Average = mean over the datasets."
-    return caption + "\n\n" + _markdown(header, rows, 1)
+    return caption + "\n\n" + _markdown(header, rows, 2)
 
 
 def table_3(results: list[Result]) -> str:

@@ -12,6 +12,7 @@ functions are ``transformers``' Mask2Former ones; the loop is ours for the gener
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,7 +26,12 @@ from transformers.models.mask2former.modeling_mask2former import (
 
 from aeroseg.mask_classification.matcher import Assignment, HungarianMatcher
 from aeroseg.mask_classification.point_sampling import uncertain_point_coords
-from aeroseg.mask_classification.targets import MaskPredictions, MaskTargets
+from aeroseg.mask_classification.targets import (
+    MaskPredictions,
+    MaskTargets,
+    SetPrediction,
+    semantic_targets,
+)
 
 
 class SetCriterion(nn.Module):
@@ -133,3 +139,44 @@ def _source_index(indices: Assignment) -> tuple[torch.Tensor, torch.Tensor]:
     """(batch index, query index) of every matched query."""
     batch = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
     return batch, torch.cat([src for src, _ in indices])
+
+
+class MaskClassificationLoss(nn.Module):
+    """The training loss of SAN and SCAN: their set criterion, built from the model's config (SAN
+    ``SAN.from_config``, SCAN ``Mask2Former.from_config``: the matcher and criterion with ``CLASS_WEIGHT``,
+    ``MASK_WEIGHT``, ``DICE_WEIGHT``, ``NO_OBJECT_WEIGHT``, ``TRAIN_NUM_POINTS``, ``OVERSAMPLE_RATIO``,
+    ``IMPORTANCE_SAMPLE_RATIO``), on semantic masks.
+
+    ``forward(output, masks)``: masks B×H×W class ids into the T training classes (``ignore_index``
+    elsewhere) → ``{"loss", "loss_ce", "loss_mask", "loss_dice", "loss_ce_0", ...}`` (parts unweighted). The
+    masks are padded with ``ignore_index`` to the model's padded input (where the official targets are
+    zero-padded), then every class present is one target mask (Mask2Former's semantic dataset mapper).
+    """
+
+    def __init__(self, config: Any, ignore_index: int = 255) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        matcher = HungarianMatcher(
+            cost_class=config.class_weight,
+            cost_mask=config.mask_weight,
+            cost_dice=config.dice_weight,
+            num_points=config.train_num_points,
+        )
+        self.set_criterion = SetCriterion(
+            matcher,
+            class_weight=config.class_weight,
+            mask_weight=config.mask_weight,
+            dice_weight=config.dice_weight,
+            no_object_weight=config.no_object_weight,
+            num_points=config.train_num_points,
+            oversample_ratio=config.oversample_ratio,
+            importance_sample_ratio=config.importance_sample_ratio,
+        )
+
+    def forward(
+        self, output: SetPrediction, masks: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        h, w = output.padded_size
+        masks = F.pad(masks, (0, w - masks.shape[-1], 0, h - masks.shape[-2]), value=self.ignore_index)
+        targets = semantic_targets(masks, self.ignore_index)
+        return self.set_criterion(output.layers, targets, generator=generator)

@@ -20,6 +20,15 @@ class MaskPredictions:
 
 
 @dataclass
+class SetPrediction:
+    """What a mask-classification model's ``forward_train`` gives its criterion: the set prediction of every
+    supervised layer (the final one last), and the padded input size (H', W') the masks are padded to."""
+
+    layers: list[MaskPredictions]
+    padded_size: tuple[int, int]
+
+
+@dataclass
 class MaskTargets:
     """One image's ground truth: labels K (int64 class ids in 0..T-1) and masks K×H×W (float 0/1)."""
 

@@ -8,17 +8,16 @@ outputs, streaming, ...) are also used by :mod:`aeroseg.distributed`, which the 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from aeroseg.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from aeroseg.prediction.api import PredictionResult, predict
 
-
-def __getattr__(name: str) -> Any:
-    if name not in ("PredictionResult", "predict"):
-        raise AttributeError(f"module 'aeroseg.prediction' has no attribute {name!r}")
-    return getattr(importlib.import_module("aeroseg.prediction.api"), name)
+__getattr__ = lazy_exports(
+    globals(), {name: "aeroseg.prediction.api" for name in ("PredictionResult", "predict")}
+)
 
 
 __all__ = ["PredictionResult", "predict"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from aeroseg.config import ConfigBase
-from aeroseg.san.templates import VILD_TEMPLATES
+from aeroseg.mask_classification.templates import VILD_TEMPLATES
 
 Downsample = Literal["max", "avg", "bilinear", "bicubic", "nearest"]
 

@@ -3,7 +3,6 @@ together as ``MendelXu/SAN`` ``san/model/san.py`` (``SAN.forward``), and its che
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,13 +11,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
 from aeroseg.backbones import backbones_from_configs, directory_tokenizer, load_clip
+from aeroseg.checkpoint_folder import folder_config, load_weights, read_meta, save_folder
 from aeroseg.errors import CheckpointError
-from aeroseg.mask_classification import MaskPredictions, semantic_inference
+from aeroseg.mask_classification import (
+    MaskPredictions,
+    SetPrediction,
+    as_probabilities,
+    reference_probabilities,
+    semantic_inference,
+)
 from aeroseg.san.clip_features import ClipFeatureExtractor
 from aeroseg.san.config import SANConfig
 from aeroseg.san.mask_decoder import MaskDecoder
@@ -27,8 +32,6 @@ from aeroseg.san.open_vocabulary_classifier import OpenVocabularyClassifier
 from aeroseg.san.side_adapter import SideAdapterNetwork
 from aeroseg.segmenter import unit_images
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT = "san"
 PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's, as open_clip's preprocess gives SAN
 PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -45,14 +48,6 @@ class SANFeatures:
     mask_embeddings: list[torch.Tensor]
     mask_logits: list[torch.Tensor]
     image_size: tuple[int, int]
-    padded_size: tuple[int, int]
-
-
-@dataclass
-class SANOutput:
-    """What the criterion takes: the set prediction of every supervised side block (the last one last)."""
-
-    layers: list[MaskPredictions]
     padded_size: tuple[int, int]
 
 
@@ -83,10 +78,8 @@ class SAN(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
         self._freeze_clip()
 
-    @property
-    def window(self) -> int:
-        """The input side SAN is run at: its training crop and test shorter side (640)."""
-        return self.config.test_size
+    window = 640  # the side predict runs it at: SAN's training crop and test shorter side (test_size)
+    value_range = (0.0, 1.0)  # float images in this range (uint8 is scaled by encode)
 
     # -------------------------------------------------------------------------------------- the paper's Fig. 2
     def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
@@ -141,12 +134,18 @@ class SAN(nn.Module):
         the official one)."""
         return as_probabilities(self.scores(feats, classes))
 
-    def forward_train(self, images: torch.Tensor, classes: Sequence[str]) -> SANOutput:
+    def reference_probabilities(self, image: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
+        """T×H×W for one image 3×H×W by SAN's evaluation protocol
+        (:func:`aeroseg.mask_classification.reference_probabilities`), which ``aeroseg evaluate`` runs in its
+        reference mode."""
+        return reference_probabilities(self, image, classes)
+
+    def forward_train(self, images: torch.Tensor, classes: Sequence[str]) -> SetPrediction:
         """The set predictions of every ``deep_supervision`` block, for :class:`aeroseg.san.SANCriterion`."""
         feats = self._encode(images, all_blocks=True)
         logits = self.class_logits(feats, classes)
         layers = [MaskPredictions(c, m) for c, m in zip(logits, feats.mask_logits, strict=True)]
-        return SANOutput(layers, feats.padded_size)
+        return SetPrediction(layers, feats.padded_size)
 
     # ------------------------------------------------------------------------------------------ training
     def _freeze_clip(self) -> None:
@@ -251,53 +250,25 @@ class SAN(nn.Module):
     # ------------------------------------------------------------------------------------- checkpoints
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
         """Write ``config.json`` (SAN config + CLIP architecture), ``model.safetensors`` and the tokenizer."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "config": self.config.to_dict(), "clip_config": self.clip_config}
-        tag = f".{os.getpid()}.{os.urandom(4).hex()}.tmp"
-        tmp_weights, tmp_config = directory / f"{WEIGHTS_NAME}{tag}", directory / f"{CONFIG_NAME}{tag}"
-        tmp_tokenizer = directory / f"tokenizer{tag}"
-        save_model(self, str(tmp_weights), metadata={"format": "pt"})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_weights, 0o666 & ~umask)  # safetensors creates its files with mode 0600
-        tmp_config.write_text(json.dumps(meta, indent=2))
-        self.classifier.tokenizer.save_pretrained(tmp_tokenizer)
-        for file in sorted(tmp_tokenizer.iterdir()):
-            os.replace(file, directory / file.name)
-        tmp_tokenizer.rmdir()
-        os.replace(tmp_weights, directory / WEIGHTS_NAME)
-        os.replace(tmp_config, directory / CONFIG_NAME)
+        save_folder(self, directory, meta, self.classifier.tokenizer)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike[str], *, map_location: str = "cpu") -> SAN:
-        """Load a model saved by :meth:`save_pretrained` from its directory alone (eval mode). An official
-        checkpoint file loads through :func:`aeroseg.convert.san.load_san`."""
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        map_location: str = "cpu",
+        preset: str | None = None,
+        **overrides: Any,
+    ) -> SAN:
+        """Load a model saved by :meth:`save_pretrained` from its directory alone (eval mode); ``preset`` checks
+        what it holds, ``overrides`` set inference fields. An official checkpoint file loads through
+        :func:`aeroseg.convert.san.load_san`."""
         directory = Path(directory).expanduser()
-        if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
-            raise CheckpointError(
-                f"{directory} is not a SAN checkpoint directory: it needs {CONFIG_NAME} and {WEIGHTS_NAME}"
-            )
-        try:
-            meta = json.loads((directory / CONFIG_NAME).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            meta = None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise CheckpointError(f"{directory} is not a SAN checkpoint (its config.json has no SAN config)")
-        config = SANConfig.from_dict(meta["config"])
+        meta = read_meta(directory, FORMAT, "SAN")
+        config = folder_config(SANConfig, meta, directory, preset, overrides)
         clip, _ = backbones_from_configs("clip", {"clip_config": meta["clip_config"]})
         model = cls.assemble(config, clip, directory_tokenizer(directory))
-        missing, unexpected = load_model(
-            model, str(directory / WEIGHTS_NAME), strict=False, device=map_location
-        )
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{directory / WEIGHTS_NAME} does not match its config ({len(missing)} missing, "
-                f"{len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[0]})"
-            )
+        load_weights(model, directory, map_location)
         return model.eval()
-
-
-def as_probabilities(scores: torch.Tensor) -> torch.Tensor:
-    """Semantic scores B×T×H×W as values in [0, 1]: divided by their sum over T where it exceeds 1."""
-    return scores / scores.sum(1, keepdim=True).clamp(min=1)

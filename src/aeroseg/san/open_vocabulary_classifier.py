@@ -1,9 +1,8 @@
 """The open-vocabulary classifier: CLIP text embeddings of the class names and a learned background.
 
-SAN ``san/model/clip_utils/classifier.py``, ``PredefinedOvClassifier`` / ``LearnableBgOvClassifier``: each
-class is the mean of its L2-normalised prompt embeddings (one per template), normalised again; a learned
-"no object" embedding is appended and normalised; logits are ``exp(logit_scale)`` times the cosine with the
-mask embeddings. CLIP's text tower is frozen (its embeddings are computed without gradients).
+SAN ``san/model/clip_utils/classifier.py``, ``LearnableBgOvClassifier``: the class embeddings of
+:class:`~aeroseg.mask_classification.TemplateTextEmbeddings`, a learned "no object" embedding appended and
+normalised; logits are ``exp(logit_scale)`` times the cosine with the mask embeddings.
 """
 
 from __future__ import annotations
@@ -16,10 +15,10 @@ from torch import nn
 from transformers import CLIPTokenizer
 from transformers.models.clip.modeling_clip import CLIPTextModel
 
-from aeroseg.convert.tokenizer import clean_text
+from aeroseg.mask_classification.text_embeddings import TemplateTextEmbeddings
 
 
-class OpenVocabularyClassifier(nn.Module):
+class OpenVocabularyClassifier(TemplateTextEmbeddings):
     """Class weights (T+1)×D for T class names; the last row is the learned background.
 
     Args:
@@ -35,51 +34,13 @@ class OpenVocabularyClassifier(nn.Module):
         tokenizer: CLIPTokenizer,
         templates: Sequence[str],
     ) -> None:
-        super().__init__()
-        self.text_model = text_model
-        self.text_projection = text_projection
+        super().__init__(text_model, text_projection, tokenizer, templates)
         self.logit_scale = logit_scale
-        self.tokenizer = tokenizer
-        self.templates = tuple(templates)
         dim = text_projection.out_features
         self.bg_embed = nn.Parameter(torch.randn(1, dim) * dim**-0.5)
-        self._cache: tuple[tuple, torch.Tensor] | None = None
-
-    @torch.no_grad()
-    def encode_text(self, classes: Sequence[str]) -> torch.Tensor:
-        """T×D: per class, the normalised mean of its normalised template embeddings."""
-        prompts = [clean_text(t.format(name)) for t in self.templates for name in classes]
-        max_length = self.text_model.config.max_position_embeddings
-        batch = self.tokenizer(
-            prompts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        )
-        device = self.text_projection.weight.device
-        out = self.text_model(
-            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-        )
-        text = F.normalize(self.text_projection(out.pooler_output), dim=-1)  # (P·T)×D
-        return F.normalize(text.view(len(self.templates), len(classes), -1).mean(0), dim=-1)
-
-    def text_embeddings(self, classes: Sequence[str]) -> torch.Tensor:
-        """:meth:`encode_text`, cached per class list (the text tower is frozen, as the official classifier's
-        per-word cache); the key holds the device, dtype, autocast dtype and inference mode."""
-        if not classes:
-            raise ValueError("the class list is empty")
-        device = self.text_projection.weight.device
-        autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
-        inference = torch.is_inference_mode_enabled()
-        key = (tuple(classes), device, self.text_projection.weight.dtype, autocast, inference)
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self.encode_text(classes))
-        return self._cache[1]
 
     def forward(self, classes: Sequence[str]) -> torch.Tensor:
         """(T+1)×D scaled class weights, the background last."""
         text = self.text_embeddings(classes)
         weights = F.normalize(torch.cat([text, self.bg_embed.to(text.dtype)]), dim=-1)
         return self.logit_scale.exp() * weights
-
-    def train(self, mode: bool = True) -> OpenVocabularyClassifier:
-        super().train(mode)
-        self._cache = None
-        return self

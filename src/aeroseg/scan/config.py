@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from aeroseg.config import ConfigBase
-from aeroseg.scan.templates import VILD_TEMPLATES
+from aeroseg.mask_classification.templates import VILD_TEMPLATES
 
 
 @dataclass

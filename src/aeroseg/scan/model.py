@@ -11,7 +11,6 @@ list only adds the text embeddings, two matrix products and the ensemble (:meth:
 from __future__ import annotations
 
 import copy
-import json
 import os
 import random
 from collections.abc import Sequence
@@ -21,13 +20,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
 from aeroseg.backbones import backbones_from_configs, directory_tokenizer, load_clip
+from aeroseg.checkpoint_folder import folder_config, load_weights, read_meta, save_folder
 from aeroseg.errors import CheckpointError
-from aeroseg.mask_classification import MaskPredictions, as_probabilities
+from aeroseg.mask_classification import (
+    MaskPredictions,
+    SetPrediction,
+    as_probabilities,
+    reference_probabilities,
+)
 from aeroseg.scan.clip_features import GlobalClip
 from aeroseg.scan.config import SCANConfig
 from aeroseg.scan.contextual_shift import ContextualShiftClip
@@ -39,8 +43,6 @@ from aeroseg.scan.text_classifier import TextClassifier
 from aeroseg.scan.transformer_decoder import MaskedTransformerDecoder
 from aeroseg.segmenter import unit_images
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT = "scan"
 
 
@@ -59,14 +61,6 @@ class SCANFeatures:
     region_embeddings: list[torch.Tensor] | None
     valid: list[torch.Tensor] | None
     image_size: tuple[int, int]
-    padded_size: tuple[int, int]
-
-
-@dataclass
-class SCANOutput:
-    """What the criterion takes: the set predictions of every supervised decoder layer (the final one last)."""
-
-    layers: list[MaskPredictions]
     padded_size: tuple[int, int]
 
 
@@ -105,10 +99,8 @@ class SCAN(nn.Module):
             self.register_buffer(name, torch.tensor(values).view(1, 3, 1, 1) * 255, persistent=False)
         self._freeze_clip()
 
-    @property
-    def window(self) -> int:
-        """The input side SCAN is run at: its training crop and test shorter side (640)."""
-        return self.config.test_size
+    window = 640  # the side predict runs it at: SCAN's training crop and test shorter side (test_size)
+    value_range = (0.0, 1.0)  # float images in this range (uint8 is scaled by encode)
 
     # -------------------------------------------------------------------------------------- the paper's Fig. 2
     def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
@@ -196,14 +188,20 @@ class SCAN(nn.Module):
         the official one)."""
         return as_probabilities(self.scores(feats, classes))
 
-    def forward_train(self, images: torch.Tensor, classes: Sequence[str]) -> SCANOutput:
+    def reference_probabilities(self, image: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
+        """T×H×W for one image 3×H×W by SCAN's evaluation protocol
+        (:func:`aeroseg.mask_classification.reference_probabilities`), which ``aeroseg evaluate`` runs in its
+        reference mode."""
+        return reference_probabilities(self, image, classes)
+
+    def forward_train(self, images: torch.Tensor, classes: Sequence[str]) -> SetPrediction:
         """The set predictions of the final layer and, with ``deep_supervision``, of the auxiliary ones the
         official criterion weighs (the first ``decoder_layers - 1`` of ``decoder_layers + 1``)."""
         feats = self._encode(images, all_layers=True)
         logits = self.class_logits(feats, classes)
         layers = [MaskPredictions(c, m) for c, m in zip(logits, feats.mask_logits, strict=True)]
         aux = layers[: self.config.decoder_layers - 1] if self.config.deep_supervision else []
-        return SCANOutput([*aux, layers[-1]], feats.padded_size)
+        return SetPrediction([*aux, layers[-1]], feats.padded_size)
 
     # ------------------------------------------------------------------------------------------ training
     def _freeze_clip(self) -> None:
@@ -233,11 +231,6 @@ class SCAN(nn.Module):
                 group["weight_decay"] = 0.0
             out.append(group)
         return [g for g in out if g["params"]]
-
-    def train(self, mode: bool = True) -> SCAN:
-        super().train(mode)
-        self.classifier._cache = None
-        return self
 
     # ------------------------------------------------------------------------------------- construction
     @classmethod
@@ -313,54 +306,28 @@ class SCAN(nn.Module):
     # ------------------------------------------------------------------------------------- checkpoints
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
         """Write ``config.json`` (SCAN config + CLIP architecture), ``model.safetensors`` and the tokenizer."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "config": self.config.to_dict(), "clip_config": self.clip_config}
-        tag = f".{os.getpid()}.{os.urandom(4).hex()}.tmp"
-        tmp_weights, tmp_config = directory / f"{WEIGHTS_NAME}{tag}", directory / f"{CONFIG_NAME}{tag}"
-        tmp_tokenizer = directory / f"tokenizer{tag}"
-        save_model(self, str(tmp_weights), metadata={"format": "pt"})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_weights, 0o666 & ~umask)  # safetensors creates its files with mode 0600
-        tmp_config.write_text(json.dumps(meta, indent=2))
-        self.classifier.tokenizer.save_pretrained(tmp_tokenizer)
-        for file in sorted(tmp_tokenizer.iterdir()):
-            os.replace(file, directory / file.name)
-        tmp_tokenizer.rmdir()
-        os.replace(tmp_weights, directory / WEIGHTS_NAME)
-        os.replace(tmp_config, directory / CONFIG_NAME)
+        save_folder(self, directory, meta, self.classifier.tokenizer)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike[str], *, map_location: str = "cpu") -> SCAN:
-        """Load a model saved by :meth:`save_pretrained` from its directory alone (eval mode). An official
-        checkpoint file loads through :func:`aeroseg.convert.scan.load_scan`."""
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        map_location: str = "cpu",
+        preset: str | None = None,
+        **overrides: Any,
+    ) -> SCAN:
+        """Load a model saved by :meth:`save_pretrained` from its directory alone (eval mode); ``preset`` checks
+        what it holds, ``overrides`` set inference fields (``mask_threshold``, ``ensemble_weight``, ...). An
+        official checkpoint file loads through :func:`aeroseg.convert.scan.load_scan`."""
         directory = Path(directory).expanduser()
-        if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
-            raise CheckpointError(
-                f"{directory} is not a SCAN checkpoint directory: it needs {CONFIG_NAME} and {WEIGHTS_NAME}"
-            )
-        try:
-            meta = json.loads((directory / CONFIG_NAME).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            meta = None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise CheckpointError(
-                f"{directory} is not a SCAN checkpoint (its config.json has no SCAN config)"
-            )
-        config = SCANConfig.from_dict(meta["config"])
+        meta = read_meta(directory, FORMAT, "SCAN")
+        config = folder_config(SCANConfig, meta, directory, preset, overrides)
         clip, _ = backbones_from_configs("clip", {"clip_config": meta["clip_config"]})
-        model = cls.assemble(
-            config, clip, directory_tokenizer(directory), build_swin(config, pretrained=False)
-        )
-        missing, unexpected = load_model(
-            model, str(directory / WEIGHTS_NAME), strict=False, device=map_location
-        )
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{directory / WEIGHTS_NAME} does not match its config ({len(missing)} missing, "
-                f"{len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[0]})"
-            )
+        swin = build_swin(config, pretrained=False)
+        model = cls.assemble(config, clip, directory_tokenizer(directory), swin)
+        load_weights(model, directory, map_location)
         return model.eval()
 
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aeroseg.sed.config import SEDConfig
 from aeroseg.sed.model import SEDOutput
 
 PARTS = ("final", "rejection_0", "rejection_1", "rejection_2")
@@ -25,7 +26,15 @@ def segmentation_bce(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 class SEDLoss(nn.Module):
-    """Sum of :func:`segmentation_bce` over the final logits and the three rejection heads' scores."""
+    """Sum of :func:`segmentation_bce` over the final logits and the three rejection heads' scores.
+
+    Built as every family's criterion, ``SEDLoss(config, ignore_index=)``; neither changes it: SED's loss has
+    no weights, and a pixel whose label is not a class (the ignore value whatever it is) is a negative for
+    every class.
+    """
+
+    def __init__(self, config: SEDConfig | None = None, ignore_index: int = 255) -> None:
+        super().__init__()
 
     def forward(self, output: SEDOutput, masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """output: :meth:`SED.forward_train`'s; masks: B×H×W class indices (ignore value elsewhere)."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from aeroseg.inference import shortest_edge_size
-from aeroseg.sed.model import SED
+
+if TYPE_CHECKING:
+    from aeroseg.sed.model import SED
 
 
 @torch.inference_mode()

@@ -3,7 +3,6 @@ early rejection; and its checkpoint format (``sed/sed_model.py`` ``SED`` and ``s
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,10 +11,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
 from torch import nn
 
 from aeroseg.backbones import directory_tokenizer
+from aeroseg.checkpoint_folder import folder_config, load_weights, read_meta, save_folder
 from aeroseg.convert.tokenizer import clip_tokenizer
 from aeroseg.errors import CheckpointError
 from aeroseg.sed.config import SEDConfig
@@ -24,12 +23,11 @@ from aeroseg.sed.cost_map import CostMap
 from aeroseg.sed.early_rejection import REJECTED_LOGIT
 from aeroseg.sed.gradual_fusion_decoder import GradualFusionDecoder
 from aeroseg.sed.hierarchical_encoder import HierarchicalEncoder
+from aeroseg.sed.inference import reference_probabilities
 from aeroseg.sed.text_encoder import TextEncoder
 from aeroseg.segmenter import unit_images
 
 FORMAT = "sed"
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
@@ -74,10 +72,8 @@ class SED(nn.Module):
         self.text_encoder.requires_grad_(False)  # SED.__init__: only "visual" tensors of the CLIP train
         self.encoder.requires_grad_(config.clip_finetune == "full")
 
-    @property
-    def window(self) -> int:
-        """The input side SED is meant to run at: its training crop, which the encoder sees unresized."""
-        return self.config.clip_image_size
+    window = 768  # the side predict runs it at: SED's training crop and CLIP input (clip_image_size)
+    value_range = (0.0, 1.0)  # float images in this range (uint8 is scaled by encode)
 
     # ------------------------------------------------------------------------------------------ Fig. 2
     def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
@@ -137,6 +133,11 @@ class SED(nn.Module):
             logits[:, index] = kept
             out.append(logits)
         return torch.cat(out)
+
+    def reference_probabilities(self, image: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
+        """T×H×W for one image 3×H×W by SED's evaluation protocol (:mod:`aeroseg.sed.inference`), which
+        ``aeroseg evaluate`` runs in its reference mode."""
+        return reference_probabilities(self, image, classes)
 
     @staticmethod
     def _resize(x: torch.Tensor, feats: SEDFeatures) -> torch.Tensor:
@@ -209,53 +210,27 @@ class SED(nn.Module):
     # ------------------------------------------------------------------------------------- checkpoints
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
         """Write ``config.json`` (SED config + CLIP architecture), ``model.safetensors`` and the tokenizer."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        stem = f".{os.getpid()}.{os.urandom(4).hex()}"
-        tmp_weights, tmp_config = directory / f"{stem}.{WEIGHTS_NAME}", directory / f"{stem}.{CONFIG_NAME}"
-        tmp_tokenizer = directory / f"{stem}.tokenizer"
-        save_model(self, str(tmp_weights), metadata={"format": "pt"})
-        os.chmod(tmp_weights, 0o666 & ~_umask())  # safetensors creates its files with mode 0600
         meta = {"format": FORMAT, "config": self.config.to_dict(), "clip_config": self.clip_arch}
-        tmp_config.write_text(json.dumps(meta, indent=2))
-        self.text_encoder.tokenizer.save_pretrained(tmp_tokenizer)
-        for file in sorted(tmp_tokenizer.iterdir()):
-            os.replace(file, directory / file.name)
-        tmp_tokenizer.rmdir()
-        os.replace(tmp_weights, directory / WEIGHTS_NAME)
-        os.replace(tmp_config, directory / CONFIG_NAME)
+        save_folder(self, directory, meta, self.text_encoder.tokenizer)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike[str], *, map_location: str = "cpu") -> SED:
-        """A model saved by :meth:`save_pretrained`, rebuilt from that directory alone (eval mode). SED's
-        released ``.pth`` files load with :func:`aeroseg.convert.sed.load_sed`."""
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        map_location: str = "cpu",
+        preset: str | None = None,
+        **overrides: Any,
+    ) -> SED:
+        """A model saved by :meth:`save_pretrained`, rebuilt from that directory alone (eval mode); ``preset``
+        checks what it holds, ``overrides`` set inference fields (``early_rejection``, ...). SED's released
+        ``.pth`` files load with :func:`aeroseg.convert.sed.load_sed`."""
         directory = Path(directory).expanduser()
-        if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
-            raise CheckpointError(
-                f"{directory} is not a SED checkpoint directory: it needs {CONFIG_NAME} and {WEIGHTS_NAME} "
-                "(SED's released .pth files load with aeroseg.convert.sed.load_sed)"
-            )
-        try:
-            meta = json.loads((directory / CONFIG_NAME).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            meta = None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise CheckpointError(f"{directory} is not a SED checkpoint (its config.json has no SED config)")
-        config = SEDConfig.from_dict(meta["config"])
+        meta = read_meta(
+            directory, FORMAT, "SED", " (SED's released .pth files load with aeroseg.convert.sed)"
+        )
+        config = folder_config(SEDConfig, meta, directory, preset, overrides)
         towers = ConvNextClipTowers(meta["clip_config"], initialise=False)
         model = cls.assemble(config, towers, directory_tokenizer(directory))
-        missing, unexpected = load_model(
-            model, str(directory / WEIGHTS_NAME), strict=False, device=map_location
-        )
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{directory / WEIGHTS_NAME} does not match its config ({len(missing)} missing, "
-                f"{len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[0]})"
-            )
+        load_weights(model, directory, map_location)
         return model.to(map_location).eval()
-
-
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask

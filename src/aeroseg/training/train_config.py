@@ -2,8 +2,10 @@
 
 The defaults below are the paper's (Sec. 4.2) or the choices named in ``docs/model.md`` §8. A run is resolved in
 this order, later wins: these defaults, the run's saved ``config.yaml`` (when resuming), the ``--config`` file,
-then the command-line flags. Model settings (learning rates included) are fields of
-:class:`aeroseg.config.AerOSegConfig` and live under ``model:``; they are not repeated here.
+then the command-line flags. Model settings (learning rates included) are fields of the preset's config
+(:class:`aeroseg.config.AerOSegConfig`, :class:`aeroseg.sed.SEDConfig`, ...) and live under ``model:``; they
+are not repeated here. The other families' official schedules (SED, SAN, SCAN: ``configs/<dataset>/*.yaml``)
+set the fields after ``rot90``; their defaults keep the AerOSeg runs as they were.
 """
 
 from __future__ import annotations
@@ -15,11 +17,19 @@ from typing import Any
 
 import yaml
 
-from aeroseg.config import AerOSegConfig
+from aeroseg import registry
 from aeroseg.errors import UserError
+from aeroseg.training.optimizer import SCHEDULES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict[str, Any]": dict}  # field types
+_TYPES = {
+    "str": str,
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+    "dict[str, Any]": dict,
+    "list[int]": list,
+}
 
 
 @dataclass
@@ -30,7 +40,7 @@ class TrainConfig:
     out: str | None = None  # run directory: config.yaml, metrics.csv, tensorboard/, checkpoints/, final/
     preset: str = "aeroseg"  # model preset (`aeroseg presets`)
     pretrained: bool = True  # load the pretrained CLIP and guidance weights (False: random, for smoke tests)
-    model: dict[str, Any] = field(default_factory=dict)  # AerOSegConfig overrides (clip, guidance, lr, ...)
+    model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's config (clip, lr, ...)
 
     # "reference" below: KU-CVLAB/CAT-Seg, whose configs OVRS uses unchanged (docs/training.md, per setting)
     steps: int = 10_000  # optimizer steps (paper: 10k iSAID, 5k DLRSD, 15k OpenEarthMap)
@@ -49,6 +59,19 @@ class TrainConfig:
     crop_max_category_area: float = 1.0  # retry crops where one class covers more (SINGLE_CATEGORY_MAX_AREA)
     color_jitter: bool = True  # ColorAugSSD photometric jitter (config.yaml COLOR_AUG_SSD: True)
     rot90: bool = False  # random 90-degree rotations (ours; not in the reference mapper)
+    # the official schedules of SED, SAN and SCAN (detectron2 keys; configs/<dataset>/{sed,san,scan}.yaml)
+    lr_schedule: str = "cosine"  # cosine (WarmupCosineLR) | poly (WarmupPolyLR: SAN, SCAN)
+    poly_power: float = 0.9  # SOLVER.POLY_LR_POWER of the poly schedule
+    warmup_factor: float | None = None  # None: linear warm-up from 1/warmup_steps, then the decay (ours);
+    #   a number: detectron2's warm-up from this factor times the decay (SOLVER.WARMUP_FACTOR; SCAN 1e-6)
+    min_size_train: list[int] | None = (
+        None  # shorter sides drawn per image before the crop (INPUT.MIN_SIZE_TRAIN,
+    )
+    #   "choice"; SAN 320..960, SCAN 320..1280 by 64); None: the crop size, as CAT-Seg's
+    max_size_train: int = 1333  # the longer side at most after that resize (INPUT.MAX_SIZE_TRAIN; SED 2666)
+    size_divisibility: int = 0  # >0: crops padded at the end of the augmentation, bottom and right, to a
+    #   multiple of it (INPUT.SIZE_DIVISIBILITY: image 128, labels ignored; SAN, SCAN 640, SED 768);
+    #   0: padded to the crop size right after cropping (the AerOSeg runs)
 
     seed: int = 0  # seeds the model init, the data order (seed + epoch) and every sample's augmentation
     precision: str = (
@@ -69,6 +92,7 @@ class TrainConfig:
             wrong = not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool)
             if (value is not None or not optional) and wrong:
                 raise UserError(f"setting {f.name} must be {f.type}, got {value!r}")
+        self._validate_schedule()
         if not self.data:
             raise UserError("no dataset: pass --data DIR (a directory made by `aeroseg prepare`)")
         if not self.out:
@@ -87,11 +111,34 @@ class TrainConfig:
             raise UserError(f"crop_size must be >= 8 pixels, got {self.crop_size}")
         if self.precision not in PRECISIONS:
             raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        known = {f.name for f in fields(AerOSegConfig)}
-        unknown = sorted(set(self.model) - known)
+        config = registry.preset(self.preset).config()  # a one-line UserError for an unknown preset
+        unknown = sorted(set(self.model) - {f.name for f in fields(config)})
         if unknown:
             raise UserError(
-                f"unknown model setting(s) {', '.join(unknown)}; see aeroseg/config.py for the names"
+                f"unknown model setting(s) {', '.join(unknown)} of preset {self.preset}; the names are the "
+                f"fields of {type(config).__name__} ({type(config).__module__})"
+            )
+
+    def _validate_schedule(self) -> None:
+        if self.lr_schedule not in SCHEDULES:
+            raise UserError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.poly_power <= 0 or (self.warmup_factor is not None and not 0 <= self.warmup_factor <= 1):
+            raise UserError("poly_power must be > 0 and warmup_factor in [0, 1]")
+        sizes = self.min_size_train
+        if sizes is not None and (
+            not sizes or any(isinstance(v, bool) or not isinstance(v, int) or v < 8 for v in sizes)
+        ):
+            raise UserError(f"min_size_train must be a list of whole numbers >= 8, got {sizes!r}")
+        if self.max_size_train < max(sizes or [8]):
+            raise UserError(
+                f"max_size_train {self.max_size_train} is below min_size_train {max(sizes or [8])}"
+            )
+        if self.size_divisibility < 0:
+            raise UserError(f"size_divisibility must be >= 0, got {self.size_divisibility}")
+        if self.size_divisibility and self.crop_size and self.size_divisibility < self.crop_size:
+            raise UserError(
+                f"size_divisibility {self.size_divisibility} must be 0 or at least crop_size {self.crop_size} "
+                "(every crop is padded to it, so that a batch stacks)"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,7 +153,7 @@ def merge(config: TrainConfig, overrides: dict[str, Any], source: str) -> TrainC
         raise UserError(f"{source}: unknown training setting(s) {', '.join(unknown)}; see docs/training.md")
     model = overrides.get("model") or {}
     if not isinstance(model, dict):
-        raise UserError(f"{source}: 'model' must be a mapping of AerOSegConfig fields")
+        raise UserError(f"{source}: 'model' must be a mapping of fields of the preset's config")
     # `preset` inside a resolved model config is informational; the top-level preset builds the model.
     model = {k: v for k, v in model.items() if k != "preset"}
     values = {**config.to_dict(), **overrides, "model": {**config.model, **model}}

@@ -1,8 +1,10 @@
-"""The training loop: AdamW over the model's parameter groups, cosine decay, one optimizer step per global batch.
+"""The training loop: AdamW over the model's parameter groups, cosine (or poly) decay, one optimizer step per
+global batch, for every family that trains (AerOSeg and its presets, SED, SAN, SCAN).
 
 Reading order of one step (docs/model.md §8): a global batch of augmented crops whose masks index the seen classes
-(unseen pixels 255) -> ``forward_train`` on the seen class names -> BCE + lambda * L_bp -> backward (DDP averages
-the gradients of the ranks) -> gradient-norm clip -> AdamW -> cosine lr.
+(unseen pixels 255) -> ``forward_train`` on the seen class names -> the family's criterion (AerOSeg: BCE + lambda *
+L_bp; ``registry.criterion``) -> backward (DDP averages the gradients of the ranks) -> gradient-norm clip -> AdamW
+-> the lr schedule.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from aeroseg.precision import autocast
 from aeroseg.progress import progress as tqdm
 from aeroseg.training import checkpointing, distributed
 from aeroseg.training.distributed import Distributed
-from aeroseg.training.optimizer import cosine_factor, optimizer_groups
+from aeroseg.training.optimizer import lr_factor, optimizer_groups
 from aeroseg.training.run_log import EVAL_COLUMNS, RunLog
 from aeroseg.training.stream import StepSampler, TrainingStream
 from aeroseg.training.train_config import TrainConfig, dump_yaml
@@ -90,7 +92,13 @@ class Trainer:
         self.params = [p for group in groups for p in group["params"]]  # the whole model's, clipped together
         self.optimizer = torch.optim.AdamW(groups, fused=self.device.type == "cuda")
         factor = functools.partial(
-            cosine_factor, steps=cfg.steps, warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio
+            lr_factor,
+            schedule=cfg.lr_schedule,
+            steps=cfg.steps,
+            warmup_steps=cfg.warmup_steps,
+            warmup_factor=cfg.warmup_factor,
+            min_lr_ratio=cfg.min_lr_ratio,
+            power=cfg.poly_power,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
@@ -157,6 +165,10 @@ class Trainer:
             raise UserError(
                 f"preset {self.cfg.preset!r}: set crop_size in the training config (no default crop)"
             )
+        if 0 < self.cfg.size_divisibility < crop:
+            raise UserError(
+                f"size_divisibility {self.cfg.size_divisibility} must be 0 or at least the crop side {crop}"
+            )
         info = self.dataset.info
         transform = training_transforms(
             crop,
@@ -165,6 +177,9 @@ class Trainer:
             max_category_area=self.cfg.crop_max_category_area,
             color_jitter=self.cfg.color_jitter,
             rotate=self.cfg.rot90,
+            min_sizes=self.cfg.min_size_train,
+            max_size=self.cfg.max_size_train,
+            size_divisibility=self.cfg.size_divisibility,
         )
         stream = TrainingStream(self.dataset, info, seed=self.cfg.seed, transform=transform)
         sampler = StepSampler(

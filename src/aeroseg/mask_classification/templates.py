@@ -1,5 +1,7 @@
-"""SCAN's prompt templates: the ViLD set (``scan/modeling/clip_adapter/text_template.py``, ``VILD_PROMPT``, the
-``MODEL.CLIP_ADAPTER.TEXT_TEMPLATES: vild`` of ``configs/scan_vitB.yaml``), averaged per class."""
+"""The ViLD prompt templates that SAN and SCAN average per class: SAN ``san/model/clip_utils/utils.py``
+(``PREDEFINED_TEMPLATES["vild"]``, its ``CLIP_TEMPLATE_SET``) and SCAN
+``scan/modeling/clip_adapter/text_template.py`` (``VILD_PROMPT``, ``MODEL.CLIP_ADAPTER.TEXT_TEMPLATES: vild``)
+hold the same 14."""
 
 VILD_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}.",
