@@ -6,7 +6,7 @@ evaluate, serve, train and bench use the same context::
     with torch.inference_mode(), autocast(images.device, "bf16"):
         logits = model(images, classes)
 
-What stays fp32 under autocast (docs/model.md, "Precision") is decided here, not left to autocast's op lists
+What stays fp32 under autocast (docs/model.md §12) is decided here, not left to autocast's op lists
 (which differ between CPU and CUDA: on a CPU, bf16 softmax, norms and resizes stay bf16, and the antialiased
 resize has no bf16 kernel at all): :func:`fp32` runs a function in fp32 (the resizes, the cosine
 normalisation of Eq. 3, the softmaxes we write), :func:`keep_norms_fp32` makes a model's LayerNorm and

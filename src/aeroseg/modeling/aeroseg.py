@@ -48,7 +48,7 @@ from aeroseg.variants import fit_guidance_layers
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT = "aeroseg"
-_upsample = fp32(F.interpolate)  # the logits are resized in fp32 (docs/model.md, Precision)
+_upsample = fp32(F.interpolate)  # the logits are resized in fp32 (docs/model.md §12)
 
 
 @dataclass
@@ -103,7 +103,7 @@ class AerOSeg(nn.Module):
         self.decoder = decoder
         self._text_cache: tuple[Any, torch.Tensor] | None = None
         self._freeze_backbones()
-        keep_norms_fp32(self)  # the precision rule (docs/model.md, Precision)
+        keep_norms_fp32(self)  # the precision rule (docs/model.md §12)
 
     # --------------------------------------------------------------------------------- the paper's Fig. 2
     def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:

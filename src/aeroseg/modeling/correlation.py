@@ -8,7 +8,7 @@ from torch import nn
 from aeroseg.precision import fp32
 
 
-@fp32  # the correlation normalisation stays fp32 (docs/model.md, Precision): the cosine of unit vectors
+@fp32  # the correlation normalisation stays fp32 (docs/model.md §12): the cosine of unit vectors
 def cosine(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     """image: B×R×C×h×w and text: T×P×C, both L2-normalised → B×R×P×T×h×w cosine similarities (Eq. 3), fp32."""
     return torch.einsum("brchw,tpc->brpthw", image, text)

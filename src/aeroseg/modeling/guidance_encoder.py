@@ -33,7 +33,7 @@ class GuidanceFeatures:
 RESIZE_MODES = ("antialias", "area", "bilinear")
 
 
-@fp32  # the precision rule (docs/model.md); the antialiased kernel has no bf16 or fp16 version on a CPU
+@fp32  # the precision rule (docs/model.md §12); the antialiased kernel has no bf16 or fp16 version on a CPU
 def _resize(x: torch.Tensor, size: int, mode: str = "antialias") -> torch.Tensor:
     """B×C×H×W -> B×C×size×size, float32 under any autocast. Shrinking: ``antialias`` (bilinear with a low-pass
     filter, default), ``area`` (average of the covered cells) or ``bilinear`` (no low-pass: aliases a 64-px map

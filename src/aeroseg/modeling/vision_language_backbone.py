@@ -13,7 +13,7 @@ from transformers import CLIPModel, CLIPTokenizer
 from aeroseg.convert.tokenizer import clean_text
 from aeroseg.precision import fp32
 
-_normalize = fp32(F.normalize)  # the cosine of Eq. 3 is taken in fp32 (docs/model.md, Precision)
+_normalize = fp32(F.normalize)  # the cosine of Eq. 3 is taken in fp32 (docs/model.md §12)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
