@@ -142,7 +142,8 @@ def predict(
     (.gpkg/.geojson/.parquet) are written beside it, and for a STAC Item ``<stem>.json``, the STAC Item of
     the outputs. An output that would overwrite the input is refused. Vectors of an image without a CRS
     need ``pixel_coordinates=True``. The other options are those of ``aeroseg predict`` (``window``: the
-    model's own by default). The model runs as it is (put it in eval mode). ``ray`` ("auto", "local" or a
+    model's own by default; ``precision`` "fp32", "bf16", "fp16" or "auto": bf16 where ``device`` has native bf16,
+    else fp32). The model runs as it is (put it in eval mode). ``ray`` ("auto", "local" or a
     cluster address) runs the windows on a Ray cluster, the model copied once to each worker (an image file
     or URL only; needs ``pip install "aeroseg[ray]"``, see docs/distributed.md).
     """
