@@ -142,10 +142,15 @@ def test_the_model_keeps_the_rule_under_bf16(model):
 
 
 # ---------------------------------------------------------------------------------- every precision at tiny size
-@pytest.mark.parametrize("preset", ["aeroseg", "aeroseg-sam2-hiera-b+", "baseline"])
+@pytest.mark.parametrize("preset", ["aeroseg", "aeroseg-sam2-hiera-b+", "baseline", "training-free"])
 @pytest.mark.parametrize("precision", LOWER)
-def test_forward_is_within_the_tolerance_of_fp32(preset, precision):
-    model = build_tiny_model(preset=preset, clip_image_size=32).eval()
+def test_forward_is_within_the_tolerance_of_fp32(preset, precision, tiny_backbones):
+    if preset == "training-free":  # predict's default model (its own family: autocast's lists, fp32 logits)
+        from tests.test_training_free import tiny
+
+        model = tiny(tiny_backbones).eval()
+    else:
+        model = build_tiny_model(preset=preset, clip_image_size=32).eval()
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     classes = ["building", "road", "tree", "water", "car"]
     with torch.inference_mode():
