@@ -17,8 +17,11 @@ from aeroseg.precision import autocast
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+    """The report of a machine with native bf16 (bf16 is emulated on this one, but measured as there)."""
     path = tmp_path_factory.mktemp("bench") / "bench.json"
-    assert main(["bench", "--short", "--quiet", "--repeats", "1", "--json", str(path)]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(measure, "has_native_bf16", lambda device: True)
+        assert main(["bench", "--short", "--quiet", "--repeats", "1", "--json", str(path)]) == 0
     return json.loads(path.read_text())
 
 
@@ -49,13 +52,47 @@ def test_short_report_keys_and_values(report):
     assert report["predict"]["windows"] == 4 and report["predict"]["megapixels_per_second"] > 0
     assert report["train_step"]["seconds"] > 0 and report["train_step"]["classes"] == 9
     assert report["machine"]["threads"] == torch.get_num_threads() and report["machine"]["cpu"]
+    assert report["native_bf16"] is True and "bf16_not_measured" not in report
+    for name, c in components.items():  # both precisions, each against its own peak
+        assert c["bf16_seconds"] == report["bf16"]["components"][name]["seconds"]
+        rate = c["gflop"] / c["bf16_seconds"] if c["bf16_seconds"] > 0 else 0.0
+        assert c["bf16_fraction_of_peak"] == pytest.approx(rate / report["gemm_peak_gflops"]["bf16"])
+    total = report["gflop"] / report["bf16"]["seconds"] / report["gemm_peak_gflops"]["bf16"]
+    assert report["bf16_fraction_of_peak"] == pytest.approx(total)
+
+
+def test_without_native_bf16_one_line_says_so_and_only_fp32_is_measured(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(measure, "has_native_bf16", lambda device: False)
+    path = tmp_path / "bench.json"
+    argv = ["bench", "--short", "--quiet", "--repeats", "1", "--skip", "predict,train", "--json", str(path)]
+    assert main(argv) == 0
+    report = json.loads(path.read_text())
+    assert report["native_bf16"] is False and report["machine"]["native_bf16"] is False
+    assert set(report["gemm_peak_gflops"]) == {"fp32"}
+    assert not any(key.startswith("bf16_") and key != "bf16_not_measured" for key in report)
+    assert "bf16" not in report and all("bf16_seconds" not in c for c in report["components"].values())
+    lines = [line for line in capsys.readouterr().out.splitlines() if "bf16" in line]
+    cpu = report["machine"]["cpu"]
+    assert lines == [f"machine: {cpu}, {report['machine']['threads']} threads, torch {torch.__version__}, device cpu "
+                     "(bf16 emulated)", report["bf16_not_measured"]]  # fmt: skip
+    assert report["bf16_not_measured"].startswith(f"bf16: not measured: {cpu} has no native bf16")
 
 
 def test_table_names_the_machine_and_components(report):
     table = bench.format_report(report)
     assert report["machine"]["cpu"] in table and "matmul peak" in table
-    for name in ("clip ×4", "guidance", "refinement", "decoder", "total", "argmax agreement", "MP/s"):
+    for name in (
+        "clip ×4",
+        "guidance",
+        "refinement",
+        "decoder",
+        "total",
+        "argmax agreement",
+        "MP/s",
+        "% bf16",
+    ):
         assert name in table
+    assert "of the bf16 peak" in table
 
 
 @pytest.mark.parametrize(

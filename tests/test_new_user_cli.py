@@ -176,7 +176,10 @@ def test_12_one_name_per_setting_old_names_hidden(capsys):
     for verb in ("train", "evaluate", "predict", "demo"):
         assert "--guidance ID|DIR|FILE" in helps[verb] and "--clip ID|DIR|FILE" in helps[verb]
     for verb, flag in [
-        ("predict", "--precision {fp32,bf16,fp16} autocast precision (default: fp32)"),
+        (
+            "predict",
+            "--precision {fp32,bf16,fp16,auto} autocast precision; auto: bf16 where the device has native",
+        ),
         ("predict", "(CRS units²) (default: 0.0)"),
         ("predict", "tolerance (CRS units) (default: 0.0)"),
         ("bench", "medians reported (default: 3)"),

@@ -358,15 +358,18 @@ def compare_logits(reference: torch.Tensor, other: torch.Tensor) -> dict[str, fl
 
 
 def machine(device: torch.device) -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
+    """What the numbers were measured on: the CPU's model name and its bf16 instructions (``cpu_bf16``:
+    avx512_bf16, amx_bf16 as /proc/cpuinfo lists them), whether ``device`` has native bf16, threads, torch."""
+    fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first processor's
+    cpu = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
     info = {
         "cpu": cpu,
+        "cpu_bf16": [f for f in ("avx512_bf16", "amx_bf16") if f in flags],
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -3,11 +3,14 @@
 One run measures, on the paper-size architecture built offline with random weights (``--short``: a tiny model
 built in memory, for CI):
 
-- the device's matrix-multiply peak in fp32 and bf16 (``torch.matmul`` on large square matrices);
+- the device's matrix-multiply peak in fp32, and in bf16 where the device has native bf16 (``torch.matmul`` on
+  large square matrices);
 - per window, for every component (CLIP over the rotations, text encoder, guidance encoder, correlation,
   refinement, decoder) and in total: the FLOPs counted by ``FlopCounterMode``, the median time, the peak
   memory of the tensors it creates, and so the fraction of the peak it reaches;
-- the same forward under bf16 autocast: its speed-up and the share of pixels that keep the fp32 argmax;
+- the same forward under bf16 autocast, where the device has native bf16 (AVX512-BF16 or AMX, a GPU from
+  Ampere on; elsewhere one line says so and only fp32 is measured): its speed-up, each component's time and
+  fraction of the bf16 peak, and the share of pixels that keep the fp32 argmax;
 - ``predict`` throughput on a raster (``sliding_window_scores``) in megapixels per second;
 - one training step (forward_train + AerOSegLoss + backward + AdamW step).
 
@@ -105,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
     params["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     step("build")
     max_n, repeats = (512, 1) if args.short else (4096, 5)
+    info = machine(device)
+    bf16 = "bf16" not in skip and info["native_bf16"]  # emulated bf16 is slower than fp32: not measured
     fp32_peaks = [gemm_peak(device, torch.float32, max_n=max_n, repeats=repeats)]
-    peak = {"bf16": gemm_peak(device, torch.bfloat16, max_n=max_n, repeats=repeats)}
+    peak = {"bf16": gemm_peak(device, torch.bfloat16, max_n=max_n, repeats=repeats)} if bf16 else {}
     step("peak")
     images = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     counted, eager_logits = count_forward(model, images, classes)  # also warms the eager model up
@@ -134,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
         "classes": len(classes),
         "repeats": args.repeats,
         "params": params,
-        "machine": machine(device),
+        "machine": info,
+        "native_bf16": info["native_bf16"],
         "gemm_peak_gflops": peak,
         "gemm_peak_fp32_samples": fp32_peaks,  # before and after the fp32 timing; the peak is their maximum
         "gflop": counted["gflop"],
@@ -162,8 +168,14 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.compile:  # inductor may reorder sums; the results must stay those of the eager model
         report["compile_logits"] = compare_logits(eager_logits, logits)
-    if "bf16" not in skip:
-        bf16, logits_bf16 = time_forward(
+    if "bf16" not in skip and not bf16:
+        report["bf16_not_measured"] = (
+            f"bf16: not measured: {info['cpu'] if device.type == 'cpu' else device} has no native bf16 "
+            "(emulated, slower than fp32; --precision auto uses fp32 here)"
+        )
+        step("bf16")
+    if bf16:
+        bf16_run, logits_bf16 = time_forward(
             model,
             images,
             classes,
@@ -171,8 +183,13 @@ def run(args: argparse.Namespace) -> int:
             repeats=args.bf16_repeats or args.repeats,
             warmup=args.compile,
         )
-        report["bf16"] = bf16
-        report["bf16_speedup"] = fp32["seconds"] / bf16["seconds"]
+        report["bf16"] = bf16_run
+        report["bf16_speedup"] = fp32["seconds"] / bf16_run["seconds"]
+        report["bf16_fraction_of_peak"] = report["gflop"] / bf16_run["seconds"] / peak["bf16"]
+        for name, c in components.items():
+            seconds = bf16_run["components"][name]["seconds"]
+            c["bf16_seconds"] = seconds
+            c["bf16_fraction_of_peak"] = c["gflop"] / seconds / peak["bf16"] if seconds > 0 else 0.0
         difference = compare_logits(logits, logits_bf16)
         report["bf16_argmax_agreement"] = difference.pop("argmax_agreement")
         report["bf16_logits"] = difference
@@ -215,10 +232,11 @@ def format_report(r: dict[str, Any]) -> str:
         f"{r['params']['total'] / 1e6:.1f}M parameters ({r['params']['trainable'] / 1e6:.1f}M trainable)",
         f"machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}, device {m['device']} "
         f"(bf16 {'native' if m['native_bf16'] else 'emulated'})",
-        f"matmul peak: fp32 {peak['fp32']:.1f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s",
+        f"matmul peak: fp32 {peak['fp32']:.1f} GFLOP/s"
+        + (f", bf16 {peak['bf16']:.1f} GFLOP/s" if "bf16" in peak else ""),
         "",
         f"{'component':<12}{'GFLOP':>10}{'fp32 s':>10}{'GFLOP/s':>10}{'% peak':>8}{'peak MiB':>10}"
-        + (f"{'bf16 s':>10}" if "bf16" in r else ""),
+        + (f"{'bf16 s':>10}{'% bf16':>8}" if "bf16" in r else ""),
     ]
     rows = [*r["components"].items(), ("total", {**r, "gflops": r["gflop"] / r["seconds"]})]
     for name, c in rows:
@@ -227,7 +245,9 @@ def format_report(r: dict[str, Any]) -> str:
         line = f"{label:<12}{c['gflop']:>10.2f}{c['seconds']:>10.3f}{c['gflops']:>10.1f}"
         line += f"{100 * c['gflops'] / peak['fp32']:>8.1f}{memory}"
         if "bf16" in r:
-            line += f"{(r['bf16'] if name == 'total' else r['bf16']['components'][name])['seconds']:>10.3f}"
+            seconds = (r["bf16"] if name == "total" else r["bf16"]["components"][name])["seconds"]
+            fraction = c["gflop"] / seconds / peak["bf16"] if seconds > 0 else 0.0
+            line += f"{seconds:>10.3f}{100 * fraction:>8.1f}"
         lines.append(line)
     lines.append(
         f"fraction of the fp32 peak: {r['fraction_of_peak']:.1%} (best run {r['fraction_of_peak_best']:.1%}); "
@@ -238,9 +258,12 @@ def format_report(r: dict[str, Any]) -> str:
             f"torch.compile: {r['compile_seconds']:.1f} s to compile; largest logit difference to eager "
             f"{r['compile_logits']['max_relative_error']:.1e} (relative)"
         )
+    if "bf16_not_measured" in r:
+        lines.append(r["bf16_not_measured"])
     if "bf16" in r:
         lines.append(
-            f"bf16 autocast: {r['bf16_speedup']:.2f}× the fp32 speed, argmax agreement {r['bf16_argmax_agreement']:.2%}"
+            f"bf16 autocast: {r['bf16_speedup']:.2f}× the fp32 speed, {r['bf16_fraction_of_peak']:.1%} of the bf16 "
+            f"peak, argmax agreement {r['bf16_argmax_agreement']:.2%}"
         )
         d = r["bf16_logits"]
         lines.append(

@@ -24,6 +24,7 @@ from aeroseg.device import resolve_device
 from aeroseg.errors import UserError
 from aeroseg.evaluation.scoring import score_model, score_predictions
 from aeroseg.metrics import ConfusionMatrix, SegmentationScores
+from aeroseg.precision import AUTO_HELP, CHOICES, resolve
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     options.add_alias(parser, "--workers", dest="workers", type=int)
     options.add_device(parser)
+    parser.add_argument("--precision", choices=CHOICES, default="fp32", help=AUTO_HELP)
     options.add_quiet(parser)
 
 
@@ -93,6 +95,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserError(
             f"--predictions scores files; --{model_flags[0]} names a model to run: give one or the other"
         )
+    if args.predictions is not None and args.precision != "fp32":
+        raise UserError("--predictions scores files; --precision applies to a model run: leave it out")
 
 
 def format_table(scores: SegmentationScores, title: str) -> str:
@@ -134,6 +138,7 @@ def metadata(
         "guidance": getattr(config, "guidance", None) if no_checkpoint else None,
         "predictions": str(args.predictions) if args.predictions is not None else None,
         "mode": mode,
+        "precision": None if args.predictions is not None else args.precision,  # the one used (auto resolved)
         "window": args.window if mode == "slide" else None,
         "overlap": args.overlap if mode == "slide" else None,
         "num_images": num_images,
@@ -151,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         cm: ConfusionMatrix = score_predictions(dataset, args.predictions, progress=not args.quiet)
     else:
         device = resolve_device(args.device)
+        args.precision = resolve(args.precision, device)
         model = load_model(args, device)
         cm = score_model(
             model,
@@ -161,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             device=device,
+            precision=args.precision,
             progress=not args.quiet,
         )
     scores = cm.compute(info.classes, info.unseen)

@@ -41,7 +41,7 @@ from aeroseg.cli.inputs import add_stac, band_list, image_inputs
 from aeroseg.device import resolve_device
 from aeroseg.distributed.driver import records_on_ray
 from aeroseg.errors import UserError
-from aeroseg.precision import PRECISIONS
+from aeroseg.precision import AUTO_HELP, CHOICES, resolve
 from aeroseg.prediction import api, checks
 from aeroseg.prediction import paths as places
 from aeroseg.prediction.classes import ClassList, parse_classes
@@ -117,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     options.add_device(model)
-    model.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast precision")
+    model.add_argument("--precision", choices=CHOICES, default="fp32", help=AUTO_HELP)
     out = parser.add_argument_group("outputs")
     out.add_argument(
         "--scores", action="store_true", help="also write <stem>_scores: the best class probability"
@@ -172,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
             f"--min-area and --simplify must be >= 0, got {args.min_area:g} and {args.simplify:g}"
         )
     request = options.model_request(args, registry.DEFAULT_SEGMENTER)
+    if args.precision == "auto":  # the precision used is what the outputs record (with --ray: this machine's)
+        args.precision = resolve("auto", resolve_device(args.device))
     args.window = args.window or registry.window(request)
     window_options = WindowOptions(window=args.window, overlap=args.overlap, batch_size=args.batch_size)
     names = args.bands if args.bands and isinstance(args.bands[0], str) else None

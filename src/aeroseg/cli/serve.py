@@ -17,7 +17,7 @@ import sys
 from aeroseg import registry
 from aeroseg.cli import options
 from aeroseg.errors import UserError
-from aeroseg.precision import PRECISIONS
+from aeroseg.precision import AUTO_HELP, CHOICES
 from aeroseg.serve.lifecycle import STOP_SECONDS, Stopped, exit_soon, stop_on_signals
 from aeroseg.serve.limits import add_limit_arguments
 from aeroseg.serve.security import (
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     options.add_device(parser)
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast precision")
+    parser.add_argument("--precision", choices=CHOICES, default="fp32", help=AUTO_HELP)
     parser.add_argument("--quiet", action="store_true", help="no request log")
 
 

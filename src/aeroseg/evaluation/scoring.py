@@ -20,6 +20,7 @@ from aeroseg.data.dataset import single_line_errors
 from aeroseg.errors import UserError
 from aeroseg.inference import reference_scores, sliding_window_scores
 from aeroseg.metrics import ConfusionMatrix
+from aeroseg.precision import autocast
 from aeroseg.progress import progress as tqdm
 
 Mode = Literal["reference", "whole", "slide"]
@@ -55,6 +56,7 @@ def score_model(
     batch_size: int = 1,
     workers: int = 0,
     device: torch.device | str = "cpu",
+    precision: str = "fp32",
     progress: bool = True,
 ) -> ConfusionMatrix:
     """Confusion matrix of ``model`` over ``dataset`` .
@@ -65,7 +67,8 @@ def score_model(
     ``mode="whole"``: ``model.probabilities(model.encode(images), classes)`` on batches of up to
     ``batch_size`` same-size images (B×3×H×W in [0, 1] -> B×T×H×W). ``mode="slide"``:
     :func:`aeroseg.inference.sliding_window_scores` per image with ``window``, ``overlap`` and ``batch_size``
-    windows per forward. The model must already be on ``device`` and in eval mode.
+    windows per forward. The model must already be on ``device`` and in eval mode. Its forwards run under
+    :func:`aeroseg.precision.autocast` of ``precision`` ("fp32", "bf16" or "fp16").
     """
     info = dataset.info
     classes = list(info.classes)
@@ -76,7 +79,10 @@ def score_model(
         num_workers=workers,
         collate_fn=list,
     )
-    with tqdm(total=len(dataset), desc="evaluate", unit="img", disable=not progress) as bar:
+    with (
+        tqdm(total=len(dataset), desc="evaluate", unit="img", disable=not progress) as bar,
+        autocast(device, precision),
+    ):
         for samples in single_line_errors(loader):
             if mode in ("slide", "reference"):
                 sample = samples[0]

@@ -41,12 +41,14 @@ from aeroseg.modeling.guidance_encoder import (
 )
 from aeroseg.modeling.upsampling_decoder import UpsamplingDecoder
 from aeroseg.modeling.vision_language_backbone import VisionLanguageBackbone
+from aeroseg.precision import fp32, keep_norms_fp32
 from aeroseg.segmenter import unit_images
 from aeroseg.variants import fit_guidance_layers
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT = "aeroseg"
+_upsample = fp32(F.interpolate)  # the logits are resized in fp32 (docs/model.md §12)
 
 
 @dataclass
@@ -101,6 +103,7 @@ class AerOSeg(nn.Module):
         self.decoder = decoder
         self._text_cache: tuple[Any, torch.Tensor] | None = None
         self._freeze_backbones()
+        keep_norms_fp32(self)  # the precision rule (docs/model.md §12)
 
     # --------------------------------------------------------------------------------- the paper's Fig. 2
     def forward(self, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
@@ -156,7 +159,7 @@ class AerOSeg(nn.Module):
 
     def _decode(self, refined: torch.Tensor, feats: ImageFeatures) -> torch.Tensor:
         logits = self.decoder(refined, feats.guidance.decoder)  # B×T×4h×4w, Eq. 8–11
-        return F.interpolate(logits, size=feats.image_size, mode="bilinear", align_corners=False)
+        return _upsample(logits, size=feats.image_size, mode="bilinear", align_corners=False)
 
     def _reconstruction_target(self, images: torch.Tensor, feats: ImageFeatures) -> torch.Tensor:
         grid = self.backbone.grid_size

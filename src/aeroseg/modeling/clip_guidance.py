@@ -12,6 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from aeroseg.modeling.guidance_encoder import GuidanceFeatures
+from aeroseg.precision import fp32
+
+_normalize, _upsample = fp32(F.normalize), fp32(F.interpolate)  # in fp32 under autocast (docs/model.md §12)
 
 
 class ClipGuidance(nn.Module):
@@ -47,10 +50,10 @@ class ClipGuidance(nn.Module):
     def forward(self, dense: torch.Tensor, intermediate: Sequence[torch.Tensor]) -> GuidanceFeatures:
         """dense: B×C×h×w raw CLIP embedding; intermediate: two B×D×h×w block grids (shallower first) →
         final B×C×h×w, decoder [B×C_1×2h×2w, B×C_2×4h×4w] (learned) or [B×D×h×w, B×D×2h×2w]."""
-        final = F.normalize(dense, dim=1) if self.normalized else dense
+        final = _normalize(dense, dim=1) if self.normalized else dense
         coarse, fine = intermediate
         if self.upsample1 is not None and self.upsample2 is not None:
             return GuidanceFeatures(final=final, decoder=[self.upsample1(coarse), self.upsample2(fine)])
         h, w = fine.shape[-2:]
-        fine = F.interpolate(fine, size=(2 * h, 2 * w), mode="bilinear", align_corners=False)
+        fine = _upsample(fine, size=(2 * h, 2 * w), mode="bilinear", align_corners=False)
         return GuidanceFeatures(final=final, decoder=[coarse, fine])

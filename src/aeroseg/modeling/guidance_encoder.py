@@ -16,6 +16,7 @@ from torch import nn
 
 from aeroseg.encoders.hiera_image_encoder import hiera_fpn_forward
 from aeroseg.encoders.sam_image_encoder import ATTENTION_PATHS, sam_vit_forward
+from aeroseg.precision import fp32
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,10 +33,11 @@ class GuidanceFeatures:
 RESIZE_MODES = ("antialias", "area", "bilinear")
 
 
+@fp32  # the precision rule (docs/model.md §12); the antialiased kernel has no bf16 or fp16 version on a CPU
 def _resize(x: torch.Tensor, size: int, mode: str = "antialias") -> torch.Tensor:
-    """B×C×H×W -> B×C×size×size. Shrinking: ``antialias`` (bilinear with a low-pass filter, default), ``area``
-    (average of the covered cells) or ``bilinear`` (no low-pass: aliases a 64-px map shrunk to 24); enlarging is
-    bilinear in every mode."""
+    """B×C×H×W -> B×C×size×size, float32 under any autocast. Shrinking: ``antialias`` (bilinear with a low-pass
+    filter, default), ``area`` (average of the covered cells) or ``bilinear`` (no low-pass: aliases a 64-px map
+    shrunk to 24); enlarging is bilinear in every mode."""
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     if mode == "area" and min(x.shape[-2:]) > size:

@@ -11,6 +11,9 @@ from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
 from aeroseg.convert.tokenizer import clean_text
+from aeroseg.precision import fp32
+
+_normalize = fp32(F.normalize)  # the cosine of Eq. 3 is taken in fp32 (docs/model.md §12)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -83,11 +86,11 @@ class VisionLanguageBackbone(nn.Module):
         x = torch.cat([torch.rot90(x, k=r // 90, dims=(2, 3)) for r in self.rotations])  # (R*B, 3, S, S)
         tokens, intermediate = self._dense_tokens(x)  # (R*B, 1+h*w, C), [(R*B, 1+h*w, D)]
         if not self.guidance_layers:
-            return F.normalize(self._grids(tokens, B), dim=2), []
+            return _normalize(self._grids(tokens, B), dim=2), []
         raw = self._grids(tokens, B)  # (B, R, C, h, w)
         unrotated = self.rotations.index(0) if 0 in self.rotations else 0
         guidance = [raw[:, unrotated], *(self._grids(t, B)[:, unrotated] for t in intermediate)]
-        return F.normalize(raw, dim=2), guidance
+        return _normalize(raw, dim=2), guidance
 
     def _grids(self, tokens: torch.Tensor, B: int) -> torch.Tensor:
         """(R·B, 1+h·w, C) tokens of the rotated copies → B×R×C×h×w grids rotated back (CLS dropped)."""
@@ -140,4 +143,4 @@ class VisionLanguageBackbone(nn.Module):
             input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
         )
         text = self.clip.text_projection(out.pooler_output)  # (T*P, C)
-        return F.normalize(text.view(len(classes), len(self.templates), -1), dim=-1)
+        return _normalize(text.view(len(classes), len(self.templates), -1), dim=-1)

@@ -23,7 +23,7 @@ from aeroseg.distributed.driver import predict_on_ray
 from aeroseg.errors import UserError
 from aeroseg.extras import require
 from aeroseg.inference import FeatureCache
-from aeroseg.precision import PRECISIONS
+from aeroseg.precision import CHOICES, resolve
 from aeroseg.prediction.checks import check_overlap, check_vector_options, no_crs_message
 from aeroseg.prediction.classes import ClassList, make_class_list, parse_classes
 from aeroseg.prediction.outputs import PredictionFiles
@@ -142,7 +142,8 @@ def predict(
     (.gpkg/.geojson/.parquet) are written beside it, and for a STAC Item ``<stem>.json``, the STAC Item of
     the outputs. An output that would overwrite the input is refused. Vectors of an image without a CRS
     need ``pixel_coordinates=True``. The other options are those of ``aeroseg predict`` (``window``: the
-    model's own by default). The model runs as it is (put it in eval mode). ``ray`` ("auto", "local" or a
+    model's own by default; ``precision`` "fp32", "bf16", "fp16" or "auto": bf16 where ``device`` has native bf16,
+    else fp32). The model runs as it is (put it in eval mode). ``ray`` ("auto", "local" or a
     cluster address) runs the windows on a Ray cluster, the model copied once to each worker (an image file
     or URL only; needs ``pip install "aeroseg[ray]"``, see docs/distributed.md).
     """
@@ -154,14 +155,15 @@ def predict(
         )
     if output is None and (scores or overlay or vector is not None):
         raise UserError("scores, overlay and vector files need output=PATH for the class raster")
-    if precision not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision not in CHOICES:
+        raise UserError(f"precision must be one of {', '.join(CHOICES)}, got {precision!r}")
     check_overlap(overlap)
     if vector is not None:
         check_vector_options(vector, min_area=min_area, simplify=simplify)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     device = torch.device(device)
+    precision = resolve(precision, device)
     options = WindowOptions(window=window or model.window, overlap=overlap, batch_size=batch_size)
     names = tuple(bands) if bands and any(isinstance(b, str) for b in bands) else None
     if names is not None or asset is not None or hasattr(image, "assets"):

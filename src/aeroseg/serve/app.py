@@ -107,6 +107,7 @@ def create_app(
             "files": catalog.access.listing(),
             "rasters": [r.info() for r in catalog.rasters()],
             "model": model_label,
+            "precision": runner.precision,  # the one used (--precision auto resolved)
             "presets": list(presets),
             "max_upload_mb": limits.upload_bytes / 2**20,
             "encodings": runner.encodings,  # windows encoded since start: a new class list adds none

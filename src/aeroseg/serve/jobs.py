@@ -92,6 +92,7 @@ class Job:
     total: int
     done: int = 0
     status: str = "queued"  # queued, running, done, error, cancelled
+    precision: str = "fp32"  # the autocast precision it runs in
     error: str | None = None
     counts: list[int] = field(default_factory=list)
     cache_hits: int = 0
@@ -118,6 +119,7 @@ class Job:
             "id": self.id,
             "raster": self.raster.id,
             "status": self.status,
+            "precision": self.precision,
             "done": self.done,
             "total": self.total,
             "error": self.error,
@@ -188,7 +190,9 @@ class JobRunner:
                 )
             folder = self.work_dir / "jobs" / uuid.uuid4().hex[:12]
             folder.mkdir(parents=True)
-            job = Job(folder.name, raster, classes, window, folder, total, release=release)
+            job = Job(
+                folder.name, raster, classes, window, folder, total, precision=self.precision, release=release
+            )
             self._jobs[job.id] = job
             for old in list(self._jobs)[:-KEPT_JOBS]:
                 if self._jobs[old].status not in ACTIVE:

@@ -13,6 +13,7 @@ from aeroseg import registry
 from aeroseg.cli import options
 from aeroseg.device import resolve_device
 from aeroseg.errors import CheckpointError, UserError
+from aeroseg.precision import resolve
 from aeroseg.prediction.streaming import WindowOptions
 from aeroseg.raster import ReadOptions, expand_inputs, is_url, one_line
 from aeroseg.serve.app import create_app
@@ -75,7 +76,8 @@ def served_app(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
     with gdal_sandbox(), work_folder() as work:
         access = FileAccess(roots, work / "uploads")
         catalog = Catalog(access, load, cache_bytes=int(args.cache_mb * 2**20), read=read, limits=limits)
-        runner = JobRunner(work, window_options, device, args.precision, max_active=limits.queued_jobs)
+        precision = resolve(args.precision, device)  # auto: bf16 where the device has it natively
+        runner = JobRunner(work, window_options, device, precision, max_active=limits.queued_jobs)
         try:
             for path in inputs:
                 catalog.open(str(Path(path).resolve()))
