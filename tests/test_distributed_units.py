@@ -39,3 +39,27 @@ def test_bands_and_seams_equal_the_single_pass(height, width, window, overlap, s
     assert whole.confidence.tobytes() == parts.confidence.tobytes()
     assert sum(runs) == len(grid.ys) * len(grid.xs)
     assert (whole.ids[: height // 3, : width // 3] == 255).all()
+
+
+def test_workers_of_an_earlier_ray_session_are_not_reused(monkeypatch):
+    """A rerun in the same process after ray.shutdown() and ray.init(): the job id repeats, the handles of
+    the first session's workers are no longer valid (ActorHandleNotFoundError), so they are neither reused
+    nor killed."""
+    runner = pytest.importorskip("aeroseg.distributed.runner")
+    session = ["01000000", "node-a"]
+    monkeypatch.setattr(runner, "_session", lambda: tuple(session))
+
+    class Pool:
+        def __init__(self, model, cluster, key):
+            self.key, self.session = key, runner._session()
+
+        def close(self):
+            raise AssertionError("killed a worker of an ended session")
+
+    monkeypatch.setattr(runner, "_Pool", Pool)
+    monkeypatch.setattr(runner, "_POOLS", {})
+    first = runner._pool({"checkpoint": "c"}, runner.Cluster())
+    assert runner._pool({"checkpoint": "c"}, runner.Cluster()) is first
+    session[1] = "node-b"  # a new cluster numbers its jobs from 1 again
+    second = runner._pool({"checkpoint": "c"}, runner.Cluster())
+    assert second is not first and list(runner._POOLS.values()) == [second]

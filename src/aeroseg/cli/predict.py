@@ -52,6 +52,8 @@ from aeroseg.progress import progress, write_line
 from aeroseg.raster import RasterSource, ReadOptions, one_line
 from aeroseg.stac import StacInput
 
+RAY_THREADS = 4  # default CPUs and torch threads of a CPU worker (--ray-threads)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
@@ -158,13 +160,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run on a Ray cluster: auto (a running one, else local; the default), local, or its address",
     )
     ray.add_argument("--ray-workers", type=int, help="workers (default: one per GPU, else CPUs / threads)")
-    ray.add_argument("--ray-threads", type=int, default=4, help="CPUs and threads of a CPU worker")
+    ray.add_argument("--ray-threads", type=int, default=RAY_THREADS, help="CPUs and threads of a CPU worker")
     ray.add_argument(
         "--ray-unit-rows", type=int, help="window rows per unit of a large scene (default: ~32 Mpx a unit)"
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_ray_options(args)
     classes = parse_classes(args.classes, args.classes_file, args.background_threshold)
     checks.check_overlap(args.overlap)
     if args.min_area < 0 or args.simplify < 0:
@@ -318,6 +321,17 @@ def _predict_one(
     names = classes.ids_to_names
     pixels = {name: int(counts[i]) for i, name in enumerate(names)} | {"nodata": int(counts[255])}
     return dict(record, status="ok", seconds=round(time.perf_counter() - start, 3), pixels=pixels)
+
+
+def _check_ray_options(args: argparse.Namespace) -> None:
+    """Refuse the options of a Ray run without ``--ray`` (they would be ignored without a word)."""
+    if args.ray is not None:
+        return
+    given = [f"--{k.replace('_', '-')}" for k in ("ray_unit_rows", "ray_workers") if getattr(args, k)]
+    if args.ray_threads != RAY_THREADS:
+        given.append("--ray-threads")
+    if given:
+        raise UserError(f"{', '.join(given)} only apply to a Ray run; add --ray (see docs/distributed.md)")
 
 
 def _output_file(output: str, count: int) -> Path | None:

@@ -149,7 +149,7 @@ class _Pool:
         count, self.resources, self.device = _layout(cluster)
         self.spec = model if isinstance(model, dict) else ray.put(model)
         self.threads, self.key, self.started = cluster.threads, key, 0
-        self.run_id = uuid.uuid4().hex[:8]
+        self.run_id, self.session = uuid.uuid4().hex[:8], _session()
         self.starting: dict[Any, int] = {}  # readiness of the workers still loading the model -> slot
         self.workers = [self._start(slot) for slot in range(count)]
 
@@ -196,19 +196,25 @@ _POOLS: dict[str, _Pool] = {}
 def _pool(model: Any, cluster: Cluster) -> _Pool:
     """The workers for ``model``: those of the previous run when it had the same, else new ones (the
     previous run's are stopped first: they hold the cluster's CPUs and GPUs)."""
-    key = (
-        repr((json.dumps(model, sort_keys=True), cluster, ray.get_runtime_context().get_job_id()))
-        if isinstance(model, dict)
-        else ""
-    )
+    key = repr((json.dumps(model, sort_keys=True), cluster, _session())) if isinstance(model, dict) else ""
     if key in _POOLS:
         return _POOLS[key]
-    for pool in list(_POOLS.values()):
-        pool.close()
+    for old, pool in list(_POOLS.items()):
+        if pool.session == _session():
+            pool.close()
+        else:  # its workers went with their session (ray.shutdown); their handles are no longer valid
+            del _POOLS[old]
     if not isinstance(model, dict):
         return _Pool(model, cluster, None)
     _POOLS[key] = _Pool(model, cluster, key)
     return _POOLS[key]
+
+
+def _session() -> tuple[str, str]:
+    """The Ray session this process is connected to: the job id alone repeats from one ``ray.init`` to the
+    next (each new cluster numbers its jobs from 1), the driver's node id does not."""
+    context = ray.get_runtime_context()
+    return context.get_job_id(), context.get_node_id()
 
 
 def _schedule(
