@@ -164,6 +164,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ray.add_argument(
         "--ray-unit-rows", type=int, help="window rows per unit of a large scene (default: ~32 Mpx a unit)"
     )
+    ray.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print Ray's own messages (start-up lines, warnings, worker output, raylet lines)",
+    )
+    ray.add_argument(
+        "--ray-single-file",
+        action="store_true",
+        help="write a scene of several units as one <stem>.tif (a worker copies its parts into it) instead "
+        "of <stem>.vrt over the parts in <stem>.parts/",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -327,7 +338,11 @@ def _check_ray_options(args: argparse.Namespace) -> None:
     """Refuse the options of a Ray run without ``--ray`` (they would be ignored without a word)."""
     if args.ray is not None:
         return
-    given = [f"--{k.replace('_', '-')}" for k in ("ray_unit_rows", "ray_workers") if getattr(args, k)]
+    given = [
+        f"--{k.replace('_', '-')}"
+        for k in ("ray_unit_rows", "ray_workers", "ray_single_file", "verbose")
+        if getattr(args, k)
+    ]
     if args.ray_threads != RAY_THREADS:
         given.append("--ray-threads")
     if given:

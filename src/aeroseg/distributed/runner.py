@@ -1,10 +1,12 @@
 """The Ray side of a distributed prediction: the workers, the scheduling of units and the fault handling.
 
-Each worker is a Ray actor (:class:`Segmenter`) that loads the model once and runs units. It takes one GPU
-when the cluster has GPUs (and ``--device`` is not cpu), else ``threads`` CPUs and as many torch threads.
-The driver keeps :data:`IN_FLIGHT` units queued on every worker and saves each part as it comes back. A
-unit whose worker dies (killed, out of memory, node lost) goes back to the queue and runs on another
-worker; the dead worker is replaced. After :data:`ATTEMPTS` lost runs the unit, and its scene, fail.
+Each worker is a Ray actor (:class:`Segmenter`) that loads the model once and runs units, writing their
+files itself (:func:`aeroseg.distributed.parts.run_unit`), and finishes the scenes whose parts are all
+written (:func:`aeroseg.distributed.scenes.finish_scene`). It takes one GPU when the cluster has GPUs (and
+``--device`` is not cpu), else ``threads`` CPUs and as many torch threads. The driver keeps
+:data:`IN_FLIGHT` tasks queued on every worker; only pixel counts come back. A task whose worker dies
+(killed, out of memory, node lost) goes back to the queue and runs on another worker; the dead worker is
+replaced. After :data:`ATTEMPTS` lost runs the task, and its scene, fail.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from ray.exceptions import (
     WorkerCrashedError,
 )
 
-from aeroseg.distributed.parts import Job, Scene, run_unit, save_part
+from aeroseg.distributed.parts import Job, Scene, run_unit
+from aeroseg.distributed.scenes import finish_scene
+from aeroseg.distributed.session import NAMESPACE
 from aeroseg.errors import UserError
 from aeroseg.progress import progress
 from aeroseg.raster import one_line
@@ -38,8 +42,8 @@ from aeroseg.registry import ModelRequest, segmenter
 
 LOST = (RayActorError, WorkerCrashedError, OutOfMemoryError, ObjectLostError, NodeDiedError)
 ATTEMPTS = 3  # runs of a unit lost with their worker before the unit fails
-IN_FLIGHT = 2  # units queued on each worker, so that none waits for the driver
-NAMESPACE = "aeroseg"
+IN_FLIGHT = 2  # tasks queued on each worker, so that none waits for the driver
+FINISH = -1  # the task that finishes a scene of several units once its parts are written
 
 
 @dataclass(frozen=True)
@@ -65,24 +69,6 @@ class Stats:
     seconds: float = 0.0
 
 
-def connect(address: str) -> None:
-    """Join the Ray cluster at ``address`` ("auto", "local" or host:port / ray://...); reuse an open one."""
-    if ray.is_initialized():
-        return
-    try:
-        if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False, namespace=NAMESPACE)
-        elif address == "auto":
-            try:
-                ray.init(address="auto", log_to_driver=False, namespace=NAMESPACE)
-            except ConnectionError:
-                ray.init(include_dashboard=False, log_to_driver=False, namespace=NAMESPACE)
-        else:
-            ray.init(address=address, log_to_driver=False, namespace=NAMESPACE)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        raise UserError(f"cannot reach the Ray cluster at {address}: {one_line(error)}") from None
-
-
 @ray.remote
 class Segmenter:
     """A worker: the model, loaded once, and the units it runs."""
@@ -103,13 +89,17 @@ class Segmenter:
         """None when the model is loaded, else the one-line error."""
         return self.error
 
-    def run(self, path: str, band: tuple[int, int], job: Job) -> dict[str, Any]:
+    def run(self, scene: Scene, unit: int, job: Job) -> dict[str, Any]:
+        """Run ``unit`` of ``scene`` (or finish it: :data:`FINISH`); its pixel counts, or the error."""
         try:
-            return run_unit(self.model, path, band, job, self.device)
+            if unit == FINISH:
+                finish_scene(scene, job)
+                return {}
+            return {"counts": run_unit(self.model, scene, unit, job, self.device)}
         except UserError as error:
             return {"error": str(error)}
         except (RasterioError, OSError) as error:
-            return {"error": f"{path}: {one_line(error)}"}
+            return {"error": f"{scene.path}: {one_line(error)}"}
 
 
 def run_units(
@@ -121,14 +111,17 @@ def run_units(
     quiet: bool,
     on_scene: Callable[[Scene], None],
 ) -> Stats:
-    """Run every unit of ``scenes`` not saved yet; ``on_scene`` gets each scene once all its parts are
-    saved (or once it failed: ``scene.failed`` holds the one-line reason)."""
+    """Run every unit of ``scenes`` not written yet and finish the scenes; ``on_scene`` gets each scene once
+    its files are written (or once it failed: ``scene.failed`` holds the one-line reason)."""
     start = time.perf_counter()
-    queue = deque((s, b) for s in scenes for b in range(len(s.bands)) if b not in s.done and not s.failed)
+    queue = deque(
+        (s, b)
+        for s in scenes
+        if not s.failed
+        for b in ([FINISH] if len(s.done) == len(s.bands) else range(len(s.bands)))
+        if b not in s.done
+    )
     stats = Stats(reused=sum(len(s.done) for s in scenes))
-    for scene in scenes:
-        if not scene.failed and len(scene.done) == len(scene.bands):
-            on_scene(scene)
     if not queue:
         return stats
     pool = _pool(model, cluster)
@@ -225,11 +218,11 @@ def _schedule(
     quiet: bool,
     on_scene: Callable[[Scene], None],
 ) -> None:
-    """Keep every worker busy until the queue is empty; save the parts, retry the units of lost workers."""
+    """Keep every worker busy until the queue is empty; retry the tasks of lost workers."""
     workers = pool.workers
     lost: dict[tuple[int, int], int] = {}
     in_flight: dict[Any, tuple[int, Any, Scene, int]] = {}  # task -> (worker slot, worker, scene, band)
-    total = sum(s.windows[b] for s, b in queue)
+    total = sum(s.windows[b] for s, b in queue if b != FINISH)
     with progress(
         total=total, unit="window", disable=True if quiet else None, file=sys.stderr, desc="ray"
     ) as bar:
@@ -243,7 +236,7 @@ def _schedule(
                     scene, band = queue.popleft()
                     if scene.failed:
                         continue
-                    task = worker.run.remote(scene.location, scene.bands[band], job)
+                    task = worker.run.remote(scene, band, job)
                     in_flight[task] = (slot, worker, scene, band)
             if not in_flight and not pool.starting:
                 break
@@ -273,13 +266,19 @@ def _schedule(
             if "error" in result:
                 _fail(scene, result["error"], stats, on_scene)
                 continue
-            save_part(scene, band, result)
+            if band == FINISH:
+                on_scene(scene)
+                continue
+            scene.done.add(band)
+            scene.counts += result["counts"]
             stats.units += 1
             stats.windows += scene.windows[band]
             bar.update(scene.windows[band])
             bar.set_postfix_str(_postfix(stats), refresh=False)
-            if len(scene.done) == len(scene.bands):
+            if scene.whole:
                 on_scene(scene)
+            elif len(scene.done) == len(scene.bands):
+                queue.appendleft((scene, FINISH))
 
 
 def _fail(scene: Scene, message: str, stats: Stats, on_scene: Callable[[Scene], None]) -> None:
