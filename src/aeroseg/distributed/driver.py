@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +75,6 @@ def records_on_ray(
     )  # fmt: skip
     single = len(inputs) == 1
     records: dict[str, dict[str, Any]] = {}
-    scenes: list[Scene] = []
 
     def fail(path: str, message: str) -> None:
         if single:
@@ -81,16 +82,18 @@ def records_on_ray(
         records[path] = dict(records.get(path, {"input": path}), status="failed", error=message)
         write_line(f"aeroseg predict: skipped: {message}")
 
-    for path in inputs:
-        try:
-            if path in clashes:
-                raise UserError(clashes[path])
-            scene = _plan(path, out_file, args, job, settings, records)
-        except (UserError, RasterioError, OSError) as error:
-            fail(path, str(error) if isinstance(error, UserError) else f"{path}: {one_line(error)}")
-            continue
-        if scene is not None:
-            scenes.append(scene)
+    def planned() -> Iterator[Scene]:
+        """The scenes with work left, planned as the workers need them (none is held once finished)."""
+        for path in inputs:
+            try:
+                if path in clashes:
+                    raise UserError(clashes[path])
+                scene = _plan(path, out_file, args, job, settings, records)
+            except (UserError, RasterioError, OSError) as error:
+                fail(path, str(error) if isinstance(error, UserError) else f"{path}: {one_line(error)}")
+                continue
+            if scene is not None:
+                yield scene
 
     def on_scene(scene: Scene) -> None:
         if scene.failed:
@@ -103,8 +106,11 @@ def records_on_ray(
         records[scene.path].update(status="ok", seconds=seconds, pixels=pixels, units=len(scene.bands))
 
     cluster = Cluster(args.ray, args.ray_workers, args.ray_threads, args.device)
-    with session(args.ray, verbose=args.verbose) if scenes else contextlib.nullcontext():
-        stats = run_units(scenes, job, model, cluster, quiet=args.quiet, on_scene=on_scene)
+    scenes = planned()
+    first = next(scenes, None)  # Ray is started only when there is work
+    with session(args.ray, verbose=args.verbose) if first else contextlib.nullcontext():
+        work = itertools.chain([first], scenes) if first else iter(())
+        stats = run_units(work, job, model, cluster, quiet=args.quiet, on_scene=on_scene)
     if not args.quiet and stats.units:
         rate = stats.windows / max(stats.seconds, 1e-9)
         print(

@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,7 +103,7 @@ class Segmenter:
 
 
 def run_units(
-    scenes: list[Scene],
+    scenes: Iterable[Scene],
     job: Job,
     model: Any,
     cluster: Cluster,
@@ -112,27 +112,41 @@ def run_units(
     on_scene: Callable[[Scene], None],
 ) -> Stats:
     """Run every unit of ``scenes`` not written yet and finish the scenes; ``on_scene`` gets each scene once
-    its files are written (or once it failed: ``scene.failed`` holds the one-line reason)."""
+    its files are written (or once it failed: ``scene.failed`` holds the one-line reason). The scenes are
+    taken from ``scenes`` as the workers need work, so that a long list is never planned all at once."""
     start = time.perf_counter()
-    queue = deque(
-        (s, b)
-        for s in scenes
-        if not s.failed
-        for b in ([FINISH] if len(s.done) == len(s.bands) else range(len(s.bands)))
-        if b not in s.done
-    )
-    stats = Stats(reused=sum(len(s.done) for s in scenes))
-    if not queue:
-        return stats
+    work = _Work(iter(scenes))
+    work.refill(1)
+    if not work.queue:
+        return work.stats
     pool = _pool(model, cluster)
-    stats.workers = len(pool.workers)
+    work.stats.workers = len(pool.workers)
     try:  # an interrupted run leaves a CLI model's workers to the next run of this process
-        _schedule(queue, pool, job, stats, quiet, on_scene)
+        _schedule(work, pool, job, quiet, on_scene)
     finally:
         if not isinstance(model, dict):  # a model object is not kept on the workers after the call
             pool.close()
-    stats.seconds = time.perf_counter() - start
-    return stats
+    work.stats.seconds = time.perf_counter() - start
+    return work.stats
+
+
+class _Work:
+    """The tasks to run: those of the scenes planned so far, more planned as the queue runs low."""
+
+    def __init__(self, scenes: Iterator[Scene]) -> None:
+        self.scenes, self.queue, self.stats = scenes, deque[tuple[Scene, int]](), Stats()
+        self.planned_windows = 0  # windows of the units queued so far (the progress bar's total)
+
+    def refill(self, tasks: int) -> None:
+        """Plan scenes until the queue holds ``tasks`` tasks or no scene is left."""
+        while len(self.queue) < tasks:
+            scene = next(self.scenes, None)
+            if scene is None:
+                return
+            self.stats.reused += len(scene.done)
+            todo = [u for u in range(len(scene.bands)) if u not in scene.done] or [FINISH]
+            self.queue.extend((scene, u) for u in todo)
+            self.planned_windows += sum(scene.windows[u] for u in todo if u != FINISH)
 
 
 class _Pool:
@@ -210,23 +224,21 @@ def _session() -> tuple[str, str]:
     return context.get_job_id(), context.get_node_id()
 
 
-def _schedule(
-    queue: deque[tuple[Scene, int]],
-    pool: _Pool,
-    job: Job,
-    stats: Stats,
-    quiet: bool,
-    on_scene: Callable[[Scene], None],
-) -> None:
-    """Keep every worker busy until the queue is empty; retry the tasks of lost workers."""
-    workers = pool.workers
-    lost: dict[tuple[int, int], int] = {}
-    in_flight: dict[Any, tuple[int, Any, Scene, int]] = {}  # task -> (worker slot, worker, scene, band)
-    total = sum(s.windows[b] for s, b in queue if b != FINISH)
+def _schedule(work: _Work, pool: _Pool, job: Job, quiet: bool, on_scene: Callable[[Scene], None]) -> None:
+    """Keep every worker busy until no task is left; retry the tasks of lost workers."""
+    workers, queue, stats = pool.workers, work.queue, work.stats
+    lost: dict[tuple[str, int], int] = {}
+    in_flight: dict[Any, tuple[int, Any, Scene, int]] = {}  # task -> (worker slot, worker, scene, unit)
     with progress(
-        total=total, unit="window", disable=True if quiet else None, file=sys.stderr, desc="ray"
+        total=work.planned_windows,
+        unit="window",
+        disable=True if quiet else None,
+        file=sys.stderr,
+        desc="ray",
     ) as bar:
-        while queue or in_flight:
+        while True:
+            work.refill(2 * IN_FLIGHT * len(workers))
+            bar.total = work.planned_windows
             for slot, worker in enumerate(workers):
                 while (
                     pool.idle(slot)
@@ -238,7 +250,7 @@ def _schedule(
                         continue
                     task = worker.run.remote(scene, band, job)
                     in_flight[task] = (slot, worker, scene, band)
-            if not in_flight and not pool.starting:
+            if not in_flight and (not pool.starting or not queue):
                 break
             (task,), _ = ray.wait([*in_flight, *pool.starting], num_returns=1)
             if task in pool.starting:
@@ -248,15 +260,16 @@ def _schedule(
             try:
                 result = ray.get(task)
             except LOST:
-                key = (id(scene), band)
+                key = (scene.path, band)
                 lost[key] = lost.get(key, 0) + 1
                 pool.replace(slot, worker)
                 if lost[key] < ATTEMPTS:
                     stats.retried += 1
                     queue.appendleft((scene, band))
                 else:
-                    result = {"error": f"{scene.path}: a worker was lost {ATTEMPTS} times running its rows"}
-                    _fail(scene, result["error"], stats, on_scene)
+                    _fail(
+                        scene, f"{scene.path}: a worker was lost {ATTEMPTS} times running it", stats, on_scene
+                    )
                 bar.set_postfix_str(_postfix(stats), refresh=False)
                 continue
             except RayTaskError as error:
