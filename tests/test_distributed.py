@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import pyogrio.raw
 import pytest
 import rasterio
 
@@ -78,15 +79,17 @@ def test_folder_of_scenes_and_a_scene_in_several_units_equal_one_process(tmp_pat
     write_geotiff(scenes / "a.tif", smooth_image(150, 170))
     write_geotiff(scenes / "b.tif", smooth_image(330, 200, seed=3))
     write_geotiff(scenes / "c.tif", smooth_image(40, 50, seed=4))  # smaller than a window
-    assert predict([str(scenes)], tmp_path / "one", checkpoint, "--json", str(tmp_path / "one.json")) == 0
+    one = ["--json", str(tmp_path / "one.json"), "--vector", str(tmp_path / "one.gpkg")]
+    assert predict([str(scenes)], tmp_path / "one", checkpoint, *one) == 0
     summary = tmp_path / "s.json"
     assert on_ray([str(scenes)], tmp_path / "ray", checkpoint, "--json", str(summary)) == 0
     assert_same_outputs(tmp_path / "one", tmp_path / "ray", "abc")
     assert [r["units"] for r in json.loads(summary.read_text())["images"]] == [1, 1, 1]
-    assert (
-        on_ray([str(scenes)], tmp_path / "bands", checkpoint, "--ray-unit-rows", "1", "--json", str(summary))
-        == 0
-    )
+    bands = ["--ray-unit-rows", "1", "--json", str(summary), "--vector", str(tmp_path / "ray.gpkg")]
+    assert on_ray([str(scenes)], tmp_path / "bands", checkpoint, *bands) == 0
+    a, b = (pyogrio.raw.read(tmp_path / f"{n}.gpkg") for n in ("one", "ray"))  # polygons written by workers
+    assert len(a[2]) > 3 and list(a[2]) == list(b[2])
+    assert all(list(x) == list(y) for x, y in zip(a[3], b[3], strict=True))
     assert_same_outputs(tmp_path / "one", tmp_path / "bands", "abc")
     images = json.loads(summary.read_text())["images"]
     assert [r["units"] for r in images] == [3, 7, 1]

@@ -5,6 +5,7 @@ byte."""
 
 import json
 
+import pyogrio.raw
 import pytest
 import rasterio
 import torch
@@ -15,8 +16,9 @@ from aeroseg.prediction.classes import parse_classes
 from aeroseg.prediction.outputs import PredictionFiles
 from aeroseg.prediction.paths import output_paths
 from aeroseg.prediction.streaming import WindowOptions, segment_source
+from aeroseg.prediction.vector import VectorWriter
 from aeroseg.raster import RasterSource, ReadOptions
-from tests.test_inference import ContextModel
+from tests.test_inference import ContextModel, PixelModel
 from tests.test_predict import smooth_image
 from tests.test_predict_inputs import write_geotiff
 
@@ -24,21 +26,21 @@ CPU = torch.device("cpu")
 SETTINGS = {"classes": ["a", "b", "d"], "window": 40}
 
 
-def one_process(scene, paths, classes, options, cog):
+def one_process(scene, paths, classes, options, cog, model=ContextModel):
     with RasterSource(scene, ReadOptions(nodata=0)) as source:
         files = PredictionFiles(source, classes, paths, collect=False, settings=SETTINGS, cog=cog)
-        counts = segment_source(ContextModel(), source, classes, files, options=options, device=CPU)
+        counts = segment_source(model(), source, classes, files, options=options, device=CPU)
         files.finish()
     return counts
 
 
-def on_units(scene, paths, job, rows, order=reversed):
+def on_units(scene, paths, job, rows, order=reversed, model=ContextModel):
     """Plan the scene, run its units in ``order`` and finish it, as the workers of a cluster do."""
     with RasterSource(scene, job.read) as source:
         planned = plan_scene(
             scene, paths, source, job, unit_bands(source.height, source.width, job.options, rows)
         )
-    counts = sum(run_unit(ContextModel(), planned, u, job, CPU) for u in order(range(len(planned.bands))))
+    counts = sum(run_unit(model(), planned, u, job, CPU) for u in order(range(len(planned.bands))))
     if not planned.whole:
         finish_scene(planned, job)
     return planned, counts
@@ -107,3 +109,38 @@ def test_a_rerun_reuses_the_parts_written_with_the_same_settings(tmp_path):
         assert again.done == {0, 2} and again.counts.sum() == sum(rows) * 90
         other = plan_scene(scene, paths, source, Job(**{**job.__dict__, "settings": "{}"}), bands)
     assert other.done == set() and not any(planned.parts.iterdir())
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".parquet"])
+def test_polygons_written_by_workers_equal_one_process(tmp_path, suffix):
+    """Each scene's polygons are written by a worker (after its class raster, a VRT over parts here) and
+    merged into the vector file, reprojected to the first scene's CRS, as one process writes them."""
+    pytest.importorskip("pyarrow")
+    classes = parse_classes("a,b|c,d")
+    options = WindowOptions(window=40, overlap=0.25, batch_size=3)
+    job = Job(classes, ReadOptions(), options, "fp32", 1, json.dumps(SETTINGS), polygons=(2.0, 0.3, False))
+    one, merged = (
+        VectorWriter(tmp_path / f"{n}{suffix}", min_area=2.0, simplify=0.3) for n in ("one", "ray")
+    )
+    for name, crs in (("a", "EPSG:32633"), ("b", "EPSG:32632")):
+        scene = write_geotiff(tmp_path / f"{name}.tif", smooth_image(120, 90, seed=len(name)), crs=crs)
+        (tmp_path / name).mkdir()
+        paths = {"classes": tmp_path / name / "one.tif"}
+        one_process(scene, paths, classes, options, cog=True, model=PixelModel)
+        one.add(paths["classes"], source=scene)
+        planned, _ = on_units(scene, {"classes": tmp_path / name / "ray.vrt"}, job, 1, model=PixelModel)
+        assert not planned.whole
+        merged.add_file(planned.polygons, tmp_path / name / "ray.vrt", source=scene)
+    one.finish()
+    merged.finish()
+    assert one.count == merged.count > 3
+    if suffix == ".parquet":
+        import pyarrow.parquet
+
+        a, b = (pyarrow.parquet.read_table(w.path) for w in (one, merged))
+        assert a.schema.metadata == b.schema.metadata and a.to_pydict() == b.to_pydict()
+        return
+    a, b = pyogrio.raw.read(one.path), pyogrio.raw.read(merged.path)
+    assert a[0]["crs"] == b[0]["crs"] and list(a[2]) == list(b[2])
+    for x, y in zip(a[3], b[3], strict=True):
+        assert list(x) == list(y)

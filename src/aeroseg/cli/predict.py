@@ -25,6 +25,7 @@ written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -39,7 +40,7 @@ from aeroseg.atomic import atomic
 from aeroseg.cli import options
 from aeroseg.cli.inputs import add_stac, band_list, image_inputs
 from aeroseg.device import resolve_device
-from aeroseg.distributed.driver import records_on_ray
+from aeroseg.distributed.driver import POLYGONS, records_on_ray
 from aeroseg.errors import UserError
 from aeroseg.precision import PRECISIONS
 from aeroseg.prediction import api, checks
@@ -394,7 +395,15 @@ def _write_vector(vector: Any, records: list[dict[str, Any]], single: bool) -> i
             if record["status"] == "failed":
                 continue
             try:
-                record["polygons"] = vector.add(record["outputs"]["classes"], source=record["input"])
+                if POLYGONS in record:  # written by a worker of a Ray run
+                    polygons = Path(record.pop(POLYGONS))
+                    classes = record["outputs"]["classes"]
+                    record["polygons"] = vector.add_file(polygons, classes, source=record["input"])
+                    polygons.unlink()
+                    with contextlib.suppress(OSError):
+                        polygons.parent.rmdir()  # the parts folder of a scene written as one file
+                else:
+                    record["polygons"] = vector.add(record["outputs"]["classes"], source=record["input"])
             except (UserError, RasterioError, OSError) as error:
                 if single:
                     raise UserError(f"no polygons for {record['input']}: {one_line(error)}") from None

@@ -41,6 +41,7 @@ from aeroseg.raster import RasterSource, ReadOptions, is_url, one_line
 from aeroseg.registry import ModelRequest
 from aeroseg.stac import StacInput
 
+POLYGONS = "_polygons"  # a record's key to its scene's polygons, written by a worker (not in the summary)
 UNIT_PIXELS = 32_000_000  # default pixels of a unit: a larger scene is split into bands of about this size
 
 
@@ -72,6 +73,7 @@ def records_on_ray(
     job = Job(
         classes, read, options, args.precision, args.ray_unit_rows or 0, json.dumps(settings, sort_keys=True),
         args.cog, single=args.ray_single_file or out_file is not None,
+        polygons=(args.min_area, args.simplify, args.vector_pixels) if args.vector else None,
     )  # fmt: skip
     single = len(inputs) == 1
     records: dict[str, dict[str, Any]] = {}
@@ -104,6 +106,8 @@ def records_on_ray(
         pixels = {name: int(counts[i]) for i, name in enumerate(names)} | {"nodata": int(counts[255])}
         seconds = round(time.perf_counter() - scene.start, 3)
         records[scene.path].update(status="ok", seconds=seconds, pixels=pixels, units=len(scene.bands))
+        if job.polygons is not None:
+            records[scene.path][POLYGONS] = str(scene.polygons)
 
     cluster = Cluster(args.ray, args.ray_workers, args.ray_threads, args.device)
     scenes = planned()

@@ -29,6 +29,7 @@ from aeroseg.atomic import atomic, remove_stale
 from aeroseg.prediction.classes import ClassList
 from aeroseg.prediction.outputs import GeoTiffWriter, PredictionFiles
 from aeroseg.prediction.streaming import Grid, WindowOptions, segment_band, segment_source
+from aeroseg.prediction.vector import VectorWriter
 from aeroseg.raster import RasterSource, ReadOptions, is_url
 
 
@@ -44,6 +45,7 @@ class Job:
     settings: str | None = None  # JSON of what made the prediction, recorded in the class rasters
     cog: bool = True  # the GeoTIFFs are Cloud-Optimized (aeroseg.prediction.outputs)
     single: bool = False  # a scene of several units is copied into one <stem>.tif, not a <stem>.vrt
+    polygons: tuple[float, float, bool] | None = None  # --vector: min area, simplification, pixel coordinates
 
 
 @dataclass
@@ -68,6 +70,12 @@ class Scene:
     def whole(self) -> bool:
         """Whether the scene is one unit, whose worker writes its files directly."""
         return len(self.bands) == 1
+
+    @property
+    def polygons(self) -> Path:
+        """The scene's polygons (``--vector``), written by a worker, merged into the vector file by the
+        driver (:meth:`aeroseg.prediction.vector.VectorWriter.add_file`)."""
+        return self.parts / "polygons.gpkg"
 
     def part(self, unit: int, kind: str = "classes") -> Path:
         """The part file of ``unit``: classes, scores or record (its JSON)."""
@@ -133,6 +141,7 @@ def run_unit(model: Any, scene: Scene, unit: int, job: Job, device: torch.device
                 files.abort()
                 raise
             files.finish()
+            write_polygons(scene, job)
             return counts
         grid = Grid(source.height, source.width, job.options)
         first, last = scene.first_rows[unit], scene.first_rows[unit + 1]
@@ -162,6 +171,23 @@ def run_unit(model: Any, scene: Scene, unit: int, job: Job, device: torch.device
     with atomic(scene.part(unit, "record")) as tmp:
         tmp.write_text(json.dumps(record) + "\n")
     return sink.counts
+
+
+def write_polygons(scene: Scene, job: Job) -> None:
+    """The polygons of the scene's finished class raster into :attr:`Scene.polygons` (``--vector``)."""
+    if job.polygons is None:
+        return
+    min_area, simplify, pixel_coordinates = job.polygons
+    scene.parts.mkdir(parents=True, exist_ok=True)
+    writer = VectorWriter(
+        scene.polygons, min_area=min_area, simplify=simplify, pixel_coordinates=pixel_coordinates
+    )
+    try:
+        writer.add(scene.paths["classes"], source=scene.path)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.finish()
 
 
 class _Rows:

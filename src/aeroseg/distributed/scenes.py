@@ -4,7 +4,8 @@ By default the scene is ``<stem>.vrt`` (and ``<stem>_scores.vrt``) over its part
 (:mod:`aeroseg.distributed.vrt`). With ``--ray-single-file`` (or ``-o FILE.tif``) the parts are copied
 into one ``<stem>.tif``, written in the order in which one process writes it (column stripe by column
 stripe, window row by window row), with the same writer: the file is the one process's byte for byte; the
-parts are then removed. The overlay and the STAC Item of the outputs are drawn last, as one process does.
+parts are then removed. The overlay and the STAC Item of the outputs are drawn last, as one process does,
+then the polygons (``--vector``), which the driver merges into the vector file.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from aeroseg.atomic import remove_stale
-from aeroseg.distributed.parts import Job, Scene
+from aeroseg.distributed.parts import Job, Scene, write_polygons
 from aeroseg.distributed.vrt import write_vrt
 from aeroseg.prediction.outputs import GeoTiffWriter, write_side_files
 from aeroseg.prediction.streaming import GDAL_CACHE_MB, Grid
@@ -44,6 +45,7 @@ def finish_scene(scene: Scene, job: Job) -> None:
             _single_file(scene, job, source)
             shutil.rmtree(scene.parts, ignore_errors=True)
         write_side_files(source, job.classes, scene.paths, cog=job.cog)
+    write_polygons(scene, job)
 
 
 def _single_file(scene: Scene, job: Job, source: RasterSource) -> None:
