@@ -135,7 +135,10 @@ def main() -> None:
     result = {
         "machine": machine(),
         "note": args.note,
-        "settings": {**vars(args), "side": side, "window": SleepModel.window, "windows_per_scene": 9},
+        "settings": {
+            **{k: v for k, v in vars(args).items() if k != "out"},
+            **{"side": side, "window": SleepModel.window, "windows_per_scene": 9},
+        },
         "ray_start_s": round(ray_start, 2),
         "ideal_windows_per_s_per_worker": 1 / args.seconds,
         "runs": runs,
