@@ -1,7 +1,8 @@
-"""``aeroseg predict --ray local`` stopped by SIGTERM (what ``kill``, ``timeout`` and batch schedulers send)
-mid-run: the command ends as one process does ("interrupted", no stack lines), the local Ray cluster it
-started is gone with it, Ray's own messages are not in the log, and a rerun ends with the outputs of one
-process. Runs the CLI in a child process (its own Ray cluster), so no cluster is started for the module."""
+"""``aeroseg predict --ray local`` stopped mid-run by SIGTERM (what ``kill``, ``timeout`` and batch
+schedulers send) or SIGKILL: with SIGTERM the command ends as one process does ("interrupted", no stack
+lines) and Ray's own messages are not in the log; either way the local Ray cluster it started is gone
+with it (after SIGKILL: stopped by the reaper), and a rerun ends with the outputs of one process. Runs
+the CLI in a child process (its own Ray cluster), so no cluster is started for the module."""
 
 import os
 import signal
@@ -50,7 +51,8 @@ def alive(pid):
     return state != "Z"
 
 
-def test_sigterm_stops_the_run_and_its_local_cluster_and_a_rerun_finishes_it(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_signal_stops_the_run_and_its_local_cluster_and_a_rerun_finishes_it(tmp_path, sig):
     checkpoint = tmp_path / "tiny"
     build_tiny_model().save_pretrained(checkpoint)
     scene = write_geotiff(tmp_path / "big.tif", smooth_image(700, 300, seed=5))
@@ -85,12 +87,22 @@ def test_sigterm_stops_the_run_and_its_local_cluster_and_a_rerun_finishes_it(tmp
         cluster = descendants(child.pid) or cluster
         time.sleep(0.2)
     assert cluster, "the run never got under way"
-    child.send_signal(signal.SIGTERM)
+    child.send_signal(sig)
     out, err = child.communicate(timeout=120)
-    assert child.returncode == SIGTERM_STATUS, err
-    assert err.strip().splitlines()[-1] == "aeroseg predict: interrupted"
-    for noise in ("Traceback", "SIGABRT", "\x1b[", "Token authentication", "Started a local Ray", "raylet"):
-        assert noise not in err + out
+    if sig == signal.SIGTERM:
+        assert child.returncode == SIGTERM_STATUS, err
+        assert err.strip().splitlines()[-1] == "aeroseg predict: interrupted"
+        for noise in (
+            "Traceback",
+            "SIGABRT",
+            "\x1b[",
+            "Token authentication",
+            "Started a local Ray",
+            "raylet",
+        ):
+            assert noise not in err + out
+    else:
+        assert child.returncode == -signal.SIGKILL
     deadline = time.time() + 30
     while time.time() < deadline and any(alive(pid) for pid in cluster):
         time.sleep(0.5)

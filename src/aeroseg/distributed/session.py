@@ -2,9 +2,10 @@
 what was started on every way out, and keeping Ray's own messages out of the log.
 
 A local cluster that :func:`session` started is stopped when its block ends, whatever the end: a return,
-an exception, Ctrl+C or SIGTERM (``ray.init`` replaces the signal handlers of the process: those in place
+an exception, Ctrl+C or SIGTERM. ``ray.init`` replaces the signal handlers of the process: those in place
 before are put back, and SIGTERM then raises :class:`KeyboardInterrupt` unless a handler of the program
-takes it, so that the command ends with its usual "interrupted" line instead of Ray's stack lines).
+takes it, so that the command ends with its usual "interrupted" line instead of Ray's stack lines. What a
+``kill -9`` of the command leaves running is stopped by :mod:`aeroseg.distributed.reaper`.
 Unless ``verbose``, Ray's own messages are dropped: its start-up lines and warnings (the ``ray`` logger
 below ERROR), the workers' output and the raylet's lines about lost workers (printed in colour to
 stdout, which aeroseg reports in its own words).
@@ -21,6 +22,7 @@ from typing import Any
 
 import ray
 
+from aeroseg.distributed import reaper
 from aeroseg.errors import UserError
 from aeroseg.raster import one_line
 
@@ -56,23 +58,28 @@ def connect(address: str, *, verbose: bool = False) -> bool:
 @contextmanager
 def session(address: str, *, verbose: bool = False) -> Iterator[None]:
     """Connected to the cluster at ``address`` for the block; what this call started is stopped at its
-    end (see the module docstring). A session open before is used and left open."""
+    end (see the module docstring), and by :mod:`aeroseg.distributed.reaper` should this process be
+    killed. A session open before is used and left open."""
     main = threading.current_thread() is threading.main_thread()
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    watchdog = None if ray.is_initialized() else reaper.start()
+    started = False
     try:
-        started = connect(address, verbose=verbose)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    if main and handlers[signal.SIGTERM] in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, _interrupt)
-    try:
+        try:
+            started = connect(address, verbose=verbose)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        if main and handlers[signal.SIGTERM] in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _interrupt)
         yield
     finally:
         if main and handlers:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM cannot cut the shutdown short
         if started:
             ray.shutdown()
+        if watchdog is not None and watchdog.stdin is not None:
+            watchdog.stdin.close()  # it stops what the shutdown left running
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
 
