@@ -38,6 +38,7 @@ from rasterio.errors import RasterioError
 from aeroseg import registry
 from aeroseg.atomic import atomic
 from aeroseg.cli import options
+from aeroseg.cli.distributed import add_ray, check_ray
 from aeroseg.cli.inputs import add_stac, band_list, image_inputs
 from aeroseg.device import resolve_device
 from aeroseg.distributed.driver import POLYGONS, records_on_ray
@@ -52,8 +53,6 @@ from aeroseg.prediction.vector import VectorWriter
 from aeroseg.progress import progress, write_line
 from aeroseg.raster import RasterSource, ReadOptions, one_line
 from aeroseg.stac import StacInput
-
-RAY_THREADS = 4  # default CPUs and torch threads of a CPU worker (--ray-threads)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -152,34 +151,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--json", metavar="FILE", help="write a JSON summary of the run")
     options.add_quiet(out)
     add_stac(parser)
-    ray = parser.add_argument_group('ray (pip install "aeroseg[ray]"; see docs/distributed.md)')
-    ray.add_argument(
-        "--ray",
-        nargs="?",
-        const="auto",
-        metavar="auto|local|ADDRESS",
-        help="run on a Ray cluster: auto (a running one, else local; the default), local, or its address",
-    )
-    ray.add_argument("--ray-workers", type=int, help="workers (default: one per GPU, else CPUs / threads)")
-    ray.add_argument("--ray-threads", type=int, default=RAY_THREADS, help="CPUs and threads of a CPU worker")
-    ray.add_argument(
-        "--ray-unit-rows", type=int, help="window rows per unit of a large scene (default: ~32 Mpx a unit)"
-    )
-    ray.add_argument(
-        "--verbose",
-        action="store_true",
-        help="also print Ray's own messages (start-up lines, warnings, worker output, raylet lines)",
-    )
-    ray.add_argument(
-        "--ray-single-file",
-        action="store_true",
-        help="write a scene of several units as one <stem>.tif (a worker copies its parts into it) instead "
-        "of <stem>.vrt over the parts in <stem>.parts/",
-    )
+    add_ray(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    _check_ray_options(args)
+    check_ray(args)
     classes = parse_classes(args.classes, args.classes_file, args.background_threshold)
     checks.check_overlap(args.overlap)
     if args.min_area < 0 or args.simplify < 0:
@@ -333,21 +309,6 @@ def _predict_one(
     names = classes.ids_to_names
     pixels = {name: int(counts[i]) for i, name in enumerate(names)} | {"nodata": int(counts[255])}
     return dict(record, status="ok", seconds=round(time.perf_counter() - start, 3), pixels=pixels)
-
-
-def _check_ray_options(args: argparse.Namespace) -> None:
-    """Refuse the options of a Ray run without ``--ray`` (they would be ignored without a word)."""
-    if args.ray is not None:
-        return
-    given = [
-        f"--{k.replace('_', '-')}"
-        for k in ("ray_unit_rows", "ray_workers", "ray_single_file", "verbose")
-        if getattr(args, k)
-    ]
-    if args.ray_threads != RAY_THREADS:
-        given.append("--ray-threads")
-    if given:
-        raise UserError(f"{', '.join(given)} only apply to a Ray run; add --ray (see docs/distributed.md)")
 
 
 def _output_file(output: str, count: int) -> Path | None:
