@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "inputs",
         nargs="*",
         metavar="INPUT",
-        help="image files, folders, glob patterns or URLs; STAC Item / ItemCollection / catalog .json files or URLs",
+        help="image files, folders, glob patterns, URLs or .txt manifests (one a line); STAC Item / ItemCollection / "
+        "catalog .json files or URLs",
     )
     model_flags = parser.add_argument_group("model (default: the training-free model on public weights)")
     options.add_model(model_flags, default_preset=registry.DEFAULT_SEGMENTER)
