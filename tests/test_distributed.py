@@ -10,6 +10,7 @@ from pathlib import Path
 import pyogrio.raw
 import pytest
 import rasterio
+from PIL import Image
 
 import aeroseg.progress
 from aeroseg.cli import main
@@ -201,3 +202,10 @@ def test_python_api_on_ray_equals_one_process(tmp_path):
     assert here.class_map.tobytes() == there.class_map.tobytes()
     assert here.scores.tobytes() == there.scores.tobytes()
     assert_same_outputs(tmp_path / "one", tmp_path / "ray", ["scene"])
+    photo = tmp_path / "photo.png"  # a plain picture: PNG outputs, written from the arrays
+    Image.fromarray(smooth_image(70, 90, seed=2).transpose(1, 2, 0)).save(photo)
+    here = predict_image(model, photo, CLASSES, tmp_path / "one" / "photo.png", **kwargs)
+    there = predict_image(model, photo, CLASSES, tmp_path / "ray" / "photo.png", ray="auto", **kwargs)
+    assert here.class_map.tobytes() == there.class_map.tobytes()
+    for name in ("photo.png", "photo_scores.png"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes()
