@@ -21,7 +21,9 @@ def add_ray(parser: argparse.ArgumentParser) -> None:
     ray.add_argument("--ray-workers", type=int, help="workers (default: one per GPU, else CPUs / threads)")
     ray.add_argument("--ray-threads", type=int, default=RAY_THREADS, help="CPUs and threads of a CPU worker")
     ray.add_argument(
-        "--ray-unit-rows", type=int, help="window rows per unit of a large scene (default: ~32 Mpx a unit)"
+        "--ray-unit-rows",
+        type=int,
+        help="window rows per unit of a large scene (default: ~32 Mpx a unit, at least 16 rows)",
     )
     ray.add_argument(
         "--verbose",

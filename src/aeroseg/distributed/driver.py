@@ -43,6 +43,7 @@ from aeroseg.stac import StacInput
 
 POLYGONS = "_polygons"  # a record's key to its scene's polygons, written by a worker (not in the summary)
 UNIT_PIXELS = 32_000_000  # default pixels of a unit: a larger scene is split into bands of about this size
+MIN_UNIT_ROWS = 16  # ... of at least this many window rows: the halo (a window row a unit) stays <= 1/16
 
 
 def records_on_ray(
@@ -211,11 +212,12 @@ def _finished_as(class_path: Path, args: argparse.Namespace, settings: dict[str,
 
 
 def _sized(job: Job, source: RasterSource) -> Job:
-    """``job`` with its unit rows set: about :data:`UNIT_PIXELS` a unit unless given."""
+    """``job`` with its unit rows set unless given: about :data:`UNIT_PIXELS` a unit, at least
+    :data:`MIN_UNIT_ROWS` window rows (a unit recomputes the window row above it)."""
     if job.unit_rows:
         return job
     stride = max(1, int(job.options.window * (1 - job.options.overlap)))
-    rows = max(1, round(UNIT_PIXELS / (max(source.width, 1) * stride)))
+    rows = max(MIN_UNIT_ROWS, round(UNIT_PIXELS / (max(source.width, 1) * stride)))
     return Job(**{**job.__dict__, "unit_rows": rows})
 
 
