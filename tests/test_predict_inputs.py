@@ -207,3 +207,17 @@ def test_array_source_scaling():
     np.testing.assert_allclose(image, 0.25)
     with pytest.raises(UserError, match="H×W, H×W×C or C×H×W"):
         ArraySource(np.zeros((2, 3, 4, 5)))
+
+
+def test_a_manifest_lists_images_relative_to_its_folder(tmp_path):
+    (tmp_path / "tiles").mkdir()
+    for name in ("a.tif", "b.tif"):
+        write_geotiff(tmp_path / "tiles" / name, np.zeros((3, 8, 8), np.uint8))
+    manifest = tmp_path / "list.txt"
+    manifest.write_text(f"# tiles\ntiles/b.tif\n\n{tmp_path / 'tiles' / 'a.tif'}\nhttps://x.org/c.tif\n")
+    assert expand_inputs([str(manifest)]) == [
+        str(tmp_path / "tiles" / "b.tif"), str(tmp_path / "tiles" / "a.tif"), "https://x.org/c.tif"
+    ]  # fmt: skip
+    manifest.write_text("tiles/a.tif\ntiles/missing.tif\n")
+    with pytest.raises(UserError, match=r"list.txt, line 2: tiles/missing.tif is not a file"):
+        expand_inputs([str(manifest)])

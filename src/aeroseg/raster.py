@@ -34,6 +34,7 @@ from rasterio.windows import Window
 from aeroseg.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+MANIFEST_SUFFIX = ".txt"  # a list of inputs, one a line
 OVERVIEW_SIDE = 1024
 DEFAULT_PERCENTILES = (2.0, 98.0)
 
@@ -42,8 +43,26 @@ def is_url(path: str) -> bool:
     return path.startswith(("http://", "https://"))
 
 
+def _manifest(path: str) -> list[str]:
+    """The images a manifest lists (see :func:`expand_inputs`)."""
+    folder = os.path.dirname(path)
+    found = []
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, 1):
+            entry = line.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            image = entry if is_url(entry) or os.path.isabs(entry) else os.path.join(folder, entry)
+            if not is_url(image) and not os.path.isfile(image):
+                raise UserError(f"{path}, line {number}: {entry} is not a file")
+            found.append(image)
+    return found
+
+
 def expand_inputs(inputs: Sequence[str]) -> list[str]:
-    """Image paths and URLs from files, folders (their images, sorted) and glob patterns, in order.
+    """Image paths and URLs from files, folders (their images, sorted), glob patterns and manifests (a
+    ``.txt`` file of one image path or URL a line; relative paths from the manifest's folder, blank lines
+    and ``#`` comments skipped), in order.
 
     Raises :class:`UserError` for a path that does not exist, a pattern that matches nothing and a folder
     without images.
@@ -52,6 +71,8 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     for item in inputs:
         if is_url(item):
             found.append(item)
+        elif item.lower().endswith(MANIFEST_SUFFIX) and os.path.isfile(item):
+            found.extend(_manifest(item))
         elif os.path.isdir(item):
             images = sorted(
                 str(p)

@@ -276,8 +276,10 @@ def write_output_item(
     import rasterio
 
     source = image.item
-    tiff = "image/tiff; application=geotiff" + ("; profile=cloud-optimized" if cog else "")
     classes = files["classes"]
+    tiff = "image/tiff; application=geotiff" + ("; profile=cloud-optimized" if cog else "")
+    if classes.suffix.lower() == ".vrt":  # a distributed run's scene over its parts (aeroseg.distributed)
+        tiff = "application/xml; application=gdal-vrt"
     classification = [
         {
             "value": i,

@@ -25,6 +25,7 @@ written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -37,9 +38,10 @@ from rasterio.errors import RasterioError
 from aeroseg import registry
 from aeroseg.atomic import atomic
 from aeroseg.cli import options
+from aeroseg.cli.distributed import add_ray, check_ray
 from aeroseg.cli.inputs import add_stac, band_list, image_inputs
 from aeroseg.device import resolve_device
-from aeroseg.distributed.driver import records_on_ray
+from aeroseg.distributed.driver import POLYGONS, records_on_ray
 from aeroseg.errors import UserError
 from aeroseg.precision import AUTO_HELP, CHOICES, resolve
 from aeroseg.prediction import api, checks
@@ -65,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "inputs",
         nargs="*",
         metavar="INPUT",
-        help="image files, folders, glob patterns or URLs; STAC Item / ItemCollection / catalog .json files or URLs",
+        help="image files, folders, glob patterns, URLs or .txt manifests (one a line); STAC Item / ItemCollection / "
+        "catalog .json files or URLs",
     )
     model_flags = parser.add_argument_group("model (default: the training-free model on public weights)")
     options.add_model(model_flags, default_preset=registry.DEFAULT_SEGMENTER)
@@ -149,22 +152,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--json", metavar="FILE", help="write a JSON summary of the run")
     options.add_quiet(out)
     add_stac(parser)
-    ray = parser.add_argument_group('ray (pip install "aeroseg[ray]"; see docs/distributed.md)')
-    ray.add_argument(
-        "--ray",
-        nargs="?",
-        const="auto",
-        metavar="auto|local|ADDRESS",
-        help="run on a Ray cluster: auto (a running one, else local; the default), local, or its address",
-    )
-    ray.add_argument("--ray-workers", type=int, help="workers (default: one per GPU, else CPUs / threads)")
-    ray.add_argument("--ray-threads", type=int, default=4, help="CPUs and threads of a CPU worker")
-    ray.add_argument(
-        "--ray-unit-rows", type=int, help="window rows per unit of a large scene (default: ~32 Mpx a unit)"
-    )
+    add_ray(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_ray(args)
     classes = parse_classes(args.classes, args.classes_file, args.background_threshold)
     checks.check_overlap(args.overlap)
     if args.min_area < 0 or args.simplify < 0:
@@ -367,7 +359,15 @@ def _write_vector(vector: Any, records: list[dict[str, Any]], single: bool) -> i
             if record["status"] == "failed":
                 continue
             try:
-                record["polygons"] = vector.add(record["outputs"]["classes"], source=record["input"])
+                if POLYGONS in record:  # written by a worker of a Ray run
+                    polygons = Path(record.pop(POLYGONS))
+                    classes = record["outputs"]["classes"]
+                    record["polygons"] = vector.add_file(polygons, classes, source=record["input"])
+                    polygons.unlink()
+                    with contextlib.suppress(OSError):
+                        polygons.parent.rmdir()  # the parts folder of a scene written as one file
+                else:
+                    record["polygons"] = vector.add(record["outputs"]["classes"], source=record["input"])
             except (UserError, RasterioError, OSError) as error:
                 if single:
                     raise UserError(f"no polygons for {record['input']}: {one_line(error)}") from None

@@ -1,34 +1,39 @@
 """The entry points of a distributed prediction: ``aeroseg predict --ray`` and ``aeroseg.prediction(ray=...)``.
 
-The driver (the process that runs the command) opens every input to plan its units, starts the workers,
-saves the parts as they come back and writes each scene's files once its parts are in; it needs read
-access to the inputs and write access to the output folder. The workers need the inputs (shared storage
-or URLs) and the model's weights, not the output folder.
+The driver (the process that runs the command) opens every input to plan its units (its size, not its
+pixels), starts the workers and tracks the units; the workers write every output file. The driver and the
+workers need the inputs (shared storage or URLs) and the output folder; the workers the model's weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 import torch
 from rasterio.errors import RasterioError
+from rasterio.windows import Window
 
 from aeroseg.distributed import require_ray
-from aeroseg.distributed.parts import PARTS, Job, Scene, assemble, plan_scene
+from aeroseg.distributed.parts import Job, Scene, plan_scene, unit_bands
 from aeroseg.errors import UserError
 from aeroseg.prediction import paths as places
 from aeroseg.prediction.checks import no_crs_message
 from aeroseg.prediction.classes import ClassList
+from aeroseg.prediction.outputs import PredictionFiles
 from aeroseg.prediction.settings import finished
 from aeroseg.prediction.streaming import WindowOptions
 from aeroseg.progress import write_line
@@ -36,7 +41,9 @@ from aeroseg.raster import RasterSource, ReadOptions, is_url, one_line
 from aeroseg.registry import ModelRequest
 from aeroseg.stac import StacInput
 
+POLYGONS = "_polygons"  # a record's key to its scene's polygons, written by a worker (not in the summary)
 UNIT_PIXELS = 32_000_000  # default pixels of a unit: a larger scene is split into bands of about this size
+MIN_UNIT_ROWS = 16  # ... of at least this many window rows: the halo (a window row a unit) stays <= 1/16
 
 
 def records_on_ray(
@@ -56,7 +63,8 @@ def records_on_ray(
     recorded in the class rasters (see :func:`aeroseg.prediction.settings.prediction_settings`); ``clashes``
     maps inputs whose outputs would take an earlier input's names to their one-line reason."""
     require_ray()
-    from aeroseg.distributed.runner import Cluster, connect, run_units
+    from aeroseg.distributed.runner import Cluster, run_units
+    from aeroseg.distributed.session import session
 
     model = {
         **dataclasses.asdict(request),
@@ -64,12 +72,12 @@ def records_on_ray(
         "weights": {k: _absolute(v) for k, v in request.weights.items()},
     }
     job = Job(
-        classes, read, options, args.precision, args.scores, args.ray_unit_rows or 0, json.dumps(model),
-        json.dumps(settings, sort_keys=True), args.cog,
+        classes, read, options, args.precision, args.ray_unit_rows or 0, json.dumps(settings, sort_keys=True),
+        args.cog, single=args.ray_single_file or out_file is not None,
+        polygons=(args.min_area, args.simplify, args.vector_pixels) if args.vector else None,
     )  # fmt: skip
     single = len(inputs) == 1
     records: dict[str, dict[str, Any]] = {}
-    scenes: list[Scene] = []
 
     def fail(path: str, message: str) -> None:
         if single:
@@ -77,37 +85,37 @@ def records_on_ray(
         records[path] = dict(records.get(path, {"input": path}), status="failed", error=message)
         write_line(f"aeroseg predict: skipped: {message}")
 
-    for path in inputs:
-        try:
-            if path in clashes:
-                raise UserError(clashes[path])
-            scene = _plan(path, out_file, args, job, settings, records)
-        except (UserError, RasterioError, OSError) as error:
-            fail(path, str(error) if isinstance(error, UserError) else f"{path}: {one_line(error)}")
-            continue
-        if scene is not None:
-            scenes.append(scene)
+    def planned() -> Iterator[Scene]:
+        """The scenes with work left, planned as the workers need them (none is held once finished)."""
+        for path in inputs:
+            try:
+                if path in clashes:
+                    raise UserError(clashes[path])
+                scene = _plan(path, out_file, args, job, settings, records)
+            except (UserError, RasterioError, OSError) as error:
+                fail(path, str(error) if isinstance(error, UserError) else f"{path}: {one_line(error)}")
+                continue
+            if scene is not None:
+                yield scene
 
     def on_scene(scene: Scene) -> None:
         if scene.failed:
             fail(scene.path, scene.failed)
             return
-        try:
-            counts, _ = assemble(scene, job)
-        except (UserError, RasterioError, OSError) as error:
-            fail(
-                scene.path, str(error) if isinstance(error, UserError) else f"{scene.path}: {one_line(error)}"
-            )
-            return
         names = classes.ids_to_names
+        counts = scene.counts
         pixels = {name: int(counts[i]) for i, name in enumerate(names)} | {"nodata": int(counts[255])}
         seconds = round(time.perf_counter() - scene.start, 3)
         records[scene.path].update(status="ok", seconds=seconds, pixels=pixels, units=len(scene.bands))
+        if job.polygons is not None:
+            records[scene.path][POLYGONS] = str(scene.polygons)
 
-    if any(len(s.done) < len(s.bands) for s in scenes):
-        connect(args.ray)
     cluster = Cluster(args.ray, args.ray_workers, args.ray_threads, args.device)
-    stats = run_units(scenes, job, model, cluster, quiet=args.quiet, on_scene=on_scene)
+    scenes = planned()
+    first = next(scenes, None)  # Ray is started only when there is work
+    with session(args.ray, verbose=args.verbose) if first else contextlib.nullcontext():
+        work = itertools.chain([first], scenes) if first else iter(())
+        stats = run_units(work, job, model, cluster, quiet=args.quiet, on_scene=on_scene)
     if not args.quiet and stats.units:
         rate = stats.windows / max(stats.seconds, 1e-9)
         print(
@@ -137,20 +145,30 @@ def predict_on_ray(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predict one image on Ray for :func:`aeroseg.prediction`; its class map and scores."""
     require_ray()
-    from aeroseg.distributed.runner import Cluster, connect, run_units
+    from aeroseg.distributed.runner import Cluster, run_units
+    from aeroseg.distributed.session import connect
 
     connect(address)
-    job = Job(classes, read, options, precision, True, 0, "python object", cog=cog)
+    job = Job(classes, read, options, precision, 0, cog=cog, single=True)
     threads = torch.get_num_threads()  # CPU workers compute as this process does: the same results
     cluster = Cluster(address, threads=threads, device="auto" if device is None else device.type)
-    with tempfile.TemporaryDirectory(prefix="aeroseg-parts-") as parts, RasterSource(path, read) as source:
-        scene = plan_scene(path, paths or {}, Path(parts) / "scene", source, _sized(job, source))
+    tif = bool(paths) and paths["classes"].suffix.lower() != ".png"  # else PNGs, written here from arrays
+    with tempfile.TemporaryDirectory(prefix="aeroseg-ray-") as folder, RasterSource(path, read) as source:
+        written = dict(paths) if tif and paths else {"classes": Path(folder) / "scene.tif"}
+        written.setdefault("scores", Path(folder) / "scores.tif")  # the API returns the scores
+        job = _sized(job, source)
+        bands = unit_bands(source.height, source.width, options, job.unit_rows)
+        scene = plan_scene(path, written, source, job, bands)
         run_units([scene], job, model, cluster, quiet=not progress, on_scene=lambda s: None)
         if scene.failed:
             raise UserError(scene.failed)
-        _, arrays = assemble(scene, _sized(job, source), collect=True)
-    assert arrays is not None
-    return arrays.ids, arrays.confidence
+        with rasterio.open(written["classes"]) as ids, rasterio.open(written["scores"]) as scores:
+            arrays = ids.read(1), scores.read(1)
+        if paths and not tif:
+            files = PredictionFiles(source, classes, paths, collect=False, cog=cog)
+            files.write(Window(0, 0, source.width, source.height), *arrays)
+            files.finish()
+    return arrays
 
 
 def _plan(
@@ -163,8 +181,15 @@ def _plan(
 ) -> Scene | None:
     """The scene of one input, or None when its outputs exist with the same settings (a skipped record)."""
     with RasterSource(path, job.read) as source:
-        class_path = out_file or Path(args.output) / f"{places.input_stem(path)}{places.class_suffix(source)}"
+        suffix = places.class_suffix(source)
+        class_path = out_file or Path(args.output) / f"{places.input_stem(path)}{suffix}"
+        job = _sized(job, source)
+        bands = unit_bands(source.height, source.width, job.options, job.unit_rows)
+        if suffix == ".png":  # a plain picture is one unit: one process holds it in memory too
+            bands = [(bands[0][0], bands[-1][1])]
         item = isinstance(path, StacInput)  # the STAC Item of its outputs too
+        if len(bands) > 1 and not job.single and not _finished_as(class_path, args, settings, item):
+            class_path = class_path.with_suffix(".vrt")  # the parts stay, a VRT over them
         paths = places.output_paths(class_path, scores=args.scores, overlay=args.overlay, item=item)
         places.refuse_overwriting_input(path, paths, args.vector)
         record: dict[str, Any] = {"input": path, "outputs": {k: str(v) for k, v in paths.items()}}
@@ -175,18 +200,24 @@ def _plan(
             records[path]["status"] = "skipped"
             return None
         places.make_parent(class_path)
-        parts = class_path.parent / PARTS / places.input_stem(path)
         if args.overwrite:
-            shutil.rmtree(parts, ignore_errors=True)
-        return plan_scene(path, paths, parts, source, _sized(job, source))
+            shutil.rmtree(class_path.with_name(f"{class_path.stem}.parts"), ignore_errors=True)
+        return plan_scene(path, paths, source, job, bands)
+
+
+def _finished_as(class_path: Path, args: argparse.Namespace, settings: dict[str, Any], item: bool) -> bool:
+    """Whether the scene's outputs exist as one ``<stem>.tif`` (of one process or a single-file run)."""
+    paths = places.output_paths(class_path, scores=args.scores, overlay=args.overlay, item=item)
+    return class_path.exists() and finished(class_path, paths, settings, overwrite=args.overwrite)
 
 
 def _sized(job: Job, source: RasterSource) -> Job:
-    """``job`` with its unit rows set: about :data:`UNIT_PIXELS` a unit unless given."""
+    """``job`` with its unit rows set unless given: about :data:`UNIT_PIXELS` a unit, at least
+    :data:`MIN_UNIT_ROWS` window rows (a unit recomputes the window row above it)."""
     if job.unit_rows:
         return job
     stride = max(1, int(job.options.window * (1 - job.options.overlap)))
-    rows = max(1, round(UNIT_PIXELS / (max(source.width, 1) * stride)))
+    rows = max(MIN_UNIT_ROWS, round(UNIT_PIXELS / (max(source.width, 1) * stride)))
     return Job(**{**job.__dict__, "unit_rows": rows})
 
 

@@ -1,13 +1,13 @@
-"""The units of a distributed prediction, their part files and the assembly of a scene from its parts.
+"""The units of a distributed prediction and the files their workers write.
 
-A unit is a band of window rows of one scene (:meth:`aeroseg.prediction.streaming.Grid.bands`); a scene
-smaller than a unit is one unit. A worker runs a unit (:func:`run_unit`) and returns its part: the labels
-of the pixel rows only its windows cover and its :class:`~aeroseg.prediction.streaming.BandEdges`. The
-driver saves each part under ``OUT/.aeroseg-parts/<stem>/`` (temporary name, then renamed) beside a
-``plan.json`` that names the input, the settings and the units, so that a rerun of the same command
-reuses the parts of an unfinished scene. When every part of a scene is in, :func:`assemble` writes the
-scene's files band by band (the seams blended by :func:`~aeroseg.prediction.streaming.blend_seam`), holding
-at most two parts in memory, and removes the parts.
+A unit is a band of window rows of one scene; a scene smaller than a unit (or written as a PNG) is one
+unit, whose worker writes the scene's files as one process does (:func:`run_unit`). A unit of a larger
+scene owns the pixel rows from its first window row's start to the next unit's: it runs its own window
+rows and, above them, the window rows that also cover its first pixel rows (the halo, recomputed), in the
+order of a single pass, so that its pixels are those of one process; it writes them as final part files
+``<stem>.parts/rows_<first>_<last>.tif`` (and ``_scores.tif``), then ``rows_<first>_<last>.json`` (its
+pixel counts and settings: a rerun of the same command reuses the parts that have one). Once a scene's
+parts are all written, a worker finishes it (:mod:`aeroseg.distributed.scenes`). The driver reads no pixel.
 """
 
 from __future__ import annotations
@@ -16,21 +16,21 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 import torch
 from rasterio.windows import Window
 
-from aeroseg.atomic import atomic
-from aeroseg.prediction.classes import NODATA, ClassList
-from aeroseg.prediction.outputs import ArrayWriter, PredictionFiles
-from aeroseg.prediction.streaming import BandEdges, Grid, WindowOptions, blend_seam, segment_band
+from aeroseg.atomic import atomic, remove_stale
+from aeroseg.prediction.classes import ClassList
+from aeroseg.prediction.outputs import GeoTiffWriter, PredictionFiles
+from aeroseg.prediction.streaming import Grid, WindowOptions, segment_band, segment_source
+from aeroseg.prediction.vector import VectorWriter
 from aeroseg.raster import RasterSource, ReadOptions, is_url
-
-PARTS = ".aeroseg-parts"
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,11 @@ class Job:
     read: ReadOptions
     options: WindowOptions
     precision: str
-    confidence: bool  # whether the parts keep the confidence (score files or the Python API)
     unit_rows: int  # window rows per unit of a large scene
-    model: str  # the model's description (checkpoint and weights): parts of another model are not reused
-    settings: str | None = None  # JSON of what made the prediction, recorded in the class raster
-    cog: bool = True  # the scene's GeoTIFFs are Cloud-Optimized (aeroseg.prediction.outputs)
+    settings: str | None = None  # JSON of what made the prediction, recorded in the class rasters
+    cog: bool = True  # the GeoTIFFs are Cloud-Optimized (aeroseg.prediction.outputs)
+    single: bool = False  # a scene of several units is copied into one <stem>.tif, not a <stem>.vrt
+    polygons: tuple[float, float, bool] | None = None  # --vector: min area, simplification, pixel coordinates
 
 
 @dataclass
@@ -54,149 +54,161 @@ class Scene:
 
     path: str  # the input as given
     location: str  # the input as the workers open it (a local path made absolute)
-    paths: dict[str, Path]  # output files (see api.output_paths); empty for the Python API without output
-    parts: Path  # folder of the part files
+    paths: dict[str, Path]  # the scene's output files (see aeroseg.prediction.paths.output_paths)
+    parts: Path  # folder of the part files of a scene of several units
     height: int
     width: int
-    bands: list[tuple[int, int]]
-    windows: list[int]  # windows of each band
-    done: set[int] = field(default_factory=set)  # bands whose part is saved
+    bands: list[tuple[int, int]]  # window rows of each unit
+    first_rows: list[int]  # the first pixel row each unit owns, and the scene's height
+    windows: list[int]  # windows of each unit (the halo not counted)
+    done: set[int] = field(default_factory=set)  # units whose files are written
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
     failed: str | None = None
     start: float = field(default_factory=time.perf_counter)
 
-    def part(self, band: int) -> Path:
-        r0, r1 = self.bands[band]
-        return self.parts / f"unit_{r0:06d}_{r1:06d}.npz"
+    @property
+    def whole(self) -> bool:
+        """Whether the scene is one unit, whose worker writes its files directly."""
+        return len(self.bands) == 1
+
+    @property
+    def polygons(self) -> Path:
+        """The scene's polygons (``--vector``), written by a worker, merged into the vector file by the
+        driver (:meth:`aeroseg.prediction.vector.VectorWriter.add_file`)."""
+        return self.parts / "polygons.gpkg"
+
+    def part(self, unit: int, kind: str = "classes") -> Path:
+        """The part file of ``unit``: classes, scores or record (its JSON)."""
+        r0, r1 = self.first_rows[unit], self.first_rows[unit + 1]
+        suffix = {"classes": ".tif", "scores": "_scores.tif", "record": ".json"}[kind]
+        return self.parts / f"rows_{r0:06d}_{r1:06d}{suffix}"
 
 
-def plan_scene(path: str, paths: dict[str, Path], parts: Path, source: RasterSource, job: Job) -> Scene:
-    """The units of ``source``; parts of an earlier run with the same settings are kept, others removed."""
+def unit_bands(height: int, width: int, options: WindowOptions, rows: int) -> list[tuple[int, int]]:
+    """The window rows of each unit: runs of ``rows`` window rows (the last one shorter)."""
+    count = len(Grid(height, width, options).ys)
+    return [(r, min(r + max(1, rows), count)) for r in range(0, count, max(1, rows))]
+
+
+def plan_scene(
+    path: str, paths: dict[str, Path], source: RasterSource, job: Job, bands: list[tuple[int, int]]
+) -> Scene:
+    """The scene of ``source`` in the units ``bands``; the parts of an earlier run of the same settings
+    are kept (their units are done), any other file in its parts folder is removed."""
     grid = Grid(source.height, source.width, job.options)
-    bands = grid.bands(job.unit_rows)
+    first_rows = [0, *(grid.ys[r0] for r0, _ in bands[1:]), source.height]
     windows = [(r1 - r0) * len(grid.xs) for r0, r1 in bands]
     # an absolute path is kept as it is: a STAC input (aeroseg.stac.StacInput) carries its bands with it
     location = (
         path if is_url(path) or not os.path.exists(path) or os.path.isabs(path) else os.path.abspath(path)
     )
-    scene = Scene(path, location, paths, parts, source.height, source.width, bands, windows)
-    plan = {
-        "input": path,
-        "height": source.height,
-        "width": source.width,
-        "bands": bands,
-        "job": _describe(job),
-    }
-    plan_file = parts / "plan.json"
-    if plan_file.exists() and json.loads(plan_file.read_text()) == json.loads(json.dumps(plan)):
-        scene.done = {b for b in range(len(bands)) if scene.part(b).exists()}
-    else:
+    parts = paths["classes"].with_name(f"{paths['classes'].stem}.parts")
+    scene = Scene(path, location, paths, parts, source.height, source.width, bands, first_rows, windows)
+    if scene.whole:
         shutil.rmtree(parts, ignore_errors=True)
-        parts.mkdir(parents=True)
-        plan_file.write_text(json.dumps(plan) + "\n")
+        return scene
+    kinds = ["classes", "record", *(["scores"] if "scores" in paths else [])]
+    keep = set()
+    for unit in range(len(bands)):
+        record = _record(scene.part(unit, "record"))
+        if record is not None and record["settings"] == job.settings:
+            if all(scene.part(unit, kind).exists() for kind in kinds):
+                scene.done.add(unit)
+                scene.counts += np.array(record["counts"], dtype=np.int64)
+                keep.update(scene.part(unit, kind) for kind in kinds)
+    if parts.is_dir():
+        remove_stale(parts)
+        for file in parts.iterdir():
+            if file not in keep:
+                file.unlink()
     return scene
 
 
-def run_unit(
-    model: Any, path: str, band: tuple[int, int], job: Job, device: torch.device
-) -> dict[str, np.ndarray]:
-    """Run one band of window rows of the scene at ``path``; its part as a dict of arrays."""
-    with RasterSource(path, job.read) as source:
-        grid = Grid(source.height, source.width, job.options)
-        r0, r1 = band
-        last = grid.ys[r1] if r1 < len(grid.ys) else grid.height
-        sink = _Rows(grid.seam_end(r0), last, grid.width, job.confidence)
-        counts, edges = segment_band(
-            model, source, job.classes, sink, grid, band,
-            options=job.options, device=device, precision=job.precision,
-        )  # fmt: skip
-    arrays = {"ids": sink.ids, "counts": counts}
-    if job.confidence:
-        arrays["confidence"] = sink.confidence
-    for i, windows in edges.top.items():
-        arrays.update({f"top_{i}_{x}": p for x, p in windows})
-    arrays.update({f"valid_{i}": valid for i, valid in edges.top_valid.items()})
-    for k, (sums, weights) in enumerate(edges.carry):
-        arrays[f"sums_{k}"], arrays[f"weights_{k}"] = sums, weights
-    return arrays
-
-
-def save_part(scene: Scene, band: int, arrays: dict[str, np.ndarray]) -> None:
-    """Write a unit's part under a temporary name and rename it into place."""
-    with atomic(scene.part(band)) as tmp, open(tmp, "wb") as file:
-        np.savez(file, **arrays)
-    scene.done.add(band)
-
-
-def assemble(scene: Scene, job: Job, *, collect: bool = False) -> tuple[np.ndarray, ArrayWriter | None]:
-    """Write the files of a scene whose parts are all saved; the pixel count per id (and the arrays when
-    ``collect``). The parts are removed once the files are in place."""
-    grid = Grid(scene.height, scene.width, job.options)
-    counts = np.zeros(256, dtype=np.int64)
+def run_unit(model: Any, scene: Scene, unit: int, job: Job, device: torch.device) -> np.ndarray:
+    """Run one unit on a worker and write its files; the pixel count of every class id it wrote."""
     settings = json.loads(job.settings) if job.settings else None
-    with RasterSource(scene.path, job.read) as source:
-        sink = PredictionFiles(
-            source, job.classes, scene.paths, collect=collect, settings=settings, cog=job.cog
+    with RasterSource(scene.location, job.read) as source:
+        if scene.whole:  # the scene's own files, as one process writes them
+            files = PredictionFiles(
+                source, job.classes, scene.paths, collect=False, settings=settings, cog=job.cog
+            )
+            try:
+                counts = segment_source(
+                    model, source, job.classes, files,
+                    options=job.options, device=device, precision=job.precision,
+                )  # fmt: skip
+            except BaseException:
+                files.abort()
+                raise
+            files.finish()
+            write_polygons(scene, job)
+            return counts
+        grid = Grid(source.height, source.width, job.options)
+        first, last = scene.first_rows[unit], scene.first_rows[unit + 1]
+        halo = next(i for i, y in enumerate(grid.ys) if y + grid.window > first)  # rows covering `first`
+        scene.parts.mkdir(parents=True, exist_ok=True)
+        profile = dict(
+            height=last - first,
+            width=source.width,
+            crs=source.crs,
+            transform=source.transform @ rasterio.Affine.translation(0, first),
         )
+        writer = GeoTiffWriter(
+            scene.part(unit), profile, job.classes, source=source.path, settings=settings, cog=job.cog,
+            scores_path=scene.part(unit, "scores") if "scores" in scene.paths else None,
+        )  # fmt: skip
+        sink = _Rows(writer, first, last)
         try:
-            above: BandEdges | None = None
-            for b, (r0, _) in enumerate(scene.bands):
-                with np.load(scene.part(b)) as part:
-                    below = _edges(part)
-                    if above is not None:
-                        counts += blend_seam(grid, job.classes, sink, r0, above, below)
-                    ids = part["ids"]
-                    if ids.size:
-                        confidence = (
-                            part["confidence"] if job.confidence else np.full(ids.shape, np.nan, np.float32)
-                        )
-                        sink.write(Window(0, grid.seam_end(r0), scene.width, len(ids)), ids, confidence)
-                    counts += part["counts"]
-                above = below
+            segment_band(
+                model, source, job.classes, sink, grid, (halo, scene.bands[unit][1]),
+                options=job.options, device=device, precision=job.precision,
+            )  # fmt: skip
         except BaseException:
-            sink.abort()
+            writer.abort()
             raise
-        sink.finish()
-    shutil.rmtree(scene.parts, ignore_errors=True)
-    with_parts = scene.parts.parent
-    if with_parts.name == PARTS and not any(with_parts.iterdir()):
-        with_parts.rmdir()
-    return counts, sink.arrays if collect else None
+        writer.finish()
+    record = {"settings": job.settings, "counts": sink.counts.tolist()}
+    with atomic(scene.part(unit, "record")) as tmp:
+        tmp.write_text(json.dumps(record) + "\n")
+    return sink.counts
+
+
+def write_polygons(scene: Scene, job: Job) -> None:
+    """The polygons of the scene's finished class raster into :attr:`Scene.polygons` (``--vector``)."""
+    if job.polygons is None:
+        return
+    min_area, simplify, pixel_coordinates = job.polygons
+    scene.parts.mkdir(parents=True, exist_ok=True)
+    writer = VectorWriter(
+        scene.polygons, min_area=min_area, simplify=simplify, pixel_coordinates=pixel_coordinates
+    )
+    try:
+        writer.add(scene.paths["classes"], source=scene.path)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.finish()
 
 
 class _Rows:
-    """The labels of the pixel rows [first, last) of a scene, the sink of a unit."""
+    """The sink of a unit: the pixel rows [first, last) of the scene, written to the unit's part files."""
 
-    def __init__(self, first: int, last: int, width: int, confidence: bool) -> None:
-        self.first = first
-        self.ids = np.full((max(0, last - first), width), NODATA, dtype=np.uint8)
-        self.confidence = np.full(self.ids.shape if confidence else (0, 0), np.nan, dtype=np.float32)
+    def __init__(self, writer: GeoTiffWriter, first: int, last: int) -> None:
+        self.writer, self.first, self.last = writer, first, last
+        self.counts = np.zeros(256, dtype=np.int64)
 
     def write(self, window: Window, ids: np.ndarray, confidence: np.ndarray) -> None:
-        rows, cols = window.toslices()
-        rows = slice(rows.start - self.first, rows.stop - self.first)
-        self.ids[rows, cols] = ids
-        if self.confidence.size:
-            self.confidence[rows, cols] = confidence
+        top = window.row_off
+        a, b = max(self.first, top), min(self.last, top + window.height)
+        if b <= a:  # rows of the halo, owned by the unit above
+            return
+        ids, confidence = ids[a - top : b - top], confidence[a - top : b - top]
+        self.writer.write(Window(window.col_off, a - self.first, window.width, b - a), ids, confidence)
+        self.counts += np.bincount(ids.ravel(), minlength=256)
 
 
-def _edges(part: Any) -> BandEdges:
-    """The :class:`BandEdges` of a loaded part file."""
-    edges = BandEdges()
-    for key in part.files:
-        kind, *numbers = key.split("_")
-        if kind == "top":
-            edges.top.setdefault(int(numbers[0]), []).append((int(numbers[1]), part[key]))
-        elif kind == "valid":
-            edges.top_valid[int(numbers[0])] = part[key]
-    for windows in edges.top.values():
-        windows.sort(key=lambda item: item[0])
-    k = 0
-    while f"sums_{k}" in part.files:
-        edges.carry.append((part[f"sums_{k}"], part[f"weights_{k}"]))
-        k += 1
-    return edges
-
-
-def _describe(job: Job) -> dict[str, Any]:
-    """The settings of a job as JSON values (a part is reused only under the same settings)."""
-    return json.loads(json.dumps(asdict(job), default=str))
+def _record(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,10 +1,12 @@
 """The Ray side of a distributed prediction: the workers, the scheduling of units and the fault handling.
 
-Each worker is a Ray actor (:class:`Segmenter`) that loads the model once and runs units. It takes one GPU
-when the cluster has GPUs (and ``--device`` is not cpu), else ``threads`` CPUs and as many torch threads.
-The driver keeps :data:`IN_FLIGHT` units queued on every worker and saves each part as it comes back. A
-unit whose worker dies (killed, out of memory, node lost) goes back to the queue and runs on another
-worker; the dead worker is replaced. After :data:`ATTEMPTS` lost runs the unit, and its scene, fail.
+Each worker is a Ray actor (:class:`Segmenter`) that loads the model once and runs units, writing their
+files itself (:func:`aeroseg.distributed.parts.run_unit`), and finishes the scenes whose parts are all
+written (:func:`aeroseg.distributed.scenes.finish_scene`). It takes one GPU when the cluster has GPUs (and
+``--device`` is not cpu), else ``threads`` CPUs and as many torch threads. The driver keeps
+:data:`IN_FLIGHT` tasks queued on every worker; only pixel counts come back. A task whose worker dies
+(killed, out of memory, node lost) goes back to the queue and runs on another worker; the dead worker is
+replaced. After :data:`ATTEMPTS` lost runs the task, and its scene, fail.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +32,9 @@ from ray.exceptions import (
     WorkerCrashedError,
 )
 
-from aeroseg.distributed.parts import Job, Scene, run_unit, save_part
+from aeroseg.distributed.parts import Job, Scene, run_unit
+from aeroseg.distributed.scenes import finish_scene
+from aeroseg.distributed.session import NAMESPACE
 from aeroseg.errors import UserError
 from aeroseg.progress import progress
 from aeroseg.raster import one_line
@@ -38,8 +42,8 @@ from aeroseg.registry import ModelRequest, segmenter
 
 LOST = (RayActorError, WorkerCrashedError, OutOfMemoryError, ObjectLostError, NodeDiedError)
 ATTEMPTS = 3  # runs of a unit lost with their worker before the unit fails
-IN_FLIGHT = 2  # units queued on each worker, so that none waits for the driver
-NAMESPACE = "aeroseg"
+IN_FLIGHT = 2  # tasks queued on each worker, so that none waits for the driver
+FINISH = -1  # the task that finishes a scene of several units once its parts are written
 
 
 @dataclass(frozen=True)
@@ -65,24 +69,6 @@ class Stats:
     seconds: float = 0.0
 
 
-def connect(address: str) -> None:
-    """Join the Ray cluster at ``address`` ("auto", "local" or host:port / ray://...); reuse an open one."""
-    if ray.is_initialized():
-        return
-    try:
-        if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False, namespace=NAMESPACE)
-        elif address == "auto":
-            try:
-                ray.init(address="auto", log_to_driver=False, namespace=NAMESPACE)
-            except ConnectionError:
-                ray.init(include_dashboard=False, log_to_driver=False, namespace=NAMESPACE)
-        else:
-            ray.init(address=address, log_to_driver=False, namespace=NAMESPACE)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        raise UserError(f"cannot reach the Ray cluster at {address}: {one_line(error)}") from None
-
-
 @ray.remote
 class Segmenter:
     """A worker: the model, loaded once, and the units it runs."""
@@ -103,17 +89,21 @@ class Segmenter:
         """None when the model is loaded, else the one-line error."""
         return self.error
 
-    def run(self, path: str, band: tuple[int, int], job: Job) -> dict[str, Any]:
+    def run(self, scene: Scene, unit: int, job: Job) -> dict[str, Any]:
+        """Run ``unit`` of ``scene`` (or finish it: :data:`FINISH`); its pixel counts, or the error."""
         try:
-            return run_unit(self.model, path, band, job, self.device)
+            if unit == FINISH:
+                finish_scene(scene, job)
+                return {}
+            return {"counts": run_unit(self.model, scene, unit, job, self.device)}
         except UserError as error:
             return {"error": str(error)}
         except (RasterioError, OSError) as error:
-            return {"error": f"{path}: {one_line(error)}"}
+            return {"error": f"{scene.path}: {one_line(error)}"}
 
 
 def run_units(
-    scenes: list[Scene],
+    scenes: Iterable[Scene],
     job: Job,
     model: Any,
     cluster: Cluster,
@@ -121,25 +111,42 @@ def run_units(
     quiet: bool,
     on_scene: Callable[[Scene], None],
 ) -> Stats:
-    """Run every unit of ``scenes`` not saved yet; ``on_scene`` gets each scene once all its parts are
-    saved (or once it failed: ``scene.failed`` holds the one-line reason)."""
+    """Run every unit of ``scenes`` not written yet and finish the scenes; ``on_scene`` gets each scene once
+    its files are written (or once it failed: ``scene.failed`` holds the one-line reason). The scenes are
+    taken from ``scenes`` as the workers need work, so that a long list is never planned all at once."""
     start = time.perf_counter()
-    queue = deque((s, b) for s in scenes for b in range(len(s.bands)) if b not in s.done and not s.failed)
-    stats = Stats(reused=sum(len(s.done) for s in scenes))
-    for scene in scenes:
-        if not scene.failed and len(scene.done) == len(scene.bands):
-            on_scene(scene)
-    if not queue:
-        return stats
+    work = _Work(iter(scenes))
+    work.refill(1)
+    if not work.queue:
+        return work.stats
     pool = _pool(model, cluster)
-    stats.workers = len(pool.workers)
+    work.stats.workers = len(pool.workers)
     try:  # an interrupted run leaves a CLI model's workers to the next run of this process
-        _schedule(queue, pool, job, stats, quiet, on_scene)
+        _schedule(work, pool, job, quiet, on_scene)
     finally:
         if not isinstance(model, dict):  # a model object is not kept on the workers after the call
             pool.close()
-    stats.seconds = time.perf_counter() - start
-    return stats
+    work.stats.seconds = time.perf_counter() - start
+    return work.stats
+
+
+class _Work:
+    """The tasks to run: those of the scenes planned so far, more planned as the queue runs low."""
+
+    def __init__(self, scenes: Iterator[Scene]) -> None:
+        self.scenes, self.queue, self.stats = scenes, deque[tuple[Scene, int]](), Stats()
+        self.planned_windows = 0  # windows of the units queued so far (the progress bar's total)
+
+    def refill(self, tasks: int) -> None:
+        """Plan scenes until the queue holds ``tasks`` tasks or no scene is left."""
+        while len(self.queue) < tasks:
+            scene = next(self.scenes, None)
+            if scene is None:
+                return
+            self.stats.reused += len(scene.done)
+            todo = [u for u in range(len(scene.bands)) if u not in scene.done] or [FINISH]
+            self.queue.extend((scene, u) for u in todo)
+            self.planned_windows += sum(scene.windows[u] for u in todo if u != FINISH)
 
 
 class _Pool:
@@ -149,7 +156,7 @@ class _Pool:
         count, self.resources, self.device = _layout(cluster)
         self.spec = model if isinstance(model, dict) else ray.put(model)
         self.threads, self.key, self.started = cluster.threads, key, 0
-        self.run_id = uuid.uuid4().hex[:8]
+        self.run_id, self.session = uuid.uuid4().hex[:8], _session()
         self.starting: dict[Any, int] = {}  # readiness of the workers still loading the model -> slot
         self.workers = [self._start(slot) for slot in range(count)]
 
@@ -196,38 +203,42 @@ _POOLS: dict[str, _Pool] = {}
 def _pool(model: Any, cluster: Cluster) -> _Pool:
     """The workers for ``model``: those of the previous run when it had the same, else new ones (the
     previous run's are stopped first: they hold the cluster's CPUs and GPUs)."""
-    key = (
-        repr((json.dumps(model, sort_keys=True), cluster, ray.get_runtime_context().get_job_id()))
-        if isinstance(model, dict)
-        else ""
-    )
+    key = repr((json.dumps(model, sort_keys=True), cluster, _session())) if isinstance(model, dict) else ""
     if key in _POOLS:
         return _POOLS[key]
-    for pool in list(_POOLS.values()):
-        pool.close()
+    for old, pool in list(_POOLS.items()):
+        if pool.session == _session():
+            pool.close()
+        else:  # its workers went with their session (ray.shutdown); their handles are no longer valid
+            del _POOLS[old]
     if not isinstance(model, dict):
         return _Pool(model, cluster, None)
     _POOLS[key] = _Pool(model, cluster, key)
     return _POOLS[key]
 
 
-def _schedule(
-    queue: deque[tuple[Scene, int]],
-    pool: _Pool,
-    job: Job,
-    stats: Stats,
-    quiet: bool,
-    on_scene: Callable[[Scene], None],
-) -> None:
-    """Keep every worker busy until the queue is empty; save the parts, retry the units of lost workers."""
-    workers = pool.workers
-    lost: dict[tuple[int, int], int] = {}
-    in_flight: dict[Any, tuple[int, Any, Scene, int]] = {}  # task -> (worker slot, worker, scene, band)
-    total = sum(s.windows[b] for s, b in queue)
+def _session() -> tuple[str, str]:
+    """The Ray session this process is connected to: the job id alone repeats from one ``ray.init`` to the
+    next (each new cluster numbers its jobs from 1), the driver's node id does not."""
+    context = ray.get_runtime_context()
+    return context.get_job_id(), context.get_node_id()
+
+
+def _schedule(work: _Work, pool: _Pool, job: Job, quiet: bool, on_scene: Callable[[Scene], None]) -> None:
+    """Keep every worker busy until no task is left; retry the tasks of lost workers."""
+    workers, queue, stats = pool.workers, work.queue, work.stats
+    lost: dict[tuple[str, int], int] = {}
+    in_flight: dict[Any, tuple[int, Any, Scene, int]] = {}  # task -> (worker slot, worker, scene, unit)
     with progress(
-        total=total, unit="window", disable=True if quiet else None, file=sys.stderr, desc="ray"
+        total=work.planned_windows,
+        unit="window",
+        disable=True if quiet else None,
+        file=sys.stderr,
+        desc="ray",
     ) as bar:
-        while queue or in_flight:
+        while True:
+            work.refill(2 * IN_FLIGHT * len(workers))
+            bar.total = work.planned_windows
             for slot, worker in enumerate(workers):
                 while (
                     pool.idle(slot)
@@ -237,9 +248,9 @@ def _schedule(
                     scene, band = queue.popleft()
                     if scene.failed:
                         continue
-                    task = worker.run.remote(scene.location, scene.bands[band], job)
+                    task = worker.run.remote(scene, band, job)
                     in_flight[task] = (slot, worker, scene, band)
-            if not in_flight and not pool.starting:
+            if not in_flight and (not pool.starting or not queue):
                 break
             (task,), _ = ray.wait([*in_flight, *pool.starting], num_returns=1)
             if task in pool.starting:
@@ -249,15 +260,16 @@ def _schedule(
             try:
                 result = ray.get(task)
             except LOST:
-                key = (id(scene), band)
+                key = (scene.path, band)
                 lost[key] = lost.get(key, 0) + 1
                 pool.replace(slot, worker)
                 if lost[key] < ATTEMPTS:
                     stats.retried += 1
                     queue.appendleft((scene, band))
                 else:
-                    result = {"error": f"{scene.path}: a worker was lost {ATTEMPTS} times running its rows"}
-                    _fail(scene, result["error"], stats, on_scene)
+                    _fail(
+                        scene, f"{scene.path}: a worker was lost {ATTEMPTS} times running it", stats, on_scene
+                    )
                 bar.set_postfix_str(_postfix(stats), refresh=False)
                 continue
             except RayTaskError as error:
@@ -267,13 +279,19 @@ def _schedule(
             if "error" in result:
                 _fail(scene, result["error"], stats, on_scene)
                 continue
-            save_part(scene, band, result)
+            if band == FINISH:
+                on_scene(scene)
+                continue
+            scene.done.add(band)
+            scene.counts += result["counts"]
             stats.units += 1
             stats.windows += scene.windows[band]
             bar.update(scene.windows[band])
             bar.set_postfix_str(_postfix(stats), refresh=False)
-            if len(scene.done) == len(scene.bands):
+            if scene.whole:
                 on_scene(scene)
+            elif len(scene.done) == len(scene.bands):
+                queue.appendleft((scene, FINISH))
 
 
 def _fail(scene: Scene, message: str, stats: Stats, on_scene: Callable[[Scene], None]) -> None:

@@ -370,15 +370,21 @@ class PredictionFiles:
             )
             if "scores" in self.paths:
                 write_scores_png(self.paths["scores"], self.arrays.confidence)
-        if "overlay" in self.paths and self.class_path is not None:
-            write_overlay_of(self.source, self.class_path, self.paths["overlay"], self.classes.ids_to_names)
-        if "item" in self.paths and isinstance(self.source.path, stac.StacInput):
-            names = self.classes.ids_to_names
-            files = {k: p for k, p in self.paths.items() if k != "item"}
-            stac.write_output_item(
-                self.paths["item"], self.source.path, files, names, class_colours(names),
-                nodata=NODATA, cog=self.cog and self.geotiff is not None,
-            )  # fmt: skip
+        if self.class_path is not None:
+            write_side_files(self.source, self.classes, self.paths, cog=self.cog and self.geotiff is not None)
+
+
+def write_side_files(source: Any, classes: ClassList, paths: dict[str, Path], *, cog: bool) -> None:
+    """The files drawn from a finished class raster: the overlay and the STAC Item (of a STAC input), when
+    ``paths`` names them; ``cog``: whether the rasters are Cloud-Optimized (said in the Item)."""
+    if "overlay" in paths:
+        write_overlay_of(source, paths["classes"], paths["overlay"], classes.ids_to_names)
+    if "item" in paths and isinstance(source.path, stac.StacInput):
+        names = classes.ids_to_names
+        files = {k: p for k, p in paths.items() if k != "item"}
+        stac.write_output_item(
+            paths["item"], source.path, files, names, class_colours(names), nodata=NODATA, cog=cog
+        )
 
 
 def write_overlay_of(source: Any, class_path: Path, overlay_path: Path, names: list[str]) -> None:

@@ -10,8 +10,8 @@ that reaches into the next stripes is kept in a temporary file and added there i
 single pass. Memory is about classes × window × (stripe + window) floats.
 
 A band of window rows can run on its own (:func:`segment_band`, the unit of :mod:`aeroseg.distributed`):
-it writes the pixels that only its windows cover and returns its :class:`BandEdges`, from which
-:func:`blend_seam` labels the rows shared with the next band exactly as a single pass does.
+started at a window row that no earlier window row overlaps below its first written pixel row, it writes
+those rows exactly as a single pass does.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -82,44 +82,11 @@ class Grid:
         """First pixel row below the windows of rows < ``r`` (0 for the first row)."""
         return 0 if r == 0 else min(self.ys[r - 1] + self.window, self.height)
 
-    def bands(self, rows: int) -> list[tuple[int, int]]:
-        """Bands of about ``rows`` window rows (at least 1), each holding all the window rows of its top seam."""
-        starts = [0]
-        while True:
-            r = starts[-1] + max(1, rows)
-            if len(starts) > 1:
-                end = self.seam_end(starts[-1])
-                while r < len(self.ys) and self.ys[r] < end:
-                    r += 1
-            if r >= len(self.ys):
-                break
-            starts.append(r)
-        return list(zip(starts, [*starts[1:], len(self.ys)], strict=True))
-
-    def seam_rows(self, r: int) -> list[int]:
-        """Window rows from ``r`` on that cover pixels the windows above row ``r`` cover too."""
-        return [i for i in range(r, len(self.ys)) if self.ys[i] < self.seam_end(r)]
-
 
 def count_windows(height: int, width: int, options: WindowOptions) -> int:
     """Number of windows of a height×width scene (each runs once)."""
     grid = Grid(height, width, options)
     return len(grid.ys) * len(grid.xs)
-
-
-@dataclass
-class BandEdges:
-    """What a band of window rows hands to its seams, as numpy arrays.
-
-    ``top``: for each window row under the seam above the band, the (column start, scores K×h×window) of
-    its windows, h being the seam rows the window covers; ``top_valid``: the validity h×W of those rows.
-    ``carry``: for each stripe, the weighted class scores K×h×span and weights h×span of the seam below
-    the band after the band's windows.
-    """
-
-    top: dict[int, list[tuple[int, np.ndarray]]] = field(default_factory=dict)
-    top_valid: dict[int, np.ndarray] = field(default_factory=dict)
-    carry: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
 @torch.inference_mode()
@@ -140,11 +107,10 @@ def segment_source(
     Returns the pixel count of every class id (256 counts, index 255 = nodata).
     """
     grid = Grid(source.height, source.width, options)
-    counts, _ = segment_band(
+    return segment_band(
         model, source, classes, sink, grid, (0, len(grid.ys)),
         options=options, device=device, precision=precision, cache=cache, on_windows=on_windows,
     )  # fmt: skip
-    return counts
 
 
 @torch.inference_mode()
@@ -161,50 +127,19 @@ def segment_band(
     precision: str = "fp32",
     cache: FeatureCache | None = None,
     on_windows: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, BandEdges]:
-    """Run the window rows [r0, r1) and write the pixel rows from ``grid.seam_end(r0)`` to ``ys[r1]``.
-
-    The pixel rows of the seams with the bands above and below are in the returned :class:`BandEdges`.
-    Returns the pixel count of every class id written and the edges.
+) -> np.ndarray:
+    """Run the window rows [r0, r1) and write the pixel rows from ``grid.seam_end(r0)`` (below the windows
+    of earlier rows) to ``ys[r1]`` (the scene's height when ``r1`` is the last): those rows receive every
+    window that covers them, in the order of a single pass. Returns the pixel count of every class id.
     """
-    edges = BandEdges()
     counts = np.zeros(256, dtype=np.int64)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as files:
         stores = [_Crossing(files) for _ in grid.stripes]  # windows reaching into each stripe from the left
         for k in range(len(grid.stripes)):
             counts += _segment_stripe(
-                model, source, classes, sink, grid, rows, k, stores, edges,
+                model, source, classes, sink, grid, rows, k, stores,
                 options=options, device=device, precision=precision, cache=cache, on_windows=on_windows,
             )  # fmt: skip
-    return counts, edges
-
-
-def blend_seam(
-    grid: Grid, classes: ClassList, sink: Sink, r: int, above: BandEdges, below: BandEdges
-) -> np.ndarray:
-    """Label the pixel rows [ys[r], seam_end(r)) shared by the band ending at row ``r`` (``above``) and the
-    band starting there (``below``), with the operations of a single pass; returns the pixel counts."""
-    counts = np.zeros(256, dtype=np.int64)
-    w, end = grid.window, grid.seam_end(r)
-    for k, (c0, c1) in enumerate(grid.stripes):
-        touch = grid.touching(k)
-        x0, x1 = touch[0], min(touch[-1] + w, grid.width)
-        buffer = _Accumulator(len(classes.names), w, max(x1 - x0, w), torch.device("cpu"))
-        sums, weights = above.carry[k]
-        buffer.sums[:, : len(weights)] = torch.from_numpy(sums)
-        buffer.weights[: len(weights)] = torch.from_numpy(weights)
-        rows = grid.seam_rows(r)
-        for i in rows:
-            top = grid.ys[i]
-            ok = below.top_valid[i]
-            buffer.valid[: len(ok), : x1 - x0] = torch.from_numpy(ok[:, x0:x1])
-            for x, p in below.top.get(i, []):
-                if x in touch:
-                    buffer.add(0, x - x0, _padded(torch.from_numpy(p), w, rows=len(p[0])))
-            done = (grid.ys[i + 1] if i + 1 < len(grid.ys) else grid.height) - top
-            last = min(done, end - top)
-            counts += buffer.emit(classes, sink, top, (0, last), (c0, c1), x0)
-            buffer.shift(done)
     return counts
 
 
@@ -272,7 +207,6 @@ def _segment_stripe(
     rows: tuple[int, int],
     k: int,
     stores: list[_Crossing],
-    edges: BandEdges,
     *,
     options: WindowOptions,
     device: torch.device,
@@ -286,7 +220,7 @@ def _segment_stripe(
     owned = [x for x in touch if grid.owner(x) == k]
     x0, x1 = touch[0], min(touch[-1] + w, grid.width)
     buffer = _Accumulator(len(classes.names), w, max(x1 - x0, w), device)  # padded for narrow scenes
-    first, top_rows = grid.seam_end(r0), set(grid.seam_rows(r0)) if r0 > 0 else set()
+    first = grid.seam_end(r0)
     counts = np.zeros(256, dtype=np.int64)
     for i in range(r0, r1):
         top = grid.ys[i]
@@ -297,10 +231,6 @@ def _segment_stripe(
             buffer.add(0, x - x0, _padded(torch.from_numpy(part).to(device), w, columns=part.shape[2]))
         origins = [x for x in owned if ok[:, x - x0 : x - x0 + w].any()]  # skip nodata windows
         image_t = pad_to(torch.from_numpy(image).to(device), w, w)
-        seam = first - top if i in top_rows else 0  # rows of this window row in the seam above
-        if seam:
-            valid = edges.top_valid.setdefault(i, np.zeros((seam, grid.width), dtype=bool))
-            valid[:, c0:c1] = ok[:seam, c0 - x0 : c1 - x0]
         for start in range(0, len(origins), options.batch_size):
             chunk = origins[start : start + options.batch_size]
             crops = torch.stack([image_t[:, :w, x - x0 : x - x0 + w] for x in chunk])  # (B, 3, w, w)
@@ -312,8 +242,6 @@ def _segment_stripe(
                 for later in range(k + 1, len(grid.stripes)):
                     if grid.stripes[later][0] < x + w:  # the window reaches into a later stripe
                         stores[later].put(i, x, p[:, :, grid.stripes[later][0] - x :].cpu().numpy())
-                if seam:
-                    edges.top.setdefault(i, []).append((x, p[:, :seam].cpu().numpy()))
             if on_windows is not None:
                 on_windows(len(chunk))
         if on_windows is not None and len(origins) < len(owned):
@@ -321,22 +249,14 @@ def _segment_stripe(
         done = (grid.ys[i + 1] if i + 1 < len(grid.ys) else height) - top  # rows that no later window touches
         counts += buffer.emit(classes, sink, top, (max(0, first - top), done), (c0, c1), x0)
         buffer.shift(done)
-    if r1 < len(grid.ys):  # the seam below: rows [ys[r1], seam_end(r1)) after this band's windows
-        h = grid.seam_end(r1) - grid.ys[r1]
-        edges.carry.append((buffer.sums[:, :h].cpu().numpy().copy(), buffer.weights[:h].cpu().numpy().copy()))
     return counts
 
 
-def _padded(
-    part: torch.Tensor, window: int, *, rows: int | None = None, columns: int | None = None
-) -> torch.Tensor:
-    """A window's probabilities K×window×window from its first ``rows`` or last ``columns`` (zeros elsewhere).
+def _padded(part: torch.Tensor, window: int, *, columns: int) -> torch.Tensor:
+    """A window's probabilities K×window×window from its last ``columns`` (zeros elsewhere).
 
     Adding a whole window keeps the operations of a single pass; the zero part lands on pixels not kept.
     """
     full = torch.zeros((part.shape[0], window, window), device=part.device)
-    if rows is not None:
-        full[:, :rows] = part
-    else:
-        full[:, :, window - (columns or window) :] = part
+    full[:, :, window - columns :] = part
     return full

@@ -103,12 +103,7 @@ class VectorWriter:
                     "software reads as degrees; pass --vector-pixels (pixel_coordinates=True) to write them"
                 )
             background = ds.tags().get("AEROSEG_BACKGROUND_THRESHOLD") is not None  # id 0 is background
-            if not self._started:
-                self.crs, self._started = crs, True
-            elif (crs is None) != (self.crs is None):
-                raise UserError(
-                    f"{source}: cannot put polygons of georeferenced and plain images in one vector file"
-                )
+            self._check_crs(crs, source)
             reproject = crs is not None and crs != self.crs
             added, batch = 0, []
             for geometry, value in shapes(rasterio.band(ds, 1), transform=ds.transform):
@@ -132,6 +127,38 @@ class VectorWriter:
             added += self._flush(batch, source)
         self.count += added
         return added
+
+    def add_file(self, polygons: str | Path, class_raster: str | Path, source: str) -> int:
+        """Add the polygons of ``class_raster`` that another writer wrote into ``polygons`` (a worker of a
+        distributed run, with the same ``min_area`` and ``simplify``), reprojected to this file's CRS;
+        returns their number."""
+        _, _, geometry, fields = pyogrio.raw.read(polygons, layer=LAYER)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(class_raster) as ds:  # its header: the CRS as one process takes it
+                crs = ds.crs
+        self._check_crs(crs, source)
+        if crs is not None and crs != self.crs and len(geometry):
+            shapes_ = [shapely.geometry.mapping(g) for g in shapely.from_wkb(geometry)]
+            geometry = shapely.to_wkb(
+                [shapely.geometry.shape(transform_geom(crs, self.crs, g)) for g in shapes_]
+            )
+        added = 0
+        for start in range(0, len(geometry), _BATCH):
+            batch = slice(start, start + _BATCH)
+            self._write(np.array(geometry[batch], dtype=object), [f[batch] for f in fields])
+            added += len(geometry[batch])
+        self.count += added
+        return added
+
+    def _check_crs(self, crs: CRS | None, source: str) -> None:
+        """Take the CRS of the first image; refuse plain and georeferenced images in one file."""
+        if not self._started:
+            self.crs, self._started = crs, True
+        elif (crs is None) != (self.crs is None):
+            raise UserError(
+                f"{source}: cannot put polygons of georeferenced and plain images in one vector file"
+            )
 
     def _flush(self, batch: list, source: str) -> int:
         if not batch:
