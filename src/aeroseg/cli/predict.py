@@ -35,7 +35,7 @@ from typing import Any
 from rasterio.errors import RasterioError
 
 from aeroseg import registry
-from aeroseg.atomic import atomic
+from aeroseg.atomic import atomic, exclusive, remove_stale
 from aeroseg.cli import options
 from aeroseg.cli.inputs import add_stac, band_list, image_inputs
 from aeroseg.device import resolve_device
@@ -290,34 +290,37 @@ def _predict_one(
         record.update(height=source.height, width=source.width)
         if args.vector and source.crs is None and not args.vector_pixels:
             raise UserError(checks.no_crs_message(path, "--vector-pixels"))
-        if finished(class_path, paths, settings, overwrite=args.overwrite):
-            return dict(record, status="skipped")
         places.make_parent(class_path)
-        total = count_windows(source.height, source.width, window_options)
-        with progress(
-            total=total,
-            unit="window",
-            leave=False,
-            disable=args.quiet,
-            file=sys.stderr,
-            desc=_stem(path),
-        ) as bar:
-            _, counts = api.run_prediction(
-                model,
-                source,
-                classes,
-                paths,
-                collect=False,
-                options=window_options,
-                device=device,
-                precision=args.precision,
-                on_windows=bar.update,
-                settings=settings,
-                cog=args.cog,
-            )
+        with exclusive(class_path, what="aeroseg predict"):
+            if finished(class_path, paths, settings, overwrite=args.overwrite):
+                return dict(record, status="skipped")
+            remove_stale(class_path.parent)  # what killed runs left behind
+            counts = _segment(model, source, classes, paths, window_options, device, args, settings)
     names = classes.ids_to_names
     pixels = {name: int(counts[i]) for i, name in enumerate(names)} | {"nodata": int(counts[255])}
     return dict(record, status="ok", seconds=round(time.perf_counter() - start, 3), pixels=pixels)
+
+
+def _segment(
+    model: Any,
+    source: RasterSource,
+    classes: ClassList,
+    paths: dict[str, Path],
+    window_options: WindowOptions,
+    device: Any,
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+) -> Any:
+    """Write the outputs ``paths`` of ``source``; the pixel count of every class id."""
+    total = count_windows(source.height, source.width, window_options)
+    with progress(
+        total=total, unit="window", leave=False, disable=args.quiet, file=sys.stderr, desc=_stem(source.path)
+    ) as bar:
+        _, counts = api.run_prediction(
+            model, source, classes, paths, collect=False, options=window_options, device=device,
+            precision=args.precision, on_windows=bar.update, settings=settings, cog=args.cog,
+        )  # fmt: skip
+    return counts
 
 
 def _output_file(output: str, count: int) -> Path | None:

@@ -89,10 +89,10 @@ def run_prediction(
             cache=cache,
             on_windows=on_windows,
         )
+        files.finish()
     except BaseException:
         files.abort()
         raise
-    files.finish()
     arrays = files.arrays
     result = None
     if collect and arrays is not None:

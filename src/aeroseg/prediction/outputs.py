@@ -142,13 +142,16 @@ class GeoTiffWriter:
     def finish(self) -> None:
         for file in self._files:
             file.close()
-        for k, (tmp, path) in enumerate(zip(self._tmp, self.paths, strict=True)):
-            if self.cog:
-                with atomic(path) as cog:  # the scores (k = 1) are averaged into their overviews
-                    to_cog(tmp, cog, scores=k == 1)
-                tmp.unlink()
-            else:
-                os.replace(tmp, path)
+        try:
+            for k, (tmp, path) in enumerate(zip(self._tmp, self.paths, strict=True)):
+                if self.cog:
+                    with atomic(path) as cog:  # the scores (k = 1) are averaged into their overviews
+                        to_cog(tmp, cog, scores=k == 1)
+                else:
+                    os.replace(tmp, path)
+        finally:
+            for tmp in self._tmp:
+                tmp.unlink(missing_ok=True)
 
     def abort(self) -> None:
         for file in self._files:
