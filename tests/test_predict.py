@@ -154,6 +154,25 @@ def test_nodata_stays_nodata_and_nodata_windows_are_skipped(tmp_path, model):
     )  # windows in nodata skipped
 
 
+@pytest.mark.parametrize("tag", [None, float("nan")])
+def test_nan_and_infinite_pixels_are_nodata_with_or_without_a_tag(tmp_path, model, tag):
+    data = (smooth_image(60, 70, seed=5) / 255).astype(np.float32)
+    bad = np.zeros((60, 70), dtype=bool)
+    for k, value in enumerate((np.nan, np.inf, -np.inf)):
+        data[k, 10 * k : 10 * k + 5, 3:9] = value  # one band of the pixel
+        data[:, 40 + 5 * k : 44 + 5 * k, 50:60] = value  # every band
+        bad[10 * k : 10 * k + 5, 3:9] = bad[40 + 5 * k : 44 + 5 * k, 50:60] = True
+    scene = write_geotiff(tmp_path / "f.tif", data, nodata=tag)
+    assert predict(scene, "--classes", CLASSES, "-o", str(tmp_path / "out"), extra=["--scores"]) == 0
+    with (
+        rasterio.open(tmp_path / "out" / "f.tif") as ds,
+        rasterio.open(tmp_path / "out" / "f_scores.tif") as sc,
+    ):
+        ids, scores = ds.read(1), sc.read(1)
+    assert (ids[bad] == 255).all() and (ids[~bad] < 4).all()
+    assert np.isnan(scores[bad]).all() and np.isfinite(scores[~bad]).all()
+
+
 def test_background_threshold_takes_id_zero(tmp_path, model):
     image = smooth_image(80, 80, seed=5)
     scene = write_geotiff(tmp_path / "scene.tif", image)

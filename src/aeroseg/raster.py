@@ -12,7 +12,9 @@ is given, which always win):
   each band.
 
 The float ranges and the percentiles come from a decimated read of at most :data:`OVERVIEW_SIDE` pixels a
-side (GDAL uses the file's overviews where it has them). Arrays are H×W, H×W×C or C×H×W (the channel axis
+side (GDAL uses the file's overviews where it has them). A pixel is nodata (id 255 in the class raster, NaN
+in the scores) when all its bands equal the nodata value, or when any of its bands holds NaN or ±inf (with or
+without a nodata tag). Arrays are H×W, H×W×C or C×H×W (the channel axis
 is the shorter of the first and last; equal lengths are refused as ambiguous); bool arrays are refused.
 """
 
@@ -181,9 +183,9 @@ class RasterSource:
         data = self._mask_nodata(data)
         index = [bands.index(b) for b in self.bands]
         invalid = np.ma.getmaskarray(data)[index].all(axis=0)
-        if self._nodata is not None and np.isnan(self._nodata):
-            invalid |= np.isnan(data.data[index]).all(axis=0)
         values = data.data[index]
+        if values.dtype.kind == "f":  # NaN and ±inf in any band: nodata, with or without a nodata tag
+            invalid |= ~np.isfinite(values).all(axis=0)
         if self._palette is not None:
             values = self._palette[values[0]].transpose(2, 0, 1)  # (3, h, w)
         image = self._scale(values)
