@@ -4,10 +4,13 @@ import json
 import re
 
 import numpy as np
+import pyogrio
+import pyogrio.raw
 import pytest
 import rasterio
 import torch
 from PIL import Image
+from rasterio.control import GroundControlPoint
 from rasterio.windows import Window
 
 import aeroseg.registry
@@ -86,6 +89,34 @@ def test_geotiff_output_keeps_georeferencing_and_carries_the_classes(tmp_path, m
     assert summary["ok"] == 1 and summary["classes"] == ["building", "road", "tree", "water"]
     assert sum(summary["images"][0]["pixels"].values()) == 150 * 170
     assert "1 segmented" in capsys.readouterr().err
+
+
+def test_a_gcp_only_geotiff_gives_outputs_with_its_gcps_and_polygons_in_their_crs(tmp_path, model, capsys):
+    # 0.5 m pixels from (500000, 5600000), rotated by nothing: four corner GCPs in EPSG:25832, no transform
+    corners = [(0, 0), (0, 170), (150, 0), (150, 170)]
+    gcps = [GroundControlPoint(r, c, 500000 + 0.5 * c, 5600000 - 0.5 * r) for r, c in corners]
+    scene = str(tmp_path / "gcp.tif")
+    data = smooth_image(150, 170)
+    with rasterio.open(
+        scene, "w", driver="GTiff", width=170, height=150, count=3, dtype="uint8", gcps=gcps, crs="EPSG:25832"
+    ) as ds:
+        ds.write(data)
+    out, vector = tmp_path / "out", tmp_path / "p.gpkg"
+    assert (
+        predict(scene, "--classes", CLASSES, "-o", str(out), extra=["--scores", "--vector", str(vector)]) == 0
+    )
+    assert "no CRS" not in capsys.readouterr().err
+    for name in ("gcp.tif", "gcp_scores.tif"):
+        with rasterio.open(out / name) as ds:
+            found, crs = ds.gcps
+            assert crs.to_epsg() == 25832 and ds.transform.is_identity
+            assert [(g.row, g.col, g.x, g.y) for g in found] == [(g.row, g.col, g.x, g.y) for g in gcps]
+    info = pyogrio.read_info(vector)
+    assert info["crs"] == "EPSG:25832" and info["features"] > 0
+    west, south, east, north = info["total_bounds"]
+    assert (west, south, east, north) == pytest.approx((500000, 5600000 - 75, 500085, 5600000), abs=1e-6)
+    _, _, _, (_, _, areas, _) = pyogrio.raw.read(vector)
+    assert sum(areas) == pytest.approx(150 * 170 * 0.25)  # m², every pixel in one polygon
 
 
 def test_tiled_prediction_equals_whole_image_prediction(tmp_path, model):

@@ -96,9 +96,10 @@ class ReadOptions:
 class RasterSource:
     """An image opened for reading by window: ``read(window) -> (image 3×h×w float32 in [0, 1], valid h×w)``.
 
-    Use as a context manager. ``profile`` holds the CRS and transform for the outputs. ``drivers`` (GDAL
-    short names) are the only formats opened, tried in order; None (``aeroseg predict``) lets GDAL choose
-    any format, VRTs and URLs included, and ``aeroseg serve`` passes its allow-list.
+    Use as a context manager. :meth:`georeferencing` places the outputs (CRS and transform, or GCPs);
+    ``map_crs`` is the CRS of the image's map coordinates (the GCPs' for a GCP-only image), None without one.
+    ``drivers`` (GDAL short names) are the only formats opened, tried in order; None (``aeroseg predict``) lets
+    GDAL choose any format, VRTs and URLs included, and ``aeroseg serve`` passes its allow-list.
     """
 
     def __init__(
@@ -124,7 +125,10 @@ class RasterSource:
         ds = self._dataset
         self.height, self.width = ds.height, ds.width
         self.crs, self.transform = ds.crs, ds.transform
-        self.georeferenced = ds.crs is not None or not ds.transform.is_identity
+        gcps, gcp_crs = ds.gcps
+        self.gcps = list(gcps) if ds.crs is None and ds.transform.is_identity else []  # GCP-only images
+        self.map_crs = ds.crs if ds.crs is not None else gcp_crs if self.gcps else None
+        self.georeferenced = ds.crs is not None or not ds.transform.is_identity or bool(self.gcps)
         self.driver = ds.driver
         self._palette = None
         if options.bands is not None:
@@ -146,6 +150,13 @@ class RasterSource:
         self.bands = bands
         self._nodata = options.nodata if options.nodata is not None else ds.nodata
         self._ranges = self._value_ranges(options)
+
+    def georeferencing(self) -> dict:
+        """How the outputs are placed on the map, as keywords of ``rasterio.open(..., "w")``: the CRS and
+        transform, or for an image placed only by ground control points those GCPs and their CRS."""
+        if self.gcps:
+            return {"gcps": self.gcps, "crs": self.map_crs}
+        return {"crs": self.crs, "transform": self.transform}
 
     def _value_ranges(self, options: ReadOptions) -> np.ndarray:
         """Per-band (low, high) of the mapping to [0, 1]: bands×2."""

@@ -288,7 +288,7 @@ def _predict_one(
         if item:
             record["stac_item"] = path.item["id"]
         record.update(height=source.height, width=source.width)
-        if args.vector and source.crs is None and not args.vector_pixels:
+        if args.vector and source.map_crs is None and not args.vector_pixels:
             raise UserError(checks.no_crs_message(path, "--vector-pixels"))
         places.make_parent(class_path)
         with exclusive(class_path, what="aeroseg predict"):

@@ -169,7 +169,7 @@ def _plan(
         places.refuse_overwriting_input(path, paths, args.vector)
         record: dict[str, Any] = {"input": path, "outputs": {k: str(v) for k, v in paths.items()}}
         records[path] = dict(record, height=source.height, width=source.width)
-        if args.vector and source.crs is None and not args.vector_pixels:
+        if args.vector and source.map_crs is None and not args.vector_pixels:
             raise UserError(no_crs_message(path, "--vector-pixels"))
         if finished(class_path, paths, settings, overwrite=args.overwrite):
             records[path]["status"] = "skipped"

@@ -184,7 +184,7 @@ def predict(
             paths = output_paths(class_path, scores=scores, overlay=overlay, item=item)
             refuse_overwriting_input(None if is_array else location, paths, vector)
             make_parent(class_path)
-        if vector is not None and paths is not None and source.crs is None and not pixel_coordinates:
+        if vector is not None and paths is not None and source.map_crs is None and not pixel_coordinates:
             raise UserError(no_crs_message(source.path, "pixel_coordinates=True"))
         if ray is None:
             with progress_bar(

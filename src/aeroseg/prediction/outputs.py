@@ -4,7 +4,8 @@ Every file is written under a hidden temporary name beside its final name and re
 an interrupted run never leaves a truncated output that a later run would skip.
 
 - Class raster: uint8 class ids (see :mod:`aeroseg.prediction.classes` for the id scheme; 255 = nodata). A
-  GeoTIFF keeps the input's CRS and transform, is tiled 256×256 and deflate-compressed, and carries a
+  GeoTIFF keeps the input's CRS and transform (an image placed only by ground control points: its GCPs and
+  their CRS, as they are), is tiled 256×256 and deflate-compressed, and carries a
   colour map, the class names as tags (``AEROSEG_CLASSES``: JSON list by id; ``CLASS_<id>``: name) and a
   band description. A PNG (for a plain PNG or JPEG input) is a palette image with the same JSON in a text
   chunk and id 255 transparent.
@@ -337,9 +338,7 @@ class PredictionFiles:
         self.arrays = ArrayWriter(source.height, source.width) if collect or as_png else None
         self.geotiff = None
         if self.class_path is not None and not as_png:
-            profile = dict(
-                height=source.height, width=source.width, crs=source.crs, transform=source.transform
-            )
+            profile = dict(height=source.height, width=source.width, **source.georeferencing())
             self.geotiff = GeoTiffWriter(
                 self.class_path,
                 profile,
