@@ -2,6 +2,7 @@
 the partials of dead runs, ``--overwrite`` after a run with more outputs, and reruns that name the same
 weights another way."""
 
+import json
 import multiprocessing
 import os
 import signal
@@ -14,6 +15,7 @@ import torch
 
 import aeroseg.registry
 from aeroseg.cli import main
+from aeroseg.prediction.outputs import read_settings
 from tests.test_inference import PixelModel
 from tests.test_predict import smooth_image
 from tests.test_predict_inputs import write_geotiff
@@ -121,3 +123,41 @@ def test_a_rerun_removes_the_partials_of_dead_runs_only(tmp_path, standin):
         path.write_bytes(b"half a file")
     assert predict(scene, "-o", str(out)) == 0
     assert partials(out) == [live.name]
+
+
+def test_overwrite_removes_the_side_files_it_does_not_rewrite(tmp_path, standin):
+    scene = write_geotiff(tmp_path / "b.tif", smooth_image(40, 40))
+    out = tmp_path / "out"
+    assert predict(scene, "-o", str(out), "--scores", "--overlay") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["b.tif", "b_overlay.png", "b_scores.tif"]
+    (out / "b.json").write_text('{"mine": 1}')  # a JSON of that name that is no STAC Item of these outputs
+    argv = [
+        "predict",
+        scene,
+        "--checkpoint",
+        "ckpt",
+        "--window",
+        "64",
+        "--classes",
+        "road,water",
+        "-o",
+        str(out),
+    ]
+    assert main([*argv, "--overwrite", "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["b.json", "b.tif"]
+
+
+def test_a_side_file_of_another_run_is_not_taken_as_finished(tmp_path, standin):
+    scene = write_geotiff(tmp_path / "b.tif", smooth_image(40, 40))
+    assert predict(scene, "-o", str(tmp_path / "mine"), "--scores", "--overlay") == 0
+    other = ["predict", scene, "--checkpoint", "ckpt", "--window", "64", "--classes", "road,water", "--quiet"]
+    assert main([*other, "-o", str(tmp_path / "other"), "--scores", "--overlay"]) == 0
+    for name in ("b_scores.tif", "b_overlay.png"):  # the other run's files under this run's names
+        os.replace(tmp_path / "other" / name, tmp_path / "mine" / name)
+    summary = tmp_path / "run.json"
+    assert predict(scene, "-o", str(tmp_path / "mine"), "--scores", "--overlay", "--json", str(summary)) == 0
+    assert json.loads(summary.read_text())["ok"] == 1  # redone, not skipped
+    classes = read_settings(tmp_path / "mine" / "b.tif")
+    assert classes["classes"] == CLASSES.replace("|forest", "").split(",")
+    for name in ("b_scores.tif", "b_overlay.png"):
+        assert read_settings(tmp_path / "mine" / name) == classes

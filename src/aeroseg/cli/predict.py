@@ -45,7 +45,7 @@ from aeroseg.precision import PRECISIONS
 from aeroseg.prediction import api, checks
 from aeroseg.prediction import paths as places
 from aeroseg.prediction.classes import ClassList, parse_classes
-from aeroseg.prediction.settings import finished, prediction_settings
+from aeroseg.prediction.settings import finished, prediction_settings, remove_side_files
 from aeroseg.prediction.streaming import WindowOptions, count_windows
 from aeroseg.prediction.vector import VectorWriter
 from aeroseg.progress import progress, write_line
@@ -296,6 +296,8 @@ def _predict_one(
                 return dict(record, status="skipped")
             remove_stale(class_path.parent)  # what killed runs left behind
             counts = _segment(model, source, classes, paths, window_options, device, args, settings)
+            if args.overwrite:  # an earlier run's scores or overlay would pass for this run's
+                remove_side_files(class_path, paths, str(path))
     names = classes.ids_to_names
     pixels = {name: int(counts[i]) for i, name in enumerate(names)} | {"nodata": int(counts[255])}
     return dict(record, status="ok", seconds=round(time.perf_counter() - start, 3), pixels=pixels)
