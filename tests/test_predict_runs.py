@@ -5,6 +5,7 @@ weights another way."""
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import time
@@ -161,3 +162,24 @@ def test_a_side_file_of_another_run_is_not_taken_as_finished(tmp_path, standin):
     assert classes["classes"] == CLASSES.replace("|forest", "").split(",")
     for name in ("b_scores.tif", "b_overlay.png"):
         assert read_settings(tmp_path / "mine" / name) == classes
+
+
+def test_the_same_weights_under_another_path_are_the_same_model(tmp_path, standin, monkeypatch, capsys):
+    scene = write_geotiff(tmp_path / "b.tif", smooth_image(40, 40))
+    first = tmp_path / "models" / "run"
+    first.mkdir(parents=True)
+    (first / "config.json").write_text('{"format": "aeroseg"}')
+    (first / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    second = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(first, second)  # a copy: another path, another modification time
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    args = [scene, "--window", "64", "--classes", CLASSES, "-o", str(out)]
+    assert main(["predict", *args, "--checkpoint", "models/run", "--quiet"]) == 0
+    monkeypatch.chdir(second.parent)
+    summary = tmp_path / "run.json"
+    assert main(["predict", *args, "--checkpoint", str(second), "--json", str(summary), "--quiet"]) == 0
+    assert json.loads(summary.read_text())["skipped"] == 1
+    (second / "model.safetensors").write_bytes(bytes(range(255, -1, -1)) * 64)  # other weights, same size
+    assert main(["predict", *args, "--checkpoint", "copy", "--quiet"]) == 2
+    assert "made with other model" in capsys.readouterr().err
