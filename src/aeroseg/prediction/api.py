@@ -126,6 +126,7 @@ def predict(
     progress: bool = False,
     ray: str | None = None,
     cog: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> PredictionResult:
     """Segment ``image`` into ``classes`` and return the class map, the scores and the class names.
 
@@ -144,7 +145,9 @@ def predict(
     need ``pixel_coordinates=True``. The other options are those of ``aeroseg predict`` (``window``: the
     model's own by default). The model runs as it is (put it in eval mode). ``ray`` ("auto", "local" or a
     cluster address) runs the windows on a Ray cluster, the model copied once to each worker (an image file
-    or URL only; needs ``pip install "aeroseg[ray]"``, see docs/distributed.md).
+    or URL only; needs ``pip install "aeroseg[ray]"``, see docs/distributed.md). ``settings``
+    (:func:`aeroseg.prediction.settings.settings_of`) are recorded in the files as ``aeroseg predict``
+    records them, so that it takes them as finished (one process only).
     """
     if not isinstance(classes, ClassList):
         classes = (
@@ -204,6 +207,7 @@ def predict(
                     cache=cache,
                     on_windows=bar.update,
                     cog=cog,
+                    settings=settings,
                 )
     if ray is not None:
         ids, confidence = predict_on_ray(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +21,39 @@ from aeroseg.registry import ModelRequest, identity
 def prediction_settings(
     args: argparse.Namespace, classes: ClassList, request: ModelRequest
 ) -> dict[str, Any]:
-    """What decides the pixels of a prediction, recorded in every class raster (``AEROSEG_SETTINGS``):
-    outputs made with other settings are not taken as finished."""
+    """The settings of an ``aeroseg predict`` command line (see :func:`settings_of`)."""
+    return settings_of(
+        classes, request, bands=args.bands, scale=args.scale, percentiles=args.percentiles,
+        nodata=args.nodata, window=args.window, overlap=args.overlap, precision=args.precision,
+    )  # fmt: skip
+
+
+def settings_of(
+    classes: ClassList,
+    request: ModelRequest,
+    *,
+    window: int,
+    bands: Sequence[int | str] | None = None,
+    scale: tuple[float, float] | None = None,
+    percentiles: tuple[float, float] | None = None,
+    nodata: float | None = None,
+    overlap: float = 0.25,
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """What decides the pixels of a prediction, recorded in every file it writes (``AEROSEG_SETTINGS``):
+    outputs made with other settings are not taken as finished. The defaults are ``aeroseg predict``'s."""
     return {
         "classes": classes.ids_to_names,
         "synonyms": [list(s) for s in classes.synonyms],
         "background_threshold": classes.background_threshold,
         "model": identity(request),
-        "bands": list(args.bands) if args.bands else None,
-        "scale": list(args.scale) if args.scale else None,
-        "percentiles": list(args.percentiles) if args.percentiles else None,
-        "nodata": None if args.nodata is None else repr(args.nodata),  # a string: NaN != NaN after JSON
-        "window": args.window,
-        "overlap": args.overlap,
-        "precision": args.precision,
+        "bands": list(bands) if bands else None,
+        "scale": list(scale) if scale else None,
+        "percentiles": list(percentiles) if percentiles else None,
+        "nodata": None if nodata is None else repr(nodata),  # a string: NaN != NaN after JSON
+        "window": window,
+        "overlap": overlap,
+        "precision": precision,
     }
 
 
