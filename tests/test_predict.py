@@ -168,6 +168,16 @@ def test_uint16_four_band_input_with_bands(tmp_path, model):
         np.testing.assert_array_equal(ds.read(1), expected_ids(model, image, CLASSES))
 
 
+def test_a_constant_16_bit_image_is_segmented_with_a_warning_that_it_has_no_contrast(tmp_path, model, capsys):
+    flat = write_geotiff(tmp_path / "flat.tif", np.full((3, 40, 50), 1000, np.uint16))
+    varied = write_geotiff(tmp_path / "varied.tif", smooth_image(40, 50).astype(np.uint16) * 200)
+    assert predict(flat, varied, "--classes", CLASSES, "-o", str(tmp_path / "out"), extra=["--quiet"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "flat.tif has no contrast" in warnings[0] and "--scale" in warnings[0]
+    with rasterio.open(tmp_path / "out" / "flat.tif") as ds:
+        assert len(np.unique(ds.read(1))) == 1
+
+
 def test_nodata_stays_nodata_and_nodata_windows_are_skipped(tmp_path, model):
     data = smooth_image(100, 260, seed=4)
     data[:, :, :130] = 0

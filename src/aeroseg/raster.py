@@ -98,6 +98,8 @@ class RasterSource:
 
     Use as a context manager. :meth:`georeferencing` places the outputs (CRS and transform, or GCPs);
     ``map_crs`` is the CRS of the image's map coordinates (the GCPs' for a GCP-only image), None without one.
+    ``no_contrast``: a one-line warning when the percentile mapping of a band is flat (a constant 16-bit
+    image: every pixel would get one class), else None.
     ``drivers`` (GDAL short names) are the only formats opened, tried in order; None (``aeroseg predict``) lets
     GDAL choose any format, VRTs and URLs included, and ``aeroseg serve`` passes its allow-list.
     """
@@ -149,6 +151,7 @@ class RasterSource:
             bands = tuple(colour[:3])
         self.bands = bands
         self._nodata = options.nodata if options.nodata is not None else ds.nodata
+        self.no_contrast: str | None = None  # the warning for an image whose value mapping is flat
         self._ranges = self._value_ranges(options)
 
     def georeferencing(self) -> dict:
@@ -180,6 +183,13 @@ class RasterSource:
                 return np.array([(0.0, 1.0 if highest <= 1 else 255.0)] * len(self.bands))
         ranges = [tuple(np.percentile(v, (low, high))) if v.size else (0.0, 1.0) for v in samples.values()]
         by_band = dict(zip(dict.fromkeys(self.bands), ranges, strict=True))
+        flat = {band: a for band, (a, b) in by_band.items() if b <= a}
+        if flat:
+            values = ", ".join(f"band {band}: {value:g}" for band, value in flat.items())
+            self.no_contrast = (
+                f"{self.path} has no contrast: one value over the {low:g}th–{high:g}th percentiles ({values}), "
+                "so every pixel gets the same class; pass --scale MIN,MAX (or --percentiles) to map its values"
+            )
         return np.array([by_band[b] for b in self.bands], dtype=np.float64)
 
     def _mask_nodata(self, values: np.ma.MaskedArray) -> np.ma.MaskedArray:

@@ -294,6 +294,8 @@ def _predict_one(
         with exclusive(class_path, what="aeroseg predict"):
             if finished(class_path, paths, settings, overwrite=args.overwrite):
                 return dict(record, status="skipped")
+            if source.no_contrast:
+                write_line(f"aeroseg predict: warning: {source.no_contrast}")
             remove_stale(class_path.parent)  # what killed runs left behind
             counts = _segment(model, source, classes, paths, window_options, device, args, settings)
             if args.overwrite:  # an earlier run's scores or overlay would pass for this run's

@@ -10,6 +10,7 @@ predicting the same image again with another class list runs only the class-depe
 from __future__ import annotations
 
 import os
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -179,6 +180,8 @@ def predict(
     source = ArraySource(image, read) if is_array else RasterSource(location, read)
     cache = _CACHES.setdefault(model, FeatureCache())
     result = None
+    if source.no_contrast:
+        warnings.warn(source.no_contrast, stacklevel=2)
     with source:
         paths = None
         if output is not None:
