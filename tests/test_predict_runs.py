@@ -120,10 +120,13 @@ def test_a_rerun_removes_the_partials_of_dead_runs_only(tmp_path, standin):
     stale = out / f".b.{dead_pid()}-0badf00d.partial.tif"
     old_style = out / ".b_scores.partial.tif"  # the name older versions gave every run
     live = out / f".c.{os.getpid()}-0badf00d.partial.tif"  # a run still going (this process)
-    for path in (stale, old_style, live):
+    vector = tmp_path / "polygons"
+    vector.mkdir()
+    stale_vector = vector / f".p.{dead_pid()}-0badf00d.partial.gpkg"
+    for path in (stale, old_style, live, stale_vector):
         path.write_bytes(b"half a file")
-    assert predict(scene, "-o", str(out)) == 0
-    assert partials(out) == [live.name]
+    assert predict(scene, "-o", str(out), "--vector", str(vector / "p.gpkg")) == 0
+    assert partials(out) == [live.name] and partials(vector) == []
 
 
 def test_overwrite_removes_the_side_files_it_does_not_rewrite(tmp_path, standin):
@@ -183,3 +186,13 @@ def test_the_same_weights_under_another_path_are_the_same_model(tmp_path, standi
     (second / "model.safetensors").write_bytes(bytes(range(255, -1, -1)) * 64)  # other weights, same size
     assert main(["predict", *args, "--checkpoint", "copy", "--quiet"]) == 2
     assert "made with other model" in capsys.readouterr().err
+
+
+def test_a_ray_run_refuses_an_output_another_run_writes_before_starting_ray(tmp_path, capsys):
+    pytest.importorskip("ray")
+    scene = write_geotiff(tmp_path / "b.tif", smooth_image(40, 40))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".b.tif.lock").write_text(f"{os.getpid()}\n")  # a live run (this process) writes out/b.tif
+    assert predict(scene, "-o", str(out), "--ray", "local") == 2
+    assert f"is being written by another aeroseg predict run (pid {os.getpid()})" in capsys.readouterr().err

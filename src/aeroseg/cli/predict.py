@@ -367,6 +367,7 @@ def _stem_clashes(inputs: list[str]) -> dict[str, str]:
 
 def _write_vector(vector: Any, records: list[dict[str, Any]], single: bool) -> int:
     places.make_parent(vector.path)
+    remove_stale(vector.path.parent)  # the vector files killed runs left
     try:
         for record in records:
             if record["status"] == "failed":
