@@ -2,6 +2,7 @@
 byte-identical outputs, lost workers, interrupted runs, bad inputs and the Python API."""
 
 import json
+import os
 import threading
 import time
 
@@ -191,3 +192,12 @@ def test_python_api_on_ray_equals_one_process(tmp_path):
     assert here.class_map.tobytes() == there.class_map.tobytes()
     assert here.scores.tobytes() == there.scores.tobytes()
     assert_same_outputs(tmp_path / "one", tmp_path / "ray", ["scene"])
+
+
+def test_a_ray_run_refuses_an_output_that_another_live_run_writes(tmp_path, capsys):
+    scene = write_geotiff(tmp_path / "b.tif", smooth_image(40, 40))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".b.tif.lock").write_text(f"{os.getpid()}\n")  # a live run (this process) writes out/b.tif
+    assert on_ray([scene], out, "ckpt") == 2
+    assert f"is being written by another aeroseg predict run (pid {os.getpid()})" in capsys.readouterr().err

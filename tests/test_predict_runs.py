@@ -186,13 +186,3 @@ def test_the_same_weights_under_another_path_are_the_same_model(tmp_path, standi
     (second / "model.safetensors").write_bytes(bytes(range(255, -1, -1)) * 64)  # other weights, same size
     assert main(["predict", *args, "--checkpoint", "copy", "--quiet"]) == 2
     assert "made with other model" in capsys.readouterr().err
-
-
-def test_a_ray_run_refuses_an_output_another_run_writes_before_starting_ray(tmp_path, capsys):
-    pytest.importorskip("ray")
-    scene = write_geotiff(tmp_path / "b.tif", smooth_image(40, 40))
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / ".b.tif.lock").write_text(f"{os.getpid()}\n")  # a live run (this process) writes out/b.tif
-    assert predict(scene, "-o", str(out), "--ray", "local") == 2
-    assert f"is being written by another aeroseg predict run (pid {os.getpid()})" in capsys.readouterr().err

@@ -57,7 +57,7 @@ LOCK = ".lock"  # the lock of an output: ".<name>.lock" beside it, holding the w
 _LOCK_GRACE_S = 10.0  # a lock without a pid younger than this is being written by a live run
 
 
-def lock_path(path: str | os.PathLike[str]) -> Path:
+def _lock_path(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     return path.with_name(f".{path.name}{LOCK}")
 
@@ -67,7 +67,7 @@ def exclusive(path: str | os.PathLike[str], *, what: str = "aeroseg") -> Iterato
     """Hold the lock of the output ``path`` (``.<name>.lock`` beside it, created with O_EXCL, holding this
     process's pid) while the block runs; removed when it ends. A lock held by a live process is refused
     with one :class:`UserError` line; a dead run's lock is taken over."""
-    lock = lock_path(path)
+    lock = _lock_path(path)
     for _ in range(3):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -144,7 +144,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--simplify", type=float, default=0.0, help="polygon simplification tolerance (CRS units)"
     )
     out.add_argument(
-        "--overwrite", action="store_true", help="redo inputs whose outputs exist, whatever made them"
+        "--overwrite",
+        action="store_true",
+        help="redo inputs whose outputs exist, whatever made them (their earlier scores, overlay and STAC Item "
+        "that this run does not write are removed)",
     )
     out.add_argument("--json", metavar="FILE", help="write a JSON summary of the run")
     options.add_quiet(out)
