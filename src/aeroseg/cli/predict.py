@@ -183,6 +183,9 @@ def run(args: argparse.Namespace) -> int:
     single = len(inputs) == 1
     out_file = _output_file(args.output, len(inputs))
     _check_folders(args, out_file)  # before any work: a folder that cannot be made is refused
+    folder = Path(args.output) if out_file is None else out_file.parent
+    if folder.is_dir():
+        remove_stale(folder)  # the temporary files of killed runs
     vector = None
     if args.vector:
         checks.check_vector_options(args.vector, min_area=args.min_area, simplify=args.simplify)
@@ -299,7 +302,6 @@ def _predict_one(
                 return dict(record, status="skipped")
             if source.no_contrast:
                 write_line(f"aeroseg predict: warning: {source.no_contrast}")
-            remove_stale(class_path.parent)  # what killed runs left behind
             counts = _segment(model, source, classes, paths, window_options, device, args, settings)
             if args.overwrite:  # an earlier run's scores or overlay would pass for this run's
                 remove_side_files(class_path, paths, str(path))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from rasterio.errors import RasterioError
 
-from aeroseg.atomic import exclusive, remove_stale
+from aeroseg.atomic import exclusive
 from aeroseg.distributed import require_ray
 from aeroseg.distributed.parts import PARTS, Job, Scene, assemble, plan_scene
 from aeroseg.errors import UserError
@@ -200,7 +200,6 @@ def _plan(
             return None
         if source.no_contrast:
             write_line(f"aeroseg predict: warning: {source.no_contrast}")
-        remove_stale(class_path.parent)  # what killed runs left behind
         parts = class_path.parent / PARTS / places.input_stem(path)
         if args.overwrite:
             shutil.rmtree(parts, ignore_errors=True)
