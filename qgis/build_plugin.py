@@ -15,6 +15,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from aeroseg.atomic import atomic
+
 HERE = Path(__file__).resolve().parent
 PLUGIN = HERE / "aeroseg_qgis"
 ROOT = HERE.parent
@@ -45,14 +47,9 @@ def build(output: Path) -> Path:
     """Write the zip to ``output`` (under a temporary name first)."""
     check_version()
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
-    try:
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in plugin_files():
-                archive.write(path, path.relative_to(PLUGIN.parent).as_posix())
-        os.replace(partial, output)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic(output) as partial, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in plugin_files():
+            archive.write(path, path.relative_to(PLUGIN.parent).as_posix())
     return output
 
 

@@ -3,6 +3,7 @@ the workers' files equal one process's (a scene of several units as a VRT over i
 byte for byte), lost workers, interrupted runs, bad inputs and the Python API."""
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -209,3 +210,12 @@ def test_python_api_on_ray_equals_one_process(tmp_path):
     assert here.class_map.tobytes() == there.class_map.tobytes()
     for name in ("photo.png", "photo_scores.png"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes()
+
+
+def test_a_ray_run_refuses_an_output_that_another_live_run_writes(tmp_path, capsys):
+    scene = write_geotiff(tmp_path / "b.tif", smooth_image(40, 40))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".b.tif.lock").write_text(f"{os.getpid()}\n")  # a live run (this process) writes out/b.tif
+    assert on_ray([scene], out, "ckpt") == 2
+    assert f"is being written by another aeroseg predict run (pid {os.getpid()})" in capsys.readouterr().err

@@ -5,9 +5,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 import yaml
 from PIL import Image
+from rasterio.windows import Window
 from torch import nn
 
 from aeroseg import AerOSeg
@@ -16,6 +18,8 @@ from aeroseg.cli import main
 from aeroseg.data import SegmentationDataset
 from aeroseg.inference import reference_scores
 from aeroseg.metrics import ConfusionMatrix
+from aeroseg.prediction.classes import make_class_list
+from aeroseg.prediction.outputs import GeoTiffWriter
 from aeroseg.registry import checkpoint_folder
 from tests.helpers.standins import LogitStandIn
 from tests.helpers.tiny import build_tiny_model
@@ -119,6 +123,31 @@ def test_predictions_mode_end_to_end(tmp_path, capsys):
     assert "  0  a      seen     42.86" in printed
     assert "  4  e      unseen     n/a" in printed
     assert f"s-mIoU {S_MIOU:.2f}  u-mIoU {U_MIOU:.2f}" in printed
+
+
+def test_predictions_with_nodata_count_it_as_a_miss_of_the_true_class(tmp_path):
+    data, preds = make_dataset(tmp_path / "toy"), tmp_path / "preds"
+    preds.mkdir()
+    classes = make_class_list(CLASSES)
+    for stem, (_, pred) in SAMPLES.items():
+        ids = np.array(pred, np.uint8)
+        if stem == "img0":
+            ids[0, 0] = 255  # a labelled "a" pixel (predicted right before) left as nodata
+        ids[-1, -1] = 255 if stem == "img2" else ids[-1, -1]  # nodata on an ignore pixel: not read
+        profile = dict(
+            height=ids.shape[0], width=ids.shape[1], crs=None, transform=rasterio.Affine.identity()
+        )
+        writer = GeoTiffWriter(preds / f"{stem}.tif", profile, classes, source=stem)  # what predict writes
+        writer.write(Window(0, 0, ids.shape[1], ids.shape[0]), ids, np.ones(ids.shape, np.float32))
+        writer.finish()
+    out = tmp_path / "eval.json"
+    rc = main(["evaluate", "--data", str(data), "--predictions", str(preds), "--json", str(out), "--quiet"])
+    assert rc == 0
+    document = json.loads(out.read_text())
+    assert document["per_class_iou"]["a"] == pytest.approx(200 / 7)  # TP 2 / (TP 2 + FP 3 + FN 1 + 1 missed)
+    for name in ("b", "c", "d"):
+        assert document["per_class_iou"][name] == pytest.approx(float(IOU[name] * 100))
+    assert document["confusion_matrix"][0] == [2, 1, 0, 0, 0] and document["missed"] == [1, 0, 0, 0, 0]
 
 
 def test_predictions_mode_errors_name_the_file(tmp_path, capsys):

@@ -128,3 +128,18 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="merge"):
         cm.merge(ConfusionMatrix(4))
     assert nanmean([math.nan]) != nanmean([math.nan])  # NaN when nothing is left
+
+
+def test_no_prediction_is_a_miss_of_the_true_class_only():
+    cm = ConfusionMatrix(3)
+    target = torch.tensor([0, 0, 1, 1, 2, 255])
+    pred = torch.tensor([0, 255, 1, 255, 2, 255])  # two labelled pixels left without a class
+    cm.update(pred, target, no_prediction=255)
+    assert cm.matrix.diagonal().tolist() == [1, 1, 1] and cm.matrix.sum() == 3
+    assert cm.missed.tolist() == [1, 1, 0]
+    assert cm.iou().tolist() == [0.5, 0.5, 1.0]  # TP / (TP + FN): no class gets a false positive
+    other = ConfusionMatrix(3)
+    other.update(torch.tensor([255]), torch.tensor([2]), no_prediction=255)
+    assert cm.merge(other).missed.tolist() == [1, 1, 1]
+    with pytest.raises(ValueError, match="class id 255"):
+        ConfusionMatrix(3).update(pred, target)  # without no_prediction, 255 is an unknown id

@@ -22,7 +22,8 @@ from aeroseg.cli import build_parser, main
 from aeroseg.cli.train import resolve_config
 from aeroseg.errors import CheckpointError, UserError
 from aeroseg.prediction.classes import make_class_list, parse_classes
-from aeroseg.prediction.outputs import GeoTiffWriter, legend_font, write_overlay
+from aeroseg.prediction.legend import legend_font
+from aeroseg.prediction.outputs import GeoTiffWriter, write_overlay
 from aeroseg.progress import LogProgress, progress
 from tests.helpers.tiny import build_tiny_model, tiny_overrides
 from tests.test_evaluate import SAMPLES, check_scores, make_dataset

@@ -4,10 +4,13 @@ import json
 import re
 
 import numpy as np
+import pyogrio
+import pyogrio.raw
 import pytest
 import rasterio
 import torch
 from PIL import Image
+from rasterio.control import GroundControlPoint
 from rasterio.windows import Window
 
 import aeroseg.registry
@@ -88,6 +91,34 @@ def test_geotiff_output_keeps_georeferencing_and_carries_the_classes(tmp_path, m
     assert "1 segmented" in capsys.readouterr().err
 
 
+def test_a_gcp_only_geotiff_gives_outputs_with_its_gcps_and_polygons_in_their_crs(tmp_path, model, capsys):
+    # 0.5 m pixels from (500000, 5600000), rotated by nothing: four corner GCPs in EPSG:25832, no transform
+    corners = [(0, 0), (0, 170), (150, 0), (150, 170)]
+    gcps = [GroundControlPoint(r, c, 500000 + 0.5 * c, 5600000 - 0.5 * r) for r, c in corners]
+    scene = str(tmp_path / "gcp.tif")
+    data = smooth_image(150, 170)
+    with rasterio.open(
+        scene, "w", driver="GTiff", width=170, height=150, count=3, dtype="uint8", gcps=gcps, crs="EPSG:25832"
+    ) as ds:
+        ds.write(data)
+    out, vector = tmp_path / "out", tmp_path / "p.gpkg"
+    assert (
+        predict(scene, "--classes", CLASSES, "-o", str(out), extra=["--scores", "--vector", str(vector)]) == 0
+    )
+    assert "no CRS" not in capsys.readouterr().err
+    for name in ("gcp.tif", "gcp_scores.tif"):
+        with rasterio.open(out / name) as ds:
+            found, crs = ds.gcps
+            assert crs.to_epsg() == 25832 and ds.transform.is_identity
+            assert [(g.row, g.col, g.x, g.y) for g in found] == [(g.row, g.col, g.x, g.y) for g in gcps]
+    info = pyogrio.read_info(vector)
+    assert info["crs"] == "EPSG:25832" and info["features"] > 0
+    west, south, east, north = info["total_bounds"]
+    assert (west, south, east, north) == pytest.approx((500000, 5600000 - 75, 500085, 5600000), abs=1e-6)
+    _, _, _, (_, _, areas, _) = pyogrio.raw.read(vector)
+    assert sum(areas) == pytest.approx(150 * 170 * 0.25)  # m², every pixel in one polygon
+
+
 def test_tiled_prediction_equals_whole_image_prediction(tmp_path, model):
     image = smooth_image(200, 190, seed=1)
     scene = write_geotiff(tmp_path / "scene.tif", image)
@@ -137,6 +168,16 @@ def test_uint16_four_band_input_with_bands(tmp_path, model):
         np.testing.assert_array_equal(ds.read(1), expected_ids(model, image, CLASSES))
 
 
+def test_a_constant_16_bit_image_is_segmented_with_a_warning_that_it_has_no_contrast(tmp_path, model, capsys):
+    flat = write_geotiff(tmp_path / "flat.tif", np.full((3, 40, 50), 1000, np.uint16))
+    varied = write_geotiff(tmp_path / "varied.tif", smooth_image(40, 50).astype(np.uint16) * 200)
+    assert predict(flat, varied, "--classes", CLASSES, "-o", str(tmp_path / "out"), extra=["--quiet"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "flat.tif has no contrast" in warnings[0] and "--scale" in warnings[0]
+    with rasterio.open(tmp_path / "out" / "flat.tif") as ds:
+        assert len(np.unique(ds.read(1))) == 1
+
+
 def test_nodata_stays_nodata_and_nodata_windows_are_skipped(tmp_path, model):
     data = smooth_image(100, 260, seed=4)
     data[:, :, :130] = 0
@@ -152,6 +193,25 @@ def test_nodata_stays_nodata_and_nodata_windows_are_skipped(tmp_path, model):
     assert (
         model.encoded < count_windows(100, 260, WindowOptions(window=64)) * 0.75
     )  # windows in nodata skipped
+
+
+@pytest.mark.parametrize("tag", [None, float("nan")])
+def test_nan_and_infinite_pixels_are_nodata_with_or_without_a_tag(tmp_path, model, tag):
+    data = (smooth_image(60, 70, seed=5) / 255).astype(np.float32)
+    bad = np.zeros((60, 70), dtype=bool)
+    for k, value in enumerate((np.nan, np.inf, -np.inf)):
+        data[k, 10 * k : 10 * k + 5, 3:9] = value  # one band of the pixel
+        data[:, 40 + 5 * k : 44 + 5 * k, 50:60] = value  # every band
+        bad[10 * k : 10 * k + 5, 3:9] = bad[40 + 5 * k : 44 + 5 * k, 50:60] = True
+    scene = write_geotiff(tmp_path / "f.tif", data, nodata=tag)
+    assert predict(scene, "--classes", CLASSES, "-o", str(tmp_path / "out"), extra=["--scores"]) == 0
+    with (
+        rasterio.open(tmp_path / "out" / "f.tif") as ds,
+        rasterio.open(tmp_path / "out" / "f_scores.tif") as sc,
+    ):
+        ids, scores = ds.read(1), sc.read(1)
+    assert (ids[bad] == 255).all() and (ids[~bad] < 4).all()
+    assert np.isnan(scores[bad]).all() and np.isfinite(scores[~bad]).all()
 
 
 def test_background_threshold_takes_id_zero(tmp_path, model):

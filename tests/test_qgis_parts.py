@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 import textwrap
 import time
@@ -14,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from aeroseg.atomic import temporary_path
 from aeroseg.progress import LogProgress
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "qgis"))  # the plugin's QGIS-free modules import without QGIS
 
-from aeroseg_qgis import environment, executable, progress, runner, serve_client  # noqa: E402
+from aeroseg_qgis import environment, executable, progress, runner, serve_client, temporary  # noqa: E402
 from aeroseg_qgis.window import pixel_window  # noqa: E402
 
 
@@ -300,3 +302,10 @@ def test_pixel_window_of_an_extent_on_the_layer_grid():
     )  # float noise
     assert pixel_window(layer, 100, 50, (50.0, -10.0, 105.0, 5.0)) == (0, 45, 5, 5)  # clipped to the layer
     assert pixel_window(layer, 100, 50, (300.0, 0.0, 400.0, 50.0)) is None
+
+
+def test_the_plugin_names_its_temporary_files_as_aeroseg_does(tmp_path):
+    names = {temporary.temporary_path(tmp_path / "cut.tif").name for _ in range(3)}
+    assert len(names) == 3  # unique to the call, not only to the process
+    same = {re.sub(r"-[0-9a-f]{8}\.", "-R.", name) for name in names}
+    assert same == {re.sub(r"-[0-9a-f]{8}\.", "-R.", temporary_path(tmp_path / "cut.tif").name)}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import aeroseg
-from aeroseg import registry
+from aeroseg import fingerprint, registry
 from aeroseg.cli import main
 from aeroseg.errors import UserError
 from aeroseg.registry import ModelRequest
@@ -142,3 +142,22 @@ def test_identity_resolves_paths(tmp_path, monkeypatch):
     assert registry.identity(ModelRequest(preset="training-free", overrides={"logit_scale": 2.0})) != (
         registry.identity(ModelRequest(preset="training-free"))
     )
+
+
+def test_large_weights_are_hashed_once_then_read_from_the_digest_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEROSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fingerprint, "CACHED_BYTES", 1)  # every file counts as large
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights" * 100)
+    first = fingerprint.weights_digest(weights)
+    assert len(json.loads((tmp_path / "cache" / "digests.json").read_text())) == 1
+
+    def no_read(path, size):
+        raise AssertionError("unchanged weights were read again")
+
+    hash_file = fingerprint._hash
+    monkeypatch.setattr(fingerprint, "_hash", no_read)
+    assert fingerprint.weights_digest(weights) == first
+    monkeypatch.setattr(fingerprint, "_hash", hash_file)
+    weights.write_bytes(b"Weights" * 100)  # other bytes: another digest
+    assert fingerprint.weights_digest(weights) not in (first, None)

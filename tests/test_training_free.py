@@ -346,6 +346,25 @@ def test_demo_downloads_caches_and_segments_the_sample(tmp_path, tiny_backbones,
     assert demo.fetch_sample(demo.SAMPLE, cache) == cached
 
 
+def test_demo_records_the_settings_that_predict_compares(tmp_path, tiny_backbones):
+    write_geotiff(tmp_path / "scene.tif", 40, 72)
+    out, summary = tmp_path / "out", tmp_path / "run.json"
+    same = [
+        "--classes",
+        "field,forest",
+        "--window",
+        "32",
+        "--clip",
+        str(tiny_backbones["clip"]),
+        "--guidance",
+        "none",
+    ]
+    assert run_demo(["--image", str(tmp_path / "scene.tif"), "-o", str(out), *same, "--quiet"]) == 0
+    argv = ["predict", str(tmp_path / "scene.tif"), "-o", str(out), "--overlay", "--json", str(summary)]
+    assert main([*argv, *same, "--quiet"]) == 0
+    assert json.loads(summary.read_text())["skipped"] == 1  # the demo's files, with predict's settings
+
+
 def test_predict_without_checkpoint_runs_the_training_free_model(tmp_path, tiny_backbones, http_folder):
     folder, base = http_folder
     write_geotiff(folder / "scene.tif", 40, 72)

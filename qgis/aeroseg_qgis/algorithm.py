@@ -46,6 +46,7 @@ from .layers import (
 )
 from .progress import parse_progress
 from .settings import DEVICES, PRESETS, Settings
+from .temporary import temporary_path
 from .window import pixel_window
 
 HELP = """Segments a raster layer into the classes you name, with aeroseg (open-vocabulary segmentation of
@@ -262,7 +263,7 @@ def _move(source: Path, target: Path) -> None:
     try:
         os.replace(source, target)
     except OSError:
-        partial = target.with_name(f".{target.stem}.{os.getpid()}.partial{target.suffix}")
+        partial = temporary_path(target)
         try:
             shutil.copyfile(source, partial)
             os.replace(partial, target)

@@ -24,6 +24,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
+from .temporary import temporary_path
 from .window import Box, Window
 
 CLASSES_TAG = "AEROSEG_CLASSES"
@@ -64,7 +65,7 @@ def cut_window(path: str, window: Window, target: str, is_canceled: Callable[[],
             raise LayerError(f"cannot cut {path}: {gdal.GetLastErrorMsg() or 'GDAL failed'}")
         dataset = None  # written on close
         return target
-    partial = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{os.getpid()}.partial.tif")
+    partial = str(temporary_path(target))
     try:
         dataset = gdal.Translate(
             partial, path, format="GTiff", srcWin=list(window), creationOptions=["TILED=YES", "BIGTIFF=IF_SAFER"],

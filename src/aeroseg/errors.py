@@ -11,3 +11,12 @@ class DatasetNotFoundError(UserError, FileNotFoundError):
 
 class CheckpointError(UserError):
     """A file or directory is not a loadable AerOSeg or backbone checkpoint."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler) raised like Ctrl+C, so that the same clean-up runs;
+    the CLI exits with 128 + the signal number (143)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum

@@ -1,7 +1,9 @@
 """Segmentation metrics of the paper's protocol (docs/model.md §9, paper §4.3).
 
 One confusion matrix is accumulated over the whole split; the prediction is the argmax over *all*
-classes (seen and unseen) and ignore pixels are left out. From it:
+classes (seen and unseen) and ignore pixels are left out. A labelled pixel that a saved prediction left
+without a class (``aeroseg predict``'s nodata id 255) counts as a miss of its true class: one more false
+negative of that class and a false positive of none. From it:
 
 - IoU per class = TP / (TP + FP + FN). A class absent from both the predictions and the ground truth of
   the whole split has no defined IoU: it is NaN (``null`` in JSON) and is left out of every mean.
@@ -25,9 +27,11 @@ import torch
 class ConfusionMatrix:
     """Counts of (ground truth, prediction) pixel pairs over a whole split.
 
-    ``matrix[t, p]`` is the number of pixels of ground-truth class ``t`` predicted as ``p`` (int64, C×C).
-    Matrices of several processes or shards add up: ``torch.distributed.all_reduce(cm.matrix)`` or
-    ``cm.merge(other)`` give the matrix of the union.
+    ``matrix[t, p]`` is the number of pixels of ground-truth class ``t`` predicted as ``p`` (int64, C×C);
+    ``missed[t]`` the pixels of class ``t`` left without a prediction (the ``no_prediction`` id of
+    :meth:`update`; int64, C), false negatives of ``t`` only. Matrices of several processes or shards add
+    up: ``torch.distributed.all_reduce(cm.matrix)`` (and of ``cm.missed``) or ``cm.merge(other)`` give the
+    matrix of the union.
     """
 
     def __init__(self, num_classes: int, *, ignore_index: int = 255, device: torch.device | str = "cpu"):
@@ -36,12 +40,14 @@ class ConfusionMatrix:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        self.missed = torch.zeros(num_classes, dtype=torch.int64, device=device)
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+    def update(self, pred: torch.Tensor, target: torch.Tensor, *, no_prediction: int | None = None) -> None:
         """Add a batch. ``pred`` and ``target``: integer class ids of the same shape (e.g. B×H×W).
 
-        Pixels whose target is ``ignore_index`` are skipped; any other id outside ``[0, C)`` in either
-        tensor raises ``ValueError``.
+        Pixels whose target is ``ignore_index`` are skipped; predicted ``no_prediction`` ids (a saved
+        map's nodata) count in :attr:`missed`; any other id outside ``[0, C)`` in either tensor raises
+        ``ValueError``.
         """
         if pred.shape != target.shape:
             raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
@@ -49,12 +55,16 @@ class ConfusionMatrix:
         t = target[valid].to(self.matrix.device, torch.int64)
         p = pred[valid].to(self.matrix.device, torch.int64)
         c = self.num_classes
-        for name, ids in (("target", t), ("prediction", p)):
+        hole = p == no_prediction if no_prediction is not None and not 0 <= no_prediction < c else None
+        for name, ids in (("target", t), ("prediction", p if hole is None else p[~hole])):
             if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= c):
                 bad = ids[(ids < 0) | (ids >= c)][0].item()
                 raise ValueError(
                     f"{name} has class id {bad}, outside 0..{c - 1} (ignore={self.ignore_index})"
                 )
+        if hole is not None:
+            self.missed += torch.bincount(t[hole], minlength=c)
+            t, p = t[~hole], p[~hole]
         self.matrix += torch.bincount(t * c + p, minlength=c * c).reshape(c, c)
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
@@ -62,13 +72,14 @@ class ConfusionMatrix:
         if other.num_classes != self.num_classes:
             raise ValueError(f"cannot merge {other.num_classes} classes into {self.num_classes}")
         self.matrix += other.matrix.to(self.matrix.device)
+        self.missed += other.missed.to(self.missed.device)
         return self
 
     def iou(self) -> torch.Tensor:
         """IoU per class as a fraction (float64, C); NaN for classes absent from prediction and target."""
         m = self.matrix.double()
         tp = m.diagonal()
-        union = m.sum(0) + m.sum(1) - tp  # TP + FP + FN
+        union = m.sum(0) + m.sum(1) + self.missed.double() - tp  # TP + FP + FN
         return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, math.nan))
 
     def compute(self, classes: Sequence[str], unseen: Sequence[str]) -> SegmentationScores:

@@ -12,7 +12,9 @@ is given, which always win):
   each band.
 
 The float ranges and the percentiles come from a decimated read of at most :data:`OVERVIEW_SIDE` pixels a
-side (GDAL uses the file's overviews where it has them). Arrays are H×W, H×W×C or C×H×W (the channel axis
+side (GDAL uses the file's overviews where it has them). A pixel is nodata (id 255 in the class raster, NaN
+in the scores) when all its bands equal the nodata value, or when any of its bands holds NaN or ±inf (with or
+without a nodata tag). Arrays are H×W, H×W×C or C×H×W (the channel axis
 is the shorter of the first and last; equal lengths are refused as ambiguous); bool arrays are refused.
 """
 
@@ -115,9 +117,12 @@ class ReadOptions:
 class RasterSource:
     """An image opened for reading by window: ``read(window) -> (image 3×h×w float32 in [0, 1], valid h×w)``.
 
-    Use as a context manager. ``profile`` holds the CRS and transform for the outputs. ``drivers`` (GDAL
-    short names) are the only formats opened, tried in order; None (``aeroseg predict``) lets GDAL choose
-    any format, VRTs and URLs included, and ``aeroseg serve`` passes its allow-list.
+    Use as a context manager. :meth:`georeferencing` places the outputs (CRS and transform, or GCPs);
+    ``map_crs`` is the CRS of the image's map coordinates (the GCPs' for a GCP-only image), None without one.
+    ``no_contrast``: a one-line warning when the percentile mapping of a band is flat (a constant 16-bit
+    image: every pixel would get one class), else None.
+    ``drivers`` (GDAL short names) are the only formats opened, tried in order; None (``aeroseg predict``) lets
+    GDAL choose any format, VRTs and URLs included, and ``aeroseg serve`` passes its allow-list.
     """
 
     def __init__(
@@ -143,7 +148,10 @@ class RasterSource:
         ds = self._dataset
         self.height, self.width = ds.height, ds.width
         self.crs, self.transform = ds.crs, ds.transform
-        self.georeferenced = ds.crs is not None or not ds.transform.is_identity
+        gcps, gcp_crs = ds.gcps
+        self.gcps = list(gcps) if ds.crs is None and ds.transform.is_identity else []  # GCP-only images
+        self.map_crs = ds.crs if ds.crs is not None else gcp_crs if self.gcps else None
+        self.georeferenced = ds.crs is not None or not ds.transform.is_identity or bool(self.gcps)
         self.driver = ds.driver
         self._palette = None
         if options.bands is not None:
@@ -164,7 +172,15 @@ class RasterSource:
             bands = tuple(colour[:3])
         self.bands = bands
         self._nodata = options.nodata if options.nodata is not None else ds.nodata
+        self.no_contrast: str | None = None  # the warning for an image whose value mapping is flat
         self._ranges = self._value_ranges(options)
+
+    def georeferencing(self) -> dict:
+        """How the outputs are placed on the map, as keywords of ``rasterio.open(..., "w")``: the CRS and
+        transform, or for an image placed only by ground control points those GCPs and their CRS."""
+        if self.gcps:
+            return {"gcps": self.gcps, "crs": self.map_crs}
+        return {"crs": self.crs, "transform": self.transform}
 
     def _value_ranges(self, options: ReadOptions) -> np.ndarray:
         """Per-band (low, high) of the mapping to [0, 1]: bands×2."""
@@ -188,6 +204,13 @@ class RasterSource:
                 return np.array([(0.0, 1.0 if highest <= 1 else 255.0)] * len(self.bands))
         ranges = [tuple(np.percentile(v, (low, high))) if v.size else (0.0, 1.0) for v in samples.values()]
         by_band = dict(zip(dict.fromkeys(self.bands), ranges, strict=True))
+        flat = {band: a for band, (a, b) in by_band.items() if b <= a}
+        if flat:
+            values = ", ".join(f"band {band}: {value:g}" for band, value in flat.items())
+            self.no_contrast = (
+                f"{self.path} has no contrast: one value over the {low:g}th–{high:g}th percentiles ({values}), "
+                "so every pixel gets the same class; pass --scale MIN,MAX (or --percentiles) to map its values"
+            )
         return np.array([by_band[b] for b in self.bands], dtype=np.float64)
 
     def _mask_nodata(self, values: np.ma.MaskedArray) -> np.ma.MaskedArray:
@@ -202,9 +225,9 @@ class RasterSource:
         data = self._mask_nodata(data)
         index = [bands.index(b) for b in self.bands]
         invalid = np.ma.getmaskarray(data)[index].all(axis=0)
-        if self._nodata is not None and np.isnan(self._nodata):
-            invalid |= np.isnan(data.data[index]).all(axis=0)
         values = data.data[index]
+        if values.dtype.kind == "f":  # NaN and ±inf in any band: nodata, with or without a nodata tag
+            invalid |= ~np.isfinite(values).all(axis=0)
         if self._palette is not None:
             values = self._palette[values[0]].transpose(2, 0, 1)  # (3, h, w)
         image = self._scale(values)

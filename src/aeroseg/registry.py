@@ -31,6 +31,7 @@ from typing import Any
 from aeroseg import variants
 from aeroseg.config import ConfigBase
 from aeroseg.errors import CheckpointError, UserError
+from aeroseg.fingerprint import weights_digest
 from aeroseg.hub import hub_file, is_hub_id
 from aeroseg.san.config import san, san_large
 from aeroseg.scan.config import scan, scan_large
@@ -374,30 +375,19 @@ def window(request: ModelRequest) -> int:
 
 
 def identity(request: ModelRequest) -> str:
-    """A short text that changes when the model :func:`segmenter` loads does: the checkpoint's resolved path
-    and the size and time of its files, or the preset, its backbone sources and its overrides."""
-    import hashlib
-
+    """A short text that changes when the model :func:`segmenter` loads does: the content digest of a local
+    checkpoint (:func:`aeroseg.fingerprint.weights_digest`; the same weights under another path give the
+    same text), or the preset, its backbone sources (local ones by digest) and its overrides."""
     if request.checkpoint is None:
         parts = [request.preset or DEFAULT_SEGMENTER]
-        parts += [f"{k}={_resolved(v)}" for k, v in sorted(request.weights.items())]
+        parts += [f"{k}={_source(v)}" for k, v in sorted(request.weights.items())]
         if request.overrides:
             parts.append("overrides=" + json.dumps(request.overrides, sort_keys=True, default=str))
         return " ".join(parts)
     path = Path(request.checkpoint).expanduser()
     if path.is_dir():
         path = checkpoint_folder(path)
-    files = [path] if path.is_file() else [path / name for name in (CONFIG_NAME, "model.safetensors")]
-    stamps = []
-    for file in files:
-        try:
-            stat = file.stat()
-            stamps.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
-        except OSError:
-            pass
-    location = str(path.resolve()) if path.exists() else request.checkpoint
-    digest = hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]
-    return f"checkpoint {location} {digest}"
+    return f"checkpoint {_source(str(path))}"
 
 
 def config_file_overrides(path: str, preset: str | None) -> dict[str, Any]:
@@ -417,10 +407,9 @@ def config_file_overrides(path: str, preset: str | None) -> dict[str, Any]:
     return dict(document.get("model") or {})
 
 
-def _resolved(source: str) -> str:
-    """A local path made absolute and resolved (the same weights named another way are the same model)."""
-    path = Path(source).expanduser()
-    return str(path.resolve()) if path.exists() else source
+def _source(source: str) -> str:
+    """Local weights by their content digest (whatever path names them), anything else (a hub id) as it is."""
+    return source if source == "none" else weights_digest(source) or source
 
 
 def _attribute(spec: str) -> Any:

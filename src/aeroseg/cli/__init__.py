@@ -12,11 +12,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from aeroseg.cli import options
 from aeroseg.cli.options import HelpFormatter
-from aeroseg.errors import UserError
+from aeroseg.errors import Terminated, UserError
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -70,16 +74,37 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     options.quiet_libraries(bool(getattr(args, "quiet", False)))
     try:
-        return int(args._run(args) or 0)
+        with _terminate_like_interrupt():
+            return int(args._run(args) or 0)
     except UserError as error:
         print(f"aeroseg {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print(f"aeroseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + stop.signum if isinstance(stop, Terminated) else 130
     except BrokenPipeError:  # the reader of stdout left (`aeroseg presets | head -1`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
+
+
+@contextmanager
+def _terminate_like_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread while a verb runs, so its
+    temporary files are removed as after Ctrl+C; a second SIGTERM during that clean-up is ignored. The
+    previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ On first use the public CLIP ViT-B/16 and SAM ViT-B weights are downloaded into 
 and a window of the sample scene (an OpenAerialMap Cloud-Optimized GeoTIFF, read by HTTP range requests)
 into the aeroseg cache (``$AEROSEG_CACHE``, else ``$XDG_CACHE_HOME/aeroseg`` or ``~/.cache/aeroseg``).
 Writes ``<stem>.tif`` (class ids, georeferenced) and ``<stem>_overlay.png`` (the image with the classes
-and a legend). Without network access it says in one line what to download or pass, and exits with 2.
+and a legend), both recording the settings that made them as ``aeroseg predict`` does (``AEROSEG_SETTINGS``:
+a later ``aeroseg predict`` with the same settings takes them as finished). Without network access it says
+in one line what to download or pass, and exits with 2.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from aeroseg.prediction.api import predict  # torch loads only when the command runs
     from aeroseg.prediction.classes import parse_classes
     from aeroseg.prediction.paths import check_folder
+    from aeroseg.prediction.settings import settings_of
 
     classes = parse_classes(args.classes)
     check_folder(Path(args.output))  # before any download: a folder that cannot be made is refused
@@ -100,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         image, stem = args.image, Path(args.image.split("?", 1)[0]).stem or "image"
     else:
         image, stem = str(fetch_sample(SAMPLE, cache_dir(args.cache))), SAMPLE.stem
-    model = registry.segmenter(options.model_request(args, registry.DEFAULT_SEGMENTER), device)
+    request = options.model_request(args, registry.DEFAULT_SEGMENTER)
+    model = registry.segmenter(request, device)
     out_dir = Path(args.output)
     result = predict(
         model,
@@ -111,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         window=args.window,
         device=device,
         progress=not args.quiet,
+        settings=settings_of(classes, request, window=args.window),  # as aeroseg predict records them
     )
     if not args.quiet:
         counts = np.bincount(result.class_map.ravel(), minlength=256)

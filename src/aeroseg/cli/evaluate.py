@@ -180,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(scores, f"{info.name} {args.split}: {len(dataset)} images, {meta['mode']}, {source}"))
     if args.json is not None:
         document = {**meta, **scores.to_dict(), "confusion_matrix": cm.matrix.cpu().tolist()}
+        if cm.missed.any():  # labelled pixels a saved prediction left as nodata, by true class
+            document["missed"] = cm.missed.cpu().tolist()
         args.json.parent.mkdir(parents=True, exist_ok=True)
         write_text(args.json, json.dumps(document, indent=2, allow_nan=False) + "\n")
         print(f"wrote {args.json}")

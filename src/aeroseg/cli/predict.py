@@ -36,7 +36,7 @@ from typing import Any
 from rasterio.errors import RasterioError
 
 from aeroseg import registry
-from aeroseg.atomic import atomic
+from aeroseg.atomic import atomic, exclusive, remove_stale
 from aeroseg.cli import options
 from aeroseg.cli.distributed import add_ray, check_ray
 from aeroseg.cli.inputs import add_stac, band_list, image_inputs
@@ -47,7 +47,7 @@ from aeroseg.precision import AUTO_HELP, CHOICES, resolve
 from aeroseg.prediction import api, checks
 from aeroseg.prediction import paths as places
 from aeroseg.prediction.classes import ClassList, parse_classes
-from aeroseg.prediction.settings import finished, prediction_settings
+from aeroseg.prediction.settings import finished, prediction_settings, remove_side_files
 from aeroseg.prediction.streaming import WindowOptions, count_windows
 from aeroseg.prediction.vector import VectorWriter
 from aeroseg.progress import progress, write_line
@@ -147,7 +147,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--simplify", type=float, default=0.0, help="polygon simplification tolerance (CRS units)"
     )
     out.add_argument(
-        "--overwrite", action="store_true", help="redo inputs whose outputs exist, whatever made them"
+        "--overwrite",
+        action="store_true",
+        help="redo inputs whose outputs exist, whatever made them (their earlier scores, overlay and STAC Item "
+        "that this run does not write are removed)",
     )
     out.add_argument("--json", metavar="FILE", help="write a JSON summary of the run")
     options.add_quiet(out)
@@ -174,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
     single = len(inputs) == 1
     out_file = _output_file(args.output, len(inputs))
     _check_folders(args, out_file)  # before any work: a folder that cannot be made is refused
+    folder = Path(args.output) if out_file is None else out_file.parent
+    if folder.is_dir():
+        remove_stale(folder)  # the temporary files of killed runs
     vector = None
     if args.vector:
         checks.check_vector_options(args.vector, min_area=args.min_area, simplify=args.simplify)
@@ -282,36 +288,42 @@ def _predict_one(
         if item:
             record["stac_item"] = path.item["id"]
         record.update(height=source.height, width=source.width)
-        if args.vector and source.crs is None and not args.vector_pixels:
+        if args.vector and source.map_crs is None and not args.vector_pixels:
             raise UserError(checks.no_crs_message(path, "--vector-pixels"))
-        if finished(class_path, paths, settings, overwrite=args.overwrite):
-            return dict(record, status="skipped")
         places.make_parent(class_path)
-        total = count_windows(source.height, source.width, window_options)
-        with progress(
-            total=total,
-            unit="window",
-            leave=False,
-            disable=args.quiet,
-            file=sys.stderr,
-            desc=_stem(path),
-        ) as bar:
-            _, counts = api.run_prediction(
-                model,
-                source,
-                classes,
-                paths,
-                collect=False,
-                options=window_options,
-                device=device,
-                precision=args.precision,
-                on_windows=bar.update,
-                settings=settings,
-                cog=args.cog,
-            )
+        with exclusive(class_path, what="aeroseg predict"):
+            if finished(class_path, paths, settings, overwrite=args.overwrite):
+                return dict(record, status="skipped")
+            if source.no_contrast:
+                write_line(f"aeroseg predict: warning: {source.no_contrast}")
+            counts = _segment(model, source, classes, paths, window_options, device, args, settings)
+            if args.overwrite:  # an earlier run's scores or overlay would pass for this run's
+                remove_side_files(class_path, paths, str(path))
     names = classes.ids_to_names
     pixels = {name: int(counts[i]) for i, name in enumerate(names)} | {"nodata": int(counts[255])}
     return dict(record, status="ok", seconds=round(time.perf_counter() - start, 3), pixels=pixels)
+
+
+def _segment(
+    model: Any,
+    source: RasterSource,
+    classes: ClassList,
+    paths: dict[str, Path],
+    window_options: WindowOptions,
+    device: Any,
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+) -> Any:
+    """Write the outputs ``paths`` of ``source``; the pixel count of every class id."""
+    total = count_windows(source.height, source.width, window_options)
+    with progress(
+        total=total, unit="window", leave=False, disable=args.quiet, file=sys.stderr, desc=_stem(source.path)
+    ) as bar:
+        _, counts = api.run_prediction(
+            model, source, classes, paths, collect=False, options=window_options, device=device,
+            precision=args.precision, on_windows=bar.update, settings=settings, cog=args.cog,
+        )  # fmt: skip
+    return counts
 
 
 def _output_file(output: str, count: int) -> Path | None:
@@ -354,6 +366,7 @@ def _stem_clashes(inputs: list[str]) -> dict[str, str]:
 
 def _write_vector(vector: Any, records: list[dict[str, Any]], single: bool) -> int:
     places.make_parent(vector.path)
+    remove_stale(vector.path.parent)  # the vector files killed runs left
     try:
         for record in records:
             if record["status"] == "failed":

@@ -27,6 +27,7 @@ import torch
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from aeroseg.atomic import exclusive
 from aeroseg.distributed import require_ray
 from aeroseg.distributed.parts import Job, Scene, plan_scene, unit_bands
 from aeroseg.errors import UserError
@@ -34,7 +35,7 @@ from aeroseg.prediction import paths as places
 from aeroseg.prediction.checks import no_crs_message
 from aeroseg.prediction.classes import ClassList
 from aeroseg.prediction.outputs import PredictionFiles
-from aeroseg.prediction.settings import finished
+from aeroseg.prediction.settings import finished, remove_side_files
 from aeroseg.prediction.streaming import WindowOptions
 from aeroseg.progress import write_line
 from aeroseg.raster import RasterSource, ReadOptions, is_url, one_line
@@ -61,7 +62,24 @@ def records_on_ray(
 
     ``out_file``: the one class raster ``-o`` names, else None (``-o`` is a folder); ``settings`` are
     recorded in the class rasters (see :func:`aeroseg.prediction.settings.prediction_settings`); ``clashes``
-    maps inputs whose outputs would take an earlier input's names to their one-line reason."""
+    maps inputs whose outputs would take an earlier input's names to their one-line reason. The lock of
+    every class raster (:func:`aeroseg.atomic.exclusive`) is held from its planning to the end of the run."""
+    with contextlib.ExitStack() as locks:
+        return _records(args, inputs, classes, read, options, out_file, settings, clashes, request, locks)
+
+
+def _records(
+    args: argparse.Namespace,
+    inputs: list[str],
+    classes: ClassList,
+    read: ReadOptions,
+    options: WindowOptions,
+    out_file: Path | None,
+    settings: dict[str, Any],
+    clashes: dict[str, str],
+    request: ModelRequest,
+    locks: contextlib.ExitStack,
+) -> list[dict[str, Any]]:
     require_ray()
     from aeroseg.distributed.runner import Cluster, run_units
     from aeroseg.distributed.session import session
@@ -91,7 +109,7 @@ def records_on_ray(
             try:
                 if path in clashes:
                     raise UserError(clashes[path])
-                scene = _plan(path, out_file, args, job, settings, records)
+                scene = _plan(path, out_file, args, job, settings, records, locks)
             except (UserError, RasterioError, OSError) as error:
                 fail(path, str(error) if isinstance(error, UserError) else f"{path}: {one_line(error)}")
                 continue
@@ -109,6 +127,8 @@ def records_on_ray(
         records[scene.path].update(status="ok", seconds=seconds, pixels=pixels, units=len(scene.bands))
         if job.polygons is not None:
             records[scene.path][POLYGONS] = str(scene.polygons)
+        if args.overwrite:  # an earlier run's scores or overlay would pass for this run's
+            remove_side_files(scene.paths["classes"], scene.paths, scene.path)
 
     cluster = Cluster(args.ray, args.ray_workers, args.ray_threads, args.device)
     scenes = planned()
@@ -178,6 +198,7 @@ def _plan(
     job: Job,
     settings: dict[str, Any],
     records: dict[str, dict[str, Any]],
+    locks: contextlib.ExitStack,
 ) -> Scene | None:
     """The scene of one input, or None when its outputs exist with the same settings (a skipped record)."""
     with RasterSource(path, job.read) as source:
@@ -194,12 +215,15 @@ def _plan(
         places.refuse_overwriting_input(path, paths, args.vector)
         record: dict[str, Any] = {"input": path, "outputs": {k: str(v) for k, v in paths.items()}}
         records[path] = dict(record, height=source.height, width=source.width)
-        if args.vector and source.crs is None and not args.vector_pixels:
+        if args.vector and source.map_crs is None and not args.vector_pixels:
             raise UserError(no_crs_message(path, "--vector-pixels"))
+        places.make_parent(class_path)
+        locks.enter_context(exclusive(class_path, what="aeroseg predict"))
         if finished(class_path, paths, settings, overwrite=args.overwrite):
             records[path]["status"] = "skipped"
             return None
-        places.make_parent(class_path)
+        if source.no_contrast:
+            write_line(f"aeroseg predict: warning: {source.no_contrast}")
         if args.overwrite:
             shutil.rmtree(class_path.with_name(f"{class_path.stem}.parts"), ignore_errors=True)
         return plan_scene(path, paths, source, job, bands)

@@ -44,7 +44,8 @@ def finish_scene(scene: Scene, job: Job) -> None:
         else:
             _single_file(scene, job, source)
             shutil.rmtree(scene.parts, ignore_errors=True)
-        write_side_files(source, job.classes, scene.paths, cog=job.cog)
+        settings = json.loads(job.settings) if job.settings else None
+        write_side_files(source, job.classes, scene.paths, cog=job.cog, settings=settings)
     write_polygons(scene, job)
 
 

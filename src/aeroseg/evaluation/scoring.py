@@ -110,6 +110,7 @@ def score_model(
     return cm
 
 
+NO_PREDICTION = 255  # the nodata id of the class rasters of ``aeroseg predict``: no class predicted
 PREDICTION_SUFFIXES = (".png", ".tif", ".tiff")  # what other models write, and what aeroseg predict writes
 
 
@@ -138,8 +139,9 @@ def score_predictions(
     """Confusion matrix of the maps ``predictions/<stem>.png`` (or ``.tif``) against the masks of ``dataset``.
 
     Only the masks are read (``dataset.files``), not the images. Every stem of the split needs a
-    prediction of the mask's size; extra files are ignored. Predicted ids at ignore pixels are not read,
-    so a map may carry 255 there.
+    prediction of the mask's size; extra files are ignored. Predicted ids at ignore pixels are not read.
+    A labelled pixel predicted :data:`NO_PREDICTION` (255, the nodata id of ``aeroseg predict``) counts as
+    a miss of its true class (see :mod:`aeroseg.metrics`).
     """
     predictions = Path(predictions)
     if not predictions.is_dir():
@@ -157,7 +159,7 @@ def score_predictions(
             size, want = "×".join(map(str, pred.shape)), "×".join(map(str, mask.shape))
             raise UserError(f"prediction {path} is {size} but the mask of {stem!r} is {want} (H×W)")
         try:
-            cm.update(pred, mask)
+            cm.update(pred, mask, no_prediction=NO_PREDICTION)
         except ValueError as error:
             raise UserError(f"image {stem!r} with prediction {path}: {error}") from None
     return cm

@@ -10,6 +10,7 @@ predicting the same image again with another class list runs only the class-depe
 from __future__ import annotations
 
 import os
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -89,10 +90,10 @@ def run_prediction(
             cache=cache,
             on_windows=on_windows,
         )
+        files.finish()
     except BaseException:
         files.abort()
         raise
-    files.finish()
     arrays = files.arrays
     result = None
     if collect and arrays is not None:
@@ -126,6 +127,7 @@ def predict(
     progress: bool = False,
     ray: str | None = None,
     cog: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> PredictionResult:
     """Segment ``image`` into ``classes`` and return the class map, the scores and the class names.
 
@@ -145,7 +147,9 @@ def predict(
     model's own by default; ``precision`` "fp32", "bf16", "fp16" or "auto": bf16 where ``device`` has native bf16,
     else fp32). The model runs as it is (put it in eval mode). ``ray`` ("auto", "local" or a
     cluster address) runs the windows on a Ray cluster, the model copied once to each worker (an image file
-    or URL only; needs ``pip install "aeroseg[ray]"``, see docs/distributed.md).
+    or URL only; needs ``pip install "aeroseg[ray]"``, see docs/distributed.md). ``settings``
+    (:func:`aeroseg.prediction.settings.settings_of`) are recorded in the files as ``aeroseg predict``
+    records them, so that it takes them as finished (one process only).
     """
     if not isinstance(classes, ClassList):
         classes = (
@@ -178,6 +182,8 @@ def predict(
     source = ArraySource(image, read) if is_array else RasterSource(location, read)
     cache = _CACHES.setdefault(model, FeatureCache())
     result = None
+    if source.no_contrast:
+        warnings.warn(source.no_contrast, stacklevel=2)
     with source:
         paths = None
         if output is not None:
@@ -186,7 +192,7 @@ def predict(
             paths = output_paths(class_path, scores=scores, overlay=overlay, item=item)
             refuse_overwriting_input(None if is_array else location, paths, vector)
             make_parent(class_path)
-        if vector is not None and paths is not None and source.crs is None and not pixel_coordinates:
+        if vector is not None and paths is not None and source.map_crs is None and not pixel_coordinates:
             raise UserError(no_crs_message(source.path, "pixel_coordinates=True"))
         if ray is None:
             with progress_bar(
@@ -206,6 +212,7 @@ def predict(
                     cache=cache,
                     on_windows=bar.update,
                     cog=cog,
+                    settings=settings,
                 )
     if ray is not None:
         ids, confidence = predict_on_ray(

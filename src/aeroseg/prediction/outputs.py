@@ -4,7 +4,8 @@ Every file is written under a hidden temporary name beside its final name and re
 an interrupted run never leaves a truncated output that a later run would skip.
 
 - Class raster: uint8 class ids (see :mod:`aeroseg.prediction.classes` for the id scheme; 255 = nodata). A
-  GeoTIFF keeps the input's CRS and transform, is tiled 256×256 and deflate-compressed, and carries a
+  GeoTIFF keeps the input's CRS and transform (an image placed only by ground control points: its GCPs and
+  their CRS, as they are), is tiled 256×256 and deflate-compressed, and carries a
   colour map, the class names as tags (``AEROSEG_CLASSES``: JSON list by id; ``CLASS_<id>``: name) and a
   band description. A PNG (for a plain PNG or JPEG input) is a palette image with the same JSON in a text
   chunk and id 255 transparent.
@@ -18,6 +19,9 @@ an interrupted run never leaves a truncated output that a later run would skip.
   (:func:`aeroseg.stac.input_tags`), and ``<stem>.json`` is its outputs' STAC Item.
 - Overlay (``--overlay``): ``<stem>_overlay.png``, the image with the classes blended in and a legend, at
   most :data:`OVERLAY_SIDE` pixels a side.
+- Every raster file of ``aeroseg predict`` (class raster, scores, overlay) records the settings that made it
+  (``AEROSEG_SETTINGS``, a GeoTIFF tag or a PNG text chunk): a rerun takes a file as finished only when
+  its settings are the run's.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.shutil
-from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+from PIL import Image, ImageDraw, PngImagePlugin
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
@@ -40,6 +44,7 @@ from rasterio.windows import Window
 from aeroseg import stac
 from aeroseg.atomic import atomic, temporary_path
 from aeroseg.prediction.classes import BACKGROUND, NODATA, ClassList
+from aeroseg.prediction.legend import legend_font
 
 OVERLAY_SIDE = 2048
 CLASSES_TAG = "AEROSEG_CLASSES"
@@ -69,12 +74,16 @@ def class_colours(names: list[str]) -> list[tuple[int, int, int]]:
     return colours
 
 
+def settings_tag(settings: dict | None) -> dict[str, str]:
+    """The tag every file of a prediction carries: the settings that made it (see :func:`read_settings`)."""
+    return {} if settings is None else {SETTINGS_TAG: json.dumps(settings, sort_keys=True)}
+
+
 def class_tags(classes: ClassList, source: str, settings: dict | None = None) -> dict[str, str]:
     names = classes.ids_to_names
     tags = {CLASSES_TAG: json.dumps(names), "AEROSEG_NODATA_CLASS": str(NODATA), "AEROSEG_SOURCE": source}
     tags.update(stac.input_tags(source))
-    if settings is not None:
-        tags[SETTINGS_TAG] = json.dumps(settings, sort_keys=True)
+    tags.update(settings_tag(settings))
     if classes.background_threshold is not None:
         tags["AEROSEG_BACKGROUND_THRESHOLD"] = str(classes.background_threshold)
     tags.update({f"CLASS_{i}": name for i, name in enumerate(names)})
@@ -113,6 +122,7 @@ class GeoTiffWriter:
                         AEROSEG_SOURCE=source,
                         AEROSEG_SCORE="best class probability",
                         **stac.input_tags(source),
+                        **settings_tag(settings),
                     )
                     self._files[1].set_band_description(1, "confidence: best class probability")
             except BaseException:
@@ -142,13 +152,16 @@ class GeoTiffWriter:
     def finish(self) -> None:
         for file in self._files:
             file.close()
-        for k, (tmp, path) in enumerate(zip(self._tmp, self.paths, strict=True)):
-            if self.cog:
-                with atomic(path) as cog:  # the scores (k = 1) are averaged into their overviews
-                    to_cog(tmp, cog, scores=k == 1)
-                tmp.unlink()
-            else:
-                os.replace(tmp, path)
+        try:
+            for k, (tmp, path) in enumerate(zip(self._tmp, self.paths, strict=True)):
+                if self.cog:
+                    with atomic(path) as cog:  # the scores (k = 1) are averaged into their overviews
+                        to_cog(tmp, cog, scores=k == 1)
+                else:
+                    os.replace(tmp, path)
+        finally:
+            for tmp in self._tmp:
+                tmp.unlink(missing_ok=True)
 
     def abort(self) -> None:
         for file in self._files:
@@ -214,15 +227,31 @@ def read_settings(class_raster: Path) -> dict | None:
         return None
 
 
-def write_scores_png(path: Path, confidence: np.ndarray) -> None:
-    """An 8-bit PNG of round(255 · confidence); nodata is 0."""
+def _png_info(settings: dict | None) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    for key, value in settings_tag(settings).items():
+        info.add_text(key, value)
+    return info
+
+
+def write_scores_png(path: Path, confidence: np.ndarray, settings: dict | None = None) -> None:
+    """An 8-bit PNG of round(255 · confidence); nodata is 0. ``settings``: see :func:`settings_tag`."""
     values = np.nan_to_num(confidence, nan=0.0)
+    image = Image.fromarray((values * 255).round().astype(np.uint8), mode="L")
     with atomic(path) as tmp:
-        Image.fromarray((values * 255).round().astype(np.uint8), mode="L").save(tmp, format="PNG")
+        image.save(tmp, format="PNG", pnginfo=_png_info(settings))
 
 
-def write_overlay(path: Path, rgb: np.ndarray, ids: np.ndarray, names: list[str], alpha: float = 0.5) -> None:
-    """``rgb`` (h×w×3 uint8) with the class colours of ``ids`` (h×w) blended in and a legend on the right.
+def write_overlay(
+    path: Path,
+    rgb: np.ndarray,
+    ids: np.ndarray,
+    names: list[str],
+    alpha: float = 0.5,
+    settings: dict | None = None,
+) -> None:
+    """``rgb`` (h×w×3 uint8) with the class colours of ``ids`` (h×w) blended in and a legend on the right
+    (``settings``, what made the prediction, in a text chunk: see :func:`settings_tag`).
 
     The legend runs in as many columns as the image's height needs (254 classes beside a 512-pixel image:
     six columns, not a 5,000-pixel strip). Names are drawn with the first installed font that has glyphs for
@@ -253,61 +282,7 @@ def write_overlay(path: Path, rgb: np.ndarray, ids: np.ndarray, names: list[str]
         )
         draw.text((x + swatch + pad, y), name, fill="black", font=font)
     with atomic(path) as tmp:
-        canvas.save(tmp, format="PNG")
-
-
-# Fonts tried for the legend, widest coverage first (Debian/Ubuntu, Fedora, macOS paths).
-LEGEND_FONTS = (
-    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
-    "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",
-    "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
-    "/System/Library/Fonts/PingFang.ttc",
-    "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-)
-LEGEND_FONT_SIZE = 12
-
-
-def legend_font(names: list[str]) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """The first font of :data:`LEGEND_FONTS` with a glyph for every character of ``names`` (else the one
-    covering most names, with a warning naming those drawn as boxes)."""
-    best, best_missing = None, None
-    for candidate in LEGEND_FONTS:
-        if not os.path.exists(candidate):
-            continue
-        try:
-            font = ImageFont.truetype(candidate, LEGEND_FONT_SIZE)
-        except OSError:
-            continue
-        missing = [name for name in names if not _covers(font, name)]
-        if not missing:
-            return font
-        if best_missing is None or len(missing) < len(best_missing):
-            best, best_missing = font, missing
-    if best is None:
-        best = ImageFont.load_default(LEGEND_FONT_SIZE)
-        best_missing = [name for name in names if not name.isascii()]
-    if best_missing:
-        shown = ", ".join(repr(n) for n in best_missing[:3]) + (" ..." if len(best_missing) > 3 else "")
-        warnings.warn(
-            f"overlay legend: no installed font has the glyphs of {shown}; they show as boxes (install a font "
-            "with wide coverage, e.g. fonts-noto-cjk)",
-            stacklevel=3,
-        )
-    return best
-
-
-def _covers(font: ImageFont.FreeTypeFont, text: str) -> bool:
-    """Whether ``font`` draws every character of ``text`` with its own glyph, not the missing-glyph box."""
-    missing = _glyph(font, "\U0010fffd")  # a private-use character no font draws
-    return all(ch.isspace() or _glyph(font, ch) != missing for ch in set(text))
-
-
-def _glyph(font: ImageFont.FreeTypeFont, ch: str) -> tuple[tuple[int, int], bytes]:
-    mask = font.getmask(ch)
-    return mask.size, bytes(mask)
+        canvas.save(tmp, format="PNG", pnginfo=_png_info(settings))
 
 
 class PredictionFiles:
@@ -334,9 +309,7 @@ class PredictionFiles:
         self.arrays = ArrayWriter(source.height, source.width) if collect or as_png else None
         self.geotiff = None
         if self.class_path is not None and not as_png:
-            profile = dict(
-                height=source.height, width=source.width, crs=source.crs, transform=source.transform
-            )
+            profile = dict(height=source.height, width=source.width, **source.georeferencing())
             self.geotiff = GeoTiffWriter(
                 self.class_path,
                 profile,
@@ -369,16 +342,22 @@ class PredictionFiles:
                 settings=self.settings,
             )
             if "scores" in self.paths:
-                write_scores_png(self.paths["scores"], self.arrays.confidence)
+                write_scores_png(self.paths["scores"], self.arrays.confidence, self.settings)
         if self.class_path is not None:
-            write_side_files(self.source, self.classes, self.paths, cog=self.cog and self.geotiff is not None)
+            write_side_files(
+                self.source, self.classes, self.paths, cog=self.cog and self.geotiff is not None,
+                settings=self.settings,
+            )  # fmt: skip
 
 
-def write_side_files(source: Any, classes: ClassList, paths: dict[str, Path], *, cog: bool) -> None:
+def write_side_files(
+    source: Any, classes: ClassList, paths: dict[str, Path], *, cog: bool, settings: dict | None = None
+) -> None:
     """The files drawn from a finished class raster: the overlay and the STAC Item (of a STAC input), when
-    ``paths`` names them; ``cog``: whether the rasters are Cloud-Optimized (said in the Item)."""
+    ``paths`` names them; ``cog``: whether the rasters are Cloud-Optimized (said in the Item); ``settings``:
+    recorded in the overlay as in the class raster."""
     if "overlay" in paths:
-        write_overlay_of(source, paths["classes"], paths["overlay"], classes.ids_to_names)
+        write_overlay_of(source, paths["classes"], paths["overlay"], classes.ids_to_names, settings)
     if "item" in paths and isinstance(source.path, stac.StacInput):
         names = classes.ids_to_names
         files = {k: p for k, p in paths.items() if k != "item"}
@@ -387,11 +366,13 @@ def write_side_files(source: Any, classes: ClassList, paths: dict[str, Path], *,
         )
 
 
-def write_overlay_of(source: Any, class_path: Path, overlay_path: Path, names: list[str]) -> None:
+def write_overlay_of(
+    source: Any, class_path: Path, overlay_path: Path, names: list[str], settings: dict | None = None
+) -> None:
     """The overlay PNG of a finished class raster over the input's overview (at most OVERLAY_SIDE a side)."""
     rgb = source.read_overview(OVERLAY_SIDE)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(class_path) as ds:
             ids = ds.read(1, out_shape=rgb.shape[:2], resampling=Resampling.nearest)
-    write_overlay(overlay_path, rgb, ids, names)
+    write_overlay(overlay_path, rgb, ids, names, settings=settings)

@@ -8,7 +8,10 @@ units of the raster's CRS squared, measured before
 simplification; ``min_area`` drops smaller polygons and ``simplify`` is the Douglas–Peucker tolerance in CRS
 units (each polygon is simplified on its own; neighbours may then overlap or leave slivers). All images go
 into one layer, ``predictions``, in the CRS of the first image; the polygons of images in another CRS are
-reprojected.
+reprojected. An image placed only by ground control points (GCPs, no geotransform) gets its polygons in the
+GCPs' CRS, through the affine (first-order) least-squares fit of its GCPs (``rasterio.transform.from_gcps``,
+GDAL's ``GDALGCPsToGeoTransform``): exact for GCPs of an affine placement; an image whose GCPs need a
+higher-order warp should be warped first (``gdalwarp``).
 
 GeoParquet (``.parquet``, GeoParquet 1.1: WKB geometry column ``geometry``, the CRS as PROJJSON in the ``geo``
 metadata) is written with pyarrow (the ``geo`` extra), one row group per batch of polygons, so memory does not
@@ -30,9 +33,11 @@ import numpy as np
 import pyogrio.raw
 import rasterio
 import shapely
+import shapely.affinity
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import shapes
+from rasterio.transform import from_gcps
 from rasterio.warp import transform_geom
 
 from aeroseg.atomic import temporary_path
@@ -96,7 +101,11 @@ class VectorWriter:
                 raise UserError(
                     f"{class_raster} has no {CLASSES_TAG} tag; it was not written by aeroseg predict"
                 )
-            crs = ds.crs
+            crs, place = ds.crs, None
+            gcps, gcp_crs = ds.gcps
+            if crs is None and ds.transform.is_identity and gcps and gcp_crs is not None:
+                crs, fit = gcp_crs, from_gcps(gcps)  # the affine fit of the GCPs
+                place = [fit.a, fit.b, fit.d, fit.e, fit.xoff, fit.yoff]  # shapely's order
             if crs is None and not self.pixel_coordinates:
                 raise UserError(
                     f"{source} has no CRS, so its polygons could only be in pixel coordinates, which GIS "
@@ -106,11 +115,13 @@ class VectorWriter:
             self._check_crs(crs, source)
             reproject = crs is not None and crs != self.crs
             added, batch = 0, []
-            for geometry, value in shapes(rasterio.band(ds, 1), transform=ds.transform):
+            for geometry, value in shapes(rasterio.band(ds, 1)):
                 class_id = int(value)
                 if class_id == NODATA or class_id >= len(names) or (background and class_id == 0):
                     continue
-                polygon = shapely.geometry.shape(geometry)
+                polygon = shapely.geometry.shape(geometry)  # the band's own transform (GDAL's polygonize)
+                if place is not None:
+                    polygon = shapely.affinity.affine_transform(polygon, place)
                 area = float(polygon.area)
                 if area < self.min_area:
                     continue

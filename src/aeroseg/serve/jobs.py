@@ -68,6 +68,10 @@ class ViewSource:
         self.crs = source.crs
         self.transform = window_transform(window, source.transform)
 
+    def georeferencing(self) -> dict:
+        """The CRS and transform of the view (keywords of ``rasterio.open(..., "w")``)."""
+        return {"crs": self.crs, "transform": self.transform}
+
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         if self._cancelled.is_set():
             raise Cancelled
