@@ -63,9 +63,14 @@ def records_on_ray(
     ``out_file``: the one class raster ``-o`` names, else None (``-o`` is a folder); ``settings`` are
     recorded in the class rasters (see :func:`aeroseg.prediction.settings.prediction_settings`); ``clashes``
     maps inputs whose outputs would take an earlier input's names to their one-line reason. The lock of
-    every class raster (:func:`aeroseg.atomic.exclusive`) is held from its planning to the end of the run."""
-    with contextlib.ExitStack() as locks:
+    every class raster (:func:`aeroseg.atomic.exclusive`) is held from its planning until its scene is
+    finished (or the run ends), so the locks held follow the scenes in flight, not the inputs."""
+    locks: dict[str, contextlib.ExitStack] = {}
+    try:
         return _records(args, inputs, classes, read, options, out_file, settings, clashes, request, locks)
+    finally:
+        for lock in locks.values():
+            lock.close()
 
 
 def _records(
@@ -78,7 +83,7 @@ def _records(
     settings: dict[str, Any],
     clashes: dict[str, str],
     request: ModelRequest,
-    locks: contextlib.ExitStack,
+    locks: dict[str, contextlib.ExitStack],
 ) -> list[dict[str, Any]]:
     require_ray()
     from aeroseg.distributed.runner import Cluster, run_units
@@ -117,6 +122,10 @@ def _records(
                 yield scene
 
     def on_scene(scene: Scene) -> None:
+        with locks.pop(scene.path, contextlib.ExitStack()):
+            _finished(scene)
+
+    def _finished(scene: Scene) -> None:
         if scene.failed:
             fail(scene.path, scene.failed)
             return
@@ -198,7 +207,7 @@ def _plan(
     job: Job,
     settings: dict[str, Any],
     records: dict[str, dict[str, Any]],
-    locks: contextlib.ExitStack,
+    locks: dict[str, contextlib.ExitStack],
 ) -> Scene | None:
     """The scene of one input, or None when its outputs exist with the same settings (a skipped record)."""
     with RasterSource(path, job.read) as source:
@@ -218,9 +227,11 @@ def _plan(
         if args.vector and source.map_crs is None and not args.vector_pixels:
             raise UserError(no_crs_message(path, "--vector-pixels"))
         places.make_parent(class_path)
-        locks.enter_context(exclusive(class_path, what="aeroseg predict"))
+        locks[path] = contextlib.ExitStack()  # released when the scene is finished
+        locks[path].enter_context(exclusive(class_path, what="aeroseg predict"))
         if finished(class_path, paths, settings, overwrite=args.overwrite):
             records[path]["status"] = "skipped"
+            locks.pop(path).close()
             return None
         if source.no_contrast:
             write_line(f"aeroseg predict: warning: {source.no_contrast}")
