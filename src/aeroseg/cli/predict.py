@@ -79,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output",
         required=True,
         metavar="OUT",
-        help="output folder (created when missing); with a single input also a .tif/.png file",
+        help="output folder (created when missing; end a name with a dot in /); with a single input also a "
+        ".tif/.png file",
     )
     parser.add_argument(
         "--background-threshold",
@@ -331,10 +332,17 @@ def _output_file(output: str, count: int) -> Path | None:
         if not is_raster:
             raise UserError(f"-o {output} is an existing file; give a folder or a .tif/.png file name")
         return Path(output)
-    if is_raster and not output.endswith(("/", os.sep)):
+    if output.endswith(("/", os.sep)):
+        return None
+    if is_raster:
         if count > 1:
             raise UserError(f"-o {output} names one file but {count} inputs are given; give a folder")
         return Path(output)
+    if Path(output).suffix:  # a path with a suffix names a file: one that aeroseg cannot write
+        raise UserError(
+            f"-o {output}: aeroseg writes .tif, .tiff or .png class rasters, not {Path(output).suffix}; give "
+            "such a file name, or a folder (end a folder name that has a dot with /)"
+        )
     return None
 
 
