@@ -262,3 +262,19 @@ def test_experiment_configs_resolve(path):
     assert model.guidance_trainable == (stem == "aeroseg-guidance-finetuned")
     target = {"aeroseg-target-rgb": "rgb", "aeroseg-target-clip": "clip"}.get(stem, "sam")
     assert model.reconstruction_target == target
+
+
+def test_help_shows_the_defaults_and_errors_name_o_output(tmp_path, dataset, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # help lines joined
+    model = preset_config("aeroseg")
+    assert f"--steps N optimizer steps (default {TrainConfig().steps};" in text
+    assert f"(default: the preset's; aeroseg: {model.clip})" in text
+    assert f"(default: the preset's; aeroseg: {model.guidance})" in text
+    assert main(["train", "--data", str(dataset)]) == 2
+    assert capsys.readouterr().err.strip().endswith("no run directory: pass -o/--output RUN")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("steps: 1\n")
+    assert main(["train", "--data", str(dataset), "-o", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip().endswith("or another -o/--output")

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import rasterio
 from rasterio.errors import RasterioError
 
 from aeroseg import registry
@@ -167,13 +168,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     classes = parse_classes(args.classes, args.classes_file, args.background_threshold)
-    checks.check_overlap(args.overlap)
+    request = options.model_request(args, registry.DEFAULT_SEGMENTER)
+    args.window = args.window or registry.window(request)
+    checks.check_overlap(args.overlap, args.window, _first_image(args.inputs))
     if args.min_area < 0 or args.simplify < 0:
         raise UserError(
             f"--min-area and --simplify must be >= 0, got {args.min_area:g} and {args.simplify:g}"
         )
-    request = options.model_request(args, registry.DEFAULT_SEGMENTER)
-    args.window = args.window or registry.window(request)
     window_options = WindowOptions(window=args.window, overlap=args.overlap, batch_size=args.batch_size)
     names = args.bands if args.bands and isinstance(args.bands[0], str) else None
     read = ReadOptions(None if names else args.bands, args.scale, args.percentiles, args.nodata)
@@ -319,6 +320,17 @@ def _predict_one(
     names = classes.ids_to_names
     pixels = {name: int(counts[i]) for i, name in enumerate(names)} | {"nodata": int(counts[255])}
     return dict(record, status="ok", seconds=round(time.perf_counter() - start, 3), pixels=pixels)
+
+
+def _first_image(inputs: list[str]) -> tuple[str, int, int] | None:
+    """Name, height and width of the first input when it is a local image file (for messages), else None."""
+    if not inputs or not os.path.isfile(inputs[0]):
+        return None
+    try:
+        with rasterio.open(inputs[0]) as dataset:
+            return inputs[0], dataset.height, dataset.width
+    except RasterioError:
+        return None
 
 
 def _output_file(output: str, count: int) -> Path | None:

@@ -63,7 +63,7 @@ class Trainer:
         checkpoint = checkpointing.find_checkpoint(self.run_dir, resume) if resume else None
         if checkpoint is None and (self.run_dir / "config.yaml").exists():
             raise UserError(
-                f"{self.run_dir} holds a previous run: pass --resume to continue it, or another --out"
+                f"{self.run_dir} holds a previous run: pass --resume to continue it, or another -o/--output"
             )
 
         self.dataset = SegmentationDataset(cfg.data, split="train")
