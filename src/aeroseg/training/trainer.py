@@ -246,7 +246,12 @@ class Trainer:
             write_text(self.run_dir / "config.yaml", dump_yaml(resolved))
         log = RunLog(self.run_dir, start_step=self.step) if main else None
         bar = tqdm(
-            total=cfg.steps, initial=self.step, unit="step", disable=cfg.quiet or not main, dynamic_ncols=True
+            total=cfg.steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            disable=cfg.quiet or not main,
+            dynamic_ncols=True,
         )
         started = time.perf_counter() - self.elapsed
         try:
