@@ -269,9 +269,15 @@ def test_15_training_free_offline_message_mentions_guidance_none(tiny_backbones,
 
 # --- 16. the smaller ones ------------------------------------------------------------------------------
 def test_16_overlap_and_negative_vector_options_are_refused(tmp_path, standin, capsys):
-    scene = write_geotiff(tmp_path / "scene.tif", smooth_image(40, 40))
-    assert cli(scene, "--classes", CLASSES, "-o", "out", "--overlap", "0.99") == 2
-    assert "249,001 windows of 512² for a 3000² image" in one_error_line(capsys)
+    scene = write_geotiff(tmp_path / "scene.tif", smooth_image(100, 150))
+    assert cli(scene, "--classes", CLASSES, "-o", "out", "--overlap", "0.99") == 2  # the user's window: 64
+    assert one_error_line(capsys).endswith(
+        f"got 0.99 (3,219 windows of 64² for {scene} (150×100 px), against 6 at 0.25)"
+    )
+    assert cli(str(tmp_path), "--classes", CLASSES, "-o", "out", "--overlap", "0.99") == 2  # a folder
+    assert one_error_line(capsys).endswith(
+        "got 0.99 (a window of 64² every 1 px: 2,304× the windows of 0.25)"
+    )
     for flag in ("--min-area", "--simplify"):
         assert cli(scene, "--classes", CLASSES, "-o", "out", "--vector", "v.gpkg", flag, "-1") == 2
         assert "--min-area and --simplify must be >= 0" in one_error_line(capsys)

@@ -361,3 +361,18 @@ def test_a_checkpoint_that_is_not_aeroseg_is_an_error(tmp_path, capsys, content)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "checkpoint" in err[0] and str(checkpoint) in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_o_with_a_suffix_names_a_file_and_an_unknown_suffix_is_refused(tmp_path, model, capsys):
+    scene = write_geotiff(tmp_path / "scene.tif", smooth_image(40, 40))
+    rc = main(
+        ["predict", scene, "--checkpoint", "c", "--classes", CLASSES, "-o", str(tmp_path / "x" / "out.jpg")]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        rc == 2 and len(err) == 1 and "aeroseg writes .tif, .tiff or .png class rasters, not .jpg" in err[0]
+    )
+    assert not (tmp_path / "x").exists()
+    folder = tmp_path / "v1.2"  # a folder name with a dot: ended by /
+    assert main(["predict", scene, "--checkpoint", "c", "--classes", CLASSES, "-o", f"{folder}/"]) == 0
+    assert (folder / "scene.tif").is_file()

@@ -244,3 +244,19 @@ def test_fake_raw_script_runs(tmp_path):
     result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(tmp_path)) == ["dlrsd", "isaid", "openearthmap"]
+
+
+def test_usage_shows_o_as_required_and_errors_name_it(prepared, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        main(["prepare", "dlrsd", "--raw", str(tmp_path)])
+    assert exit_code.value.code == 2
+    err = capsys.readouterr().err
+    assert "--raw DIR -o DIR" in err and "[-o DIR]" not in err  # the usage line
+    assert "the following arguments are required: -o/--output" in err
+    raw = fake.make_dlrsd(tmp_path / "raw")
+    assert _prepare("dlrsd", raw, prepared["isaid"][1]) == 2
+    assert "give another -o/--output for dlrsd" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert _prepare("dlrsd", raw, tmp_path / "file") == 2
+    err = capsys.readouterr().err
+    assert f"-o/--output {tmp_path / 'file'} is a file; give a folder" in err and "--out " not in err

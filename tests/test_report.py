@@ -223,3 +223,9 @@ def test_table_8_training_free_rows(tmp_path, capsys):
         "| Training-free | 15.50 | – |",
         "| AerOSeg | 65.87 | – |",
     ]
+
+
+def test_quiet_is_accepted_as_in_every_verb(results, capsys):
+    assert main(["report", "--table", "8", str(results[-1]), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1] == "| AerOSeg | 51.62 |" and captured.err == ""

@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import aeroseg
+import aeroseg.progress
 from aeroseg.cli import build_parser, main
 from aeroseg.cli.train import resolve_config
 from aeroseg.registry import preset_config
@@ -53,7 +54,7 @@ def write_dataset(root: Path, *, n: int = 4, size: int = 32, unseen: bool = True
 
 def write_tiny_config(path: Path, backbones: dict[str, Path], **settings) -> Path:
     """A --config file that puts the aeroseg preset on the tiny backbones (32-pixel crops, CPU, no workers)."""
-    config = dict(crop_size=32, rot90=False, device="cpu", num_workers=0, quiet=True, **settings)
+    config = {**dict(crop_size=32, rot90=False, device="cpu", num_workers=0, quiet=True), **settings}
     path.write_text(dump_yaml({**config, "model": tiny_overrides("aeroseg", backbones)}))
     return path
 
@@ -262,3 +263,32 @@ def test_experiment_configs_resolve(path):
     assert model.guidance_trainable == (stem == "aeroseg-guidance-finetuned")
     target = {"aeroseg-target-rgb": "rgb", "aeroseg-target-clip": "clip"}.get(stem, "sam")
     assert model.reconstruction_target == target
+
+
+def test_help_shows_the_defaults_and_errors_name_o_output(tmp_path, dataset, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # help lines joined
+    model = preset_config("aeroseg")
+    assert f"--steps N optimizer steps (default {TrainConfig().steps};" in text
+    assert f"(default: the preset's; aeroseg: {model.clip})" in text
+    assert f"(default: the preset's; aeroseg: {model.guidance})" in text
+    assert main(["train", "--data", str(dataset)]) == 2
+    assert capsys.readouterr().err.strip().endswith("no run directory: pass -o/--output RUN")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("steps: 1\n")
+    assert main(["train", "--data", str(dataset), "-o", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip().endswith("or another -o/--output")
+
+
+def test_a_log_gets_each_progress_line_once_named_train(
+    tmp_path, dataset, tiny_backbones, capsys, monkeypatch
+):
+    monkeypatch.setattr(aeroseg.progress, "LOG_INTERVAL", 0.0)  # a line at every step
+    config = write_tiny_config(tmp_path / "tiny.yaml", tiny_backbones, quiet=False)
+    argv = ["train", "--data", str(dataset), "-o", str(tmp_path / "run"), "--config", str(config)]
+    assert main([*argv, "--steps", "3", "--batch-size", "2", "--save-every", "0"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "steps (" in line]  # stderr: not a tty
+    assert [line.split(",")[0] for line in lines] == [
+        f"train: {n}/3 steps ({p}%)" for n, p in ((1, 33), (2, 67), (3, 100))
+    ]

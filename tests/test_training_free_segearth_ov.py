@@ -102,7 +102,7 @@ def test_simfeatup_errors_are_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="does not fit SimFeatUp on 16 channels"):
         load_simfeatup(str(tmp_path / "wide.ckpt"), 16)
     (tmp_path / "pickle.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable SimFeatUp checkpoint"):
+    with pytest.raises(CheckpointError, match="cannot read it as a SimFeatUp checkpoint; pass the .ckpt"):
         load_simfeatup(str(tmp_path / "pickle.ckpt"), 8)
 
 

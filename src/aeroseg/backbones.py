@@ -27,6 +27,13 @@ from aeroseg.convert.sam2 import load_original_sam2
 from aeroseg.convert.tokenizer import clip_tokenizer
 from aeroseg.errors import CheckpointError
 from aeroseg.hub import hub_file, hub_offline
+from aeroseg.weight_files import (
+    CONFIG_ERRORS,
+    compare_shapes,
+    config_reason,
+    meta_build,
+    safetensors_shapes,
+)
 
 _TOKENIZER_FILES = ("vocab.json", "merges.txt")
 # what CLIPTokenizer.save_pretrained writes; an AerOSeg checkpoint carries them
@@ -204,6 +211,7 @@ def _load_dir(cls: Any, path: Path, what: str, flag: str) -> Any:
             f"{flag} {path} holds a {holds} model, but a {what} model is expected here (model_type "
             f"{' or '.join(map(repr, expected))})"
         )
+    _check_dir_weights(cls, path)
     try:
         model, info = _quiet_load(cls, path, local_files_only=True)
     except (OSError, ValueError) as error:
@@ -212,6 +220,26 @@ def _load_dir(cls: Any, path: Path, what: str, flag: str) -> Any:
         ) from None
     _refuse_missing(info, path, what, flag)
     return model
+
+
+def _check_dir_weights(cls: Any, path: Path) -> None:
+    """Refuse in one line, before ``cls`` is allocated, a directory whose ``.safetensors`` files are truncated
+    or hold tensors of other shapes than its ``config.json`` describes (the model is built on the meta device
+    to compare)."""
+    files = sorted(path.glob("*.safetensors"))
+    if not files or not (path / "config.json").is_file():
+        return  # transformers names what is missing
+    found: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        found.update(safetensors_shapes(file))
+    config_file = path / "config.json"
+    try:
+        config = cls.config_class.from_pretrained(path, local_files_only=True)
+    except (OSError, *CONFIG_ERRORS) as error:
+        raise CheckpointError(f"{config_file}: {config_reason(error)}") from None
+    skeleton = meta_build(lambda: _random(cls, config), config_file)
+    wanted = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    compare_shapes(wanted, found, files[0] if len(files) == 1 else path, config_file)
 
 
 _MODEL_TYPES = {

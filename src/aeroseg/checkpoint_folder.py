@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,10 +22,12 @@ from torch import nn
 from aeroseg.atomic import atomic, temporary_path
 from aeroseg.config import ConfigBase
 from aeroseg.errors import CheckpointError
+from aeroseg.weight_files import checked_build
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 C = TypeVar("C", bound=ConfigBase)
+M = TypeVar("M", bound=nn.Module)
 
 
 def save_folder(
@@ -85,6 +88,16 @@ def folder_config(
     if preset is not None and preset != config.preset:
         raise CheckpointError(f"{directory} holds a {config.preset!r} model, not {preset!r}")
     return config
+
+
+def build_and_load(build: Callable[[], M], directory: str | os.PathLike[str], map_location: str) -> M:
+    """``build()`` (the model of the folder's config, random weights) with ``model.safetensors`` loaded into
+    it; a truncated file, or a config that does not fit the file's tensors, is refused in one line before the
+    model is allocated (:func:`aeroseg.weight_files.checked_build`)."""
+    directory = Path(directory).expanduser()
+    model = checked_build(build, directory / WEIGHTS_NAME, directory / CONFIG_NAME)
+    load_weights(model, directory, map_location)
+    return model
 
 
 def load_weights(model: nn.Module, directory: Path, map_location: str) -> None:

@@ -3,7 +3,8 @@
 ``progress(...)`` takes tqdm's arguments. When its stream (stderr by default) is a terminal it is a tqdm
 bar; otherwise (a log file, a pipe, a batch job) redrawn bars would fill the log with carriage returns, so
 it writes one plain line every :data:`LOG_INTERVAL` seconds, and one at the end of work that wrote any
-(short work writes nothing)::
+(short work writes nothing; no count is written twice); the line starts with ``desc`` (the caller names
+its work)::
 
     predict scene: 120/480 windows (25%), 0:01:10 elapsed, about 0:03:30 left
 """
@@ -69,6 +70,7 @@ class LogProgress:
         self._start = self._last = time.monotonic()
         self._closed = False
         self.lines = 0  # plain lines written so far
+        self._written: float | None = None  # the count of the last line
 
     def __iter__(self) -> Iterator[Any]:
         assert self.iterable is not None
@@ -96,7 +98,7 @@ class LogProgress:
         self.postfix = text
 
     def close(self) -> None:
-        if not self._closed and self.lines:
+        if not self._closed and self.lines and self.n != self._written:
             self._line(time.monotonic())
         self._closed = True
 
@@ -116,8 +118,13 @@ class LogProgress:
             parts.append(f"about {_clock(elapsed / done * (self.total - self.n))} left")
         if self.postfix:
             parts.append(self.postfix)
-        print(f"{self.desc or 'progress'}: " + ", ".join(parts), file=self.file, flush=True)
+        print(
+            ", ".join(parts) if not self.desc else f"{self.desc}: " + ", ".join(parts),
+            file=self.file,
+            flush=True,
+        )
         self.lines += 1
+        self._written = self.n
 
 
 def _clock(seconds: float) -> str:

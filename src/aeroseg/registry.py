@@ -272,9 +272,18 @@ def load(source: str | os.PathLike[str], *, preset: str | None = None, **overrid
 
 
 def checkpoint_folder(path: Path) -> Path:
-    """``path``, or ``path/final`` for a training run's folder (``aeroseg train -o RUN``)."""
-    if not (path / CONFIG_NAME).is_file() and (path / "final" / CONFIG_NAME).is_file():
+    """``path``, or ``path/final`` for a training run's folder (``aeroseg train -o RUN``); a run that has no
+    ``final/`` yet is refused in one line naming it and the run's latest checkpoint."""
+    if (path / CONFIG_NAME).is_file():
+        return path
+    if (path / "final" / CONFIG_NAME).is_file():
         return path / "final"
+    if (path / "config.yaml").is_file() or (path / "checkpoints").is_dir():  # a run that did not finish
+        steps = sorted(path.glob(f"checkpoints/step_*/{CONFIG_NAME}"))  # step_NNNNNN: in step order
+        latest = f"; pass its latest checkpoint {steps[-1].parent}, or resume the run" if steps else ""
+        raise CheckpointError(
+            f"{path} is a training run without {path / 'final'} (written when the training ends){latest}"
+        )
     return path
 
 

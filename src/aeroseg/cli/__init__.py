@@ -65,7 +65,19 @@ def build_parser(commands: dict[str, tuple[str, str]] | None = None) -> argparse
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run the verb ``argv`` names; its exit status. A reader of stdout that leaves early (``aeroseg presets
+    | head -1``) ends any verb quietly, also when it leaves before the last buffered line is written."""
+    try:
+        try:
+            return _main(sys.argv[1:] if argv is None else argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit: a closed pipe is caught below
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+
+
+def _main(argv: list[str]) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser({command: COMMANDS[command]} if command in COMMANDS else {})
     args = parser.parse_args(argv)
@@ -82,9 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as stop:
         print(f"aeroseg {args.command}: interrupted", file=sys.stderr)
         return 128 + stop.signum if isinstance(stop, Terminated) else 130
-    except BrokenPipeError:  # the reader of stdout left (`aeroseg presets | head -1`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 0
 
 
 @contextmanager

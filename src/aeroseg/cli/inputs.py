@@ -9,6 +9,10 @@ take paths.
 from __future__ import annotations
 
 import argparse
+import os
+
+import rasterio
+from rasterio.errors import RasterioError
 
 from aeroseg.errors import UserError
 from aeroseg.stac import StacOptions, iter_inputs
@@ -65,3 +69,14 @@ def _bbox(text: str) -> tuple[float, float, float, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WEST,SOUTH,EAST,NORTH in degrees, got {text!r}") from None
     return west, south, east, north
+
+
+def first_image(inputs: list[str]) -> tuple[str, int, int] | None:
+    """Name, height and width of the first input when it is a local image file (for messages), else None."""
+    if not inputs or not os.path.isfile(inputs[0]):
+        return None
+    try:
+        with rasterio.open(inputs[0]) as dataset:
+            return inputs[0], dataset.height, dataset.width
+    except RasterioError:
+        return None

@@ -7,6 +7,7 @@ Old spellings stay accepted as hidden aliases (not shown in ``--help``). Nothing
 from __future__ import annotations
 
 import argparse
+import copy
 import re
 import sys
 
@@ -20,8 +21,21 @@ WEIGHTS_METAVAR = "ID|DIR|FILE"  # hub id, transformers directory or original ch
 _DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
 
 
+# old spellings carried by a flag's own action, not shown in --help: a required flag takes its old spelling
+# this way (argparse counts a required flag as given only under its own action, so add_alias cannot serve)
+HIDDEN_SPELLINGS = ("--out",)
+
+
 class HelpFormatter(argparse.HelpFormatter):
-    """Appends "(default: X)" to every option whose help does not already name its default."""
+    """Appends "(default: X)" to every option whose help does not already name its default, and leaves out
+    the :data:`HIDDEN_SPELLINGS`."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        shown = [s for s in action.option_strings if s not in HIDDEN_SPELLINGS]
+        if shown != action.option_strings:
+            action = copy.copy(action)
+            action.option_strings = shown
+        return super()._format_action_invocation(action)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,9 +36,9 @@ from rasterio.errors import RasterioError
 
 from aeroseg import registry
 from aeroseg.atomic import atomic, exclusive, remove_stale
-from aeroseg.cli import options
+from aeroseg.cli import options, output_names
 from aeroseg.cli.distributed import add_ray, check_ray
-from aeroseg.cli.inputs import add_stac, band_list, image_inputs
+from aeroseg.cli.inputs import add_stac, band_list, first_image, image_inputs
 from aeroseg.device import resolve_device
 from aeroseg.distributed.driver import POLYGONS, records_on_ray
 from aeroseg.errors import UserError
@@ -82,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output",
         required=True,
         metavar="OUT",
-        help="output folder (created when missing); with a single input also a .tif/.png file",
+        help="output folder (created when missing; end a name with a dot in /); with a single input also a "
+        ".tif/.png file",
     )
     parser.add_argument(
         "--background-threshold",
@@ -161,22 +161,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     check_ray(args)
     classes = parse_classes(args.classes, args.classes_file, args.background_threshold)
-    checks.check_overlap(args.overlap)
+    request = options.model_request(args, registry.DEFAULT_SEGMENTER)
+    args.window = args.window or registry.window(request)
+    checks.check_overlap(args.overlap, args.window, first_image(args.inputs))
+    if args.precision == "auto":  # the precision used is what the outputs record (with --ray: this machine's)
+        args.precision = resolve("auto", resolve_device(args.device))
     if args.min_area < 0 or args.simplify < 0:
         raise UserError(
             f"--min-area and --simplify must be >= 0, got {args.min_area:g} and {args.simplify:g}"
         )
-    request = options.model_request(args, registry.DEFAULT_SEGMENTER)
-    if args.precision == "auto":  # the precision used is what the outputs record (with --ray: this machine's)
-        args.precision = resolve("auto", resolve_device(args.device))
-    args.window = args.window or registry.window(request)
     window_options = WindowOptions(window=args.window, overlap=args.overlap, batch_size=args.batch_size)
     names = args.bands if args.bands and isinstance(args.bands[0], str) else None
     read = ReadOptions(None if names else args.bands, args.scale, args.percentiles, args.nodata)
     inputs = image_inputs(args, names)
     single = len(inputs) == 1
-    out_file = _output_file(args.output, len(inputs))
-    _check_folders(args, out_file)  # before any work: a folder that cannot be made is refused
+    out_file = output_names.output_file(args.output, len(inputs))
+    output_names.check_folders(args, out_file)  # before any work: a folder that cannot be made is refused
     folder = Path(args.output) if out_file is None else out_file.parent
     if folder.is_dir():
         remove_stale(folder)  # the temporary files of killed runs
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         vector = VectorWriter(
             args.vector, min_area=args.min_area, simplify=args.simplify, pixel_coordinates=args.vector_pixels
         )
-    clashes = {} if out_file else _stem_clashes(inputs)
+    clashes = {} if out_file else output_names.stem_clashes(inputs)
     settings = prediction_settings(args, classes, request)
     if args.asset is not None:  # another asset of the same Items gives other pixels
         settings["asset"] = args.asset
@@ -324,44 +324,6 @@ def _segment(
             precision=args.precision, on_windows=bar.update, settings=settings, cog=args.cog,
         )  # fmt: skip
     return counts
-
-
-def _output_file(output: str, count: int) -> Path | None:
-    """The one class raster ``-o`` names (a single input and a .tif/.tiff/.png path), else None (a folder)."""
-    if os.path.isdir(output):
-        return None
-    is_raster = Path(output).suffix.lower() in places.RASTER_SUFFIXES
-    if os.path.exists(output):
-        if count > 1:
-            raise UserError(f"-o {output} is an existing file; with {count} inputs -o names a folder")
-        if not is_raster:
-            raise UserError(f"-o {output} is an existing file; give a folder or a .tif/.png file name")
-        return Path(output)
-    if is_raster and not output.endswith(("/", os.sep)):
-        if count > 1:
-            raise UserError(f"-o {output} names one file but {count} inputs are given; give a folder")
-        return Path(output)
-    return None
-
-
-def _check_folders(args: argparse.Namespace, out_file: Path | None) -> None:
-    """Refuse, before any work, output folders that cannot be created (they are made when first written)."""
-    folder = Path(args.output) if out_file is None else out_file.parent
-    for path in [folder, *(Path(p).parent for p in (args.vector, args.json) if p)]:
-        places.check_folder(path)
-
-
-def _stem_clashes(inputs: list[str]) -> dict[str, str]:
-    """Inputs whose outputs would have the name of an earlier input's: input → the one-line reason."""
-    seen: dict[str, str] = {}
-    clashes = {}
-    for path in inputs:
-        other = seen.setdefault(_stem(path), path)
-        if other != path:
-            clashes[path] = (
-                f"{path}: its outputs would have the names of those of {other}; run it into another -o folder"
-            )
-    return clashes
 
 
 def _write_vector(vector: Any, records: list[dict[str, Any]], single: bool) -> int:

@@ -20,7 +20,7 @@ from aeroseg.cli import options
 from aeroseg.data import dlrsd, isaid, openearthmap, ovrs, vector_labels
 from aeroseg.data.info import BUILTIN, DatasetInfo, builtin_split
 from aeroseg.data.writer import SPLITS, Summary, Writer
-from aeroseg.errors import DatasetNotFoundError, UserError
+from aeroseg.errors import DatasetNotFoundError
 
 CONVERTERS = {"isaid": isaid, "dlrsd": dlrsd, "openearthmap": openearthmap}
 HELP = {
@@ -103,12 +103,13 @@ def _add_output(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o",
         "--output",
+        "--out",  # the old spelling, not shown (options.HIDDEN_SPELLINGS)
         dest="out",
         type=Path,
         metavar="DIR",
-        help="output folder (canonical layout); required",
+        required=True,
+        help="output folder (canonical layout)",
     )
-    options.add_alias(parser, "--out", dest="out", type=Path)
     parser.add_argument(
         "--keep-empty",
         action="store_true",
@@ -118,8 +119,6 @@ def _add_output(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.out is None:
-        raise UserError("give the output folder with -o DIR")
     if args.dataset == "labels":
         return _own_labels(args)
     converter = CONVERTERS[args.dataset]

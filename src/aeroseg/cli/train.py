@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from aeroseg import registry
 from aeroseg.cli import options
 from aeroseg.cli.options import DEVICE_HELP, DEVICE_METAVAR, WEIGHTS_METAVAR
 from aeroseg.errors import UserError
@@ -18,6 +19,9 @@ _TRAIN_FLAGS = tuple(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # the flags default to None (a --config file's value stays); their help shows the defaults they keep
+    cfg = TrainConfig()
+    model = registry.preset_config(cfg.preset)
     parser.epilog = (
         "Settings resolve in this order, later wins: defaults, the run's config.yaml (with --resume), "
         "--config, flags. Multi-GPU: torchrun --nproc_per_node=8 -m aeroseg train ... (see docs/training.md)."
@@ -31,18 +35,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run directory for config, metrics, checkpoints, final/",
     )
     options.add_alias(parser, "--out", dest="out")
-    parser.add_argument("--preset", metavar="NAME", help="model preset (default aeroseg; `aeroseg presets`)")
+    parser.add_argument(
+        "--preset", metavar="NAME", help=f"model preset (default {cfg.preset}; `aeroseg presets`)"
+    )
     parser.add_argument("--config", metavar="FILE", help="YAML of training settings and `model:` overrides")
-    parser.add_argument("--clip", metavar=WEIGHTS_METAVAR, help="CLIP weights: hub id, local folder or file")
-    parser.add_argument("--guidance", metavar=WEIGHTS_METAVAR, help="guidance encoder (SAM/SAM2) weights")
+    preset_default = f"default: the preset's; {cfg.preset}:"
     parser.add_argument(
-        "--steps", type=int, metavar="N", help="optimizer steps (paper: 10k iSAID, 5k DLRSD, 15k OEM)"
+        "--clip",
+        metavar=WEIGHTS_METAVAR,
+        help=f"CLIP weights: hub id, local folder or file ({preset_default} {model.clip})",
     )
     parser.add_argument(
-        "--batch-size", type=int, metavar="N", help="GLOBAL batch, split across DDP processes (default 4)"
+        "--guidance",
+        metavar=WEIGHTS_METAVAR,
+        help=f"guidance encoder (SAM/SAM2) weights ({preset_default} {model.guidance})",
     )
     parser.add_argument(
-        "--lr", type=float, help="lr of the new modules (default 2e-4; CLIP q/v: model.clip_lr)"
+        "--steps",
+        type=int,
+        metavar="N",
+        help=f"optimizer steps (default {cfg.steps}; paper: 10k iSAID, 5k DLRSD, 15k OEM)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help=f"GLOBAL batch, split across DDP processes (default {cfg.batch_size})",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help=f"lr of the new modules ({preset_default} {model.lr:g}; CLIP q/v: model.clip_lr)",
     )
     parser.add_argument(
         "--resume",
@@ -51,21 +74,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CHECKPOINT",
         help="continue RUN from its newest checkpoint, or from the checkpoint folder given",
     )
-    parser.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps (default 1000)")
     parser.add_argument(
-        "--seed", type=int, metavar="N", help="seed of the init, data order and augmentation (default 0)"
+        "--save-every", type=int, metavar="N", help=f"checkpoint every N steps (default {cfg.save_every})"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help=f"seed of the init, data order and augmentation (default {cfg.seed})",
     )
     parser.add_argument("--device", metavar=DEVICE_METAVAR, help=f"{DEVICE_HELP} (default: auto)")
-    parser.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), bf16 or fp16 (GradScaler)")
     parser.add_argument(
-        "--num-workers", type=int, metavar="N", help="data-loading processes per GPU (default 4)"
+        "--precision", choices=PRECISIONS, help=f"fp32, bf16 or fp16 (GradScaler) (default {cfg.precision})"
+    )
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        metavar="N",
+        help=f"data-loading processes per GPU (default {cfg.num_workers})",
     )
     options.add_quiet(parser, default=None)
     parser.add_argument(
         "--eval-every",
         type=int,
         metavar="N",
-        help="score DIR/val (s/u/h-mIoU) every N steps (default 0: off)",
+        help=f"score DIR/val (s/u/h-mIoU) every N steps (default {cfg.eval_every}: off)",
     )
 
 

@@ -1,6 +1,5 @@
 """Shared helpers: read original checkpoint files, load renamed tensors into ``transformers`` models."""
 
-import pickle
 import re
 import warnings
 import zipfile
@@ -13,6 +12,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.initialization import no_init_weights
 
 from aeroseg.errors import CheckpointError
+from aeroseg.weight_files import load_weights_only, safetensors_shapes
 
 StateDict = dict[str, torch.Tensor]
 
@@ -34,6 +34,11 @@ def read_state_dict(path: str | Path, expected: str) -> StateDict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file; expected {expected}")
+    if path.suffix == ".safetensors":
+        safetensors_shapes(path)  # a truncated file: one line saying so
+    elif not is_torchscript(path):
+        # memory-mapped (a zip checkpoint's tensors are read when used), else read whole (legacy format)
+        data = load_weights_only(path, expected, mmap=zipfile.is_zipfile(path))
     try:
         if path.suffix == ".safetensors":
             data = load_file(path)
@@ -41,11 +46,7 @@ def read_state_dict(path: str | Path, expected: str) -> StateDict:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 data = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-        else:
-            # memory-mapped (a zip checkpoint's tensors are read when used), else read whole (legacy format)
-            mmap = zipfile.is_zipfile(path)
-            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as err:
+    except (OSError, RuntimeError, ValueError, EOFError, SafetensorError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: cannot read it as {expected} ({reason[:200]})") from None
     for wrapper in ("state_dict", "model"):

@@ -113,14 +113,14 @@ class Writer:
 
     def _check_target(self) -> None:
         if self.out.exists() and not self.out.is_dir():
-            raise UserError(f"--out {self.out} is a file; give a folder")
+            raise UserError(f"-o/--output {self.out} is a file; give a folder")
         existing = self.out / "dataset.yaml"
         if existing.is_file():
             previous = DatasetInfo.from_yaml(existing)
             if previous.name != self.info.name:
                 raise UserError(
                     f"{self.out} already holds dataset {previous.name!r}; "
-                    f"give another --out for {self.info.name}"
+                    f"give another -o/--output for {self.info.name}"
                 )
 
     def _check_options(self) -> None:
@@ -134,7 +134,7 @@ class Writer:
             previous = " ".join(path.read_text(encoding="utf-8").split())
             raise UserError(
                 f"{self.out} was prepared with other options ({previous}); "
-                "use the same options or another --out"
+                "use the same options or another -o/--output"
             )
         write_text(path, options)
 

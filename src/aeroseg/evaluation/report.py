@@ -271,6 +271,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write the table to this Markdown file",
     )
     options.add_alias(parser, "--out", dest="out", type=Path)
+    options.add_quiet(parser)  # accepted as in every verb; the table itself is the output
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 from torch import nn
 
 from aeroseg.atomic import atomic, temporary_path
@@ -24,6 +24,7 @@ from aeroseg.backbones import (
     load_clip,
     load_guidance_encoder,
 )
+from aeroseg.checkpoint_folder import build_and_load
 from aeroseg.config import AerOSegConfig
 from aeroseg.convert.catseg import load_catseg_weights, read_catseg
 from aeroseg.convert.tokenizer import clip_tokenizer
@@ -376,20 +377,19 @@ class AerOSeg(nn.Module):
             raise CheckpointError(
                 f"{directory} is not an AerOSeg checkpoint (its config.json has no AerOSeg config)"
             )
-        config = AerOSegConfig.from_dict(meta["config"])
+        try:
+            config = AerOSegConfig.from_dict(meta["config"])
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{directory / CONFIG_NAME}: {str(error).splitlines()[0]}") from None
         if preset is not None and preset != config.preset:
             raise CheckpointError(f"{source} holds a {config.preset!r} model, not {preset!r}")
-        clip, guidance = backbones_from_configs(config.guidance_type, meta)
-        model = cls._assemble(config, clip, directory_tokenizer(directory), guidance)
-        missing, unexpected = load_model(
-            model, str(directory / WEIGHTS_NAME), strict=False, device=map_location
-        )
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{directory / WEIGHTS_NAME} does not match its config ({len(missing)} missing, "
-                f"{len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[0]})"
-            )
-        return model.eval()
+        tokenizer = directory_tokenizer(directory)
+
+        def build() -> AerOSeg:
+            clip, guidance = backbones_from_configs(config.guidance_type, meta)
+            return cls._assemble(config, clip, tokenizer, guidance)
+
+        return build_and_load(build, directory, map_location).eval()
 
 
 def _readable_like_any_file(path: Path) -> None:

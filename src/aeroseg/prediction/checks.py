@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from aeroseg.errors import UserError
@@ -9,13 +10,24 @@ from aeroseg.prediction.streaming import WindowOptions, count_windows
 from aeroseg.prediction.vector import vector_driver
 
 
-def check_overlap(overlap: float) -> None:
-    """Raise :class:`UserError` for an overlap outside [0, :data:`MAX_OVERLAP`]."""
+def check_overlap(
+    overlap: float, window: int | None = None, image: tuple[str, int, int] | None = None
+) -> None:
+    """Raise :class:`UserError` for an overlap outside [0, :data:`MAX_OVERLAP`]; above it, the message says
+    what it would cost at the user's ``window``: the windows of ``image`` (name, height, width) when given."""
     if not 0 <= overlap <= MAX_OVERLAP:
         cost = ""
-        if MAX_OVERLAP < overlap < 1:
-            count = count_windows(3000, 3000, WindowOptions(window=512, overlap=overlap))
-            cost = f" ({count:,} windows of 512² for a 3000² image, against 49 at 0.25)"
+        if MAX_OVERLAP < overlap < 1 and window:
+            if image is not None:
+                name, height, width = image
+                count, usual = (
+                    count_windows(height, width, WindowOptions(window=window, overlap=o))
+                    for o in (overlap, 0.25)
+                )
+                cost = f" ({count:,} windows of {window}² for {name} ({width}×{height} px), against {usual:,} at 0.25)"
+            else:
+                step, usual = (max(1, math.floor(window * (1 - o))) for o in (overlap, 0.25))
+                cost = f" (a window of {window}² every {step} px: {(usual / step) ** 2:,.0f}× the windows of 0.25)"
         raise UserError(f"--overlap is a fraction of the window in [0, {MAX_OVERLAP}], got {overlap:g}{cost}")
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
 from aeroseg.backbones import backbones_from_configs, directory_tokenizer, load_clip
-from aeroseg.checkpoint_folder import folder_config, load_weights, read_meta, save_folder
+from aeroseg.checkpoint_folder import build_and_load, folder_config, read_meta, save_folder
 from aeroseg.errors import CheckpointError
 from aeroseg.mask_classification import (
     MaskPredictions,
@@ -268,7 +268,10 @@ class SAN(nn.Module):
         directory = Path(directory).expanduser()
         meta = read_meta(directory, FORMAT, "SAN")
         config = folder_config(SANConfig, meta, directory, preset, overrides)
-        clip, _ = backbones_from_configs("clip", {"clip_config": meta["clip_config"]})
-        model = cls.assemble(config, clip, directory_tokenizer(directory))
-        load_weights(model, directory, map_location)
-        return model.eval()
+        tokenizer = directory_tokenizer(directory)
+
+        def build() -> SAN:
+            clip, _ = backbones_from_configs("clip", {"clip_config": meta["clip_config"]})
+            return cls.assemble(config, clip, tokenizer)
+
+        return build_and_load(build, directory, map_location).eval()

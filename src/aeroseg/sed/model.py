@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aeroseg.backbones import directory_tokenizer
-from aeroseg.checkpoint_folder import folder_config, load_weights, read_meta, save_folder
+from aeroseg.checkpoint_folder import build_and_load, folder_config, read_meta, save_folder
 from aeroseg.convert.tokenizer import clip_tokenizer
 from aeroseg.errors import CheckpointError
 from aeroseg.sed.config import SEDConfig
@@ -230,7 +230,9 @@ class SED(nn.Module):
             directory, FORMAT, "SED", " (SED's released .pth files load with aeroseg.convert.sed)"
         )
         config = folder_config(SEDConfig, meta, directory, preset, overrides)
-        towers = ConvNextClipTowers(meta["clip_config"], initialise=False)
-        model = cls.assemble(config, towers, directory_tokenizer(directory))
-        load_weights(model, directory, map_location)
-        return model.to(map_location).eval()
+        tokenizer = directory_tokenizer(directory)
+
+        def build() -> SED:
+            return cls.assemble(config, ConvNextClipTowers(meta["clip_config"], initialise=False), tokenizer)
+
+        return build_and_load(build, directory, map_location).to(map_location).eval()

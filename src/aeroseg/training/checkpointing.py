@@ -19,6 +19,7 @@ import torch
 
 from aeroseg.atomic import atomic_dir
 from aeroseg.errors import CheckpointError
+from aeroseg.weight_files import load_weights_only
 
 STATE_FILE = "training_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -62,12 +63,7 @@ def find_checkpoint(run_dir: Path, resume: str) -> Path:
 
 def load_training_state(checkpoint: Path) -> dict[str, Any]:
     """The training state of a checkpoint, read without unpickling arbitrary objects."""
-    try:
-        return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
-    except Exception as error:  # corrupt file or one holding pickled objects
-        raise CheckpointError(
-            f"cannot read {checkpoint / STATE_FILE}: {str(error).splitlines()[0]}"
-        ) from error
+    return load_weights_only(checkpoint / STATE_FILE, "a training state written by aeroseg train")
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:

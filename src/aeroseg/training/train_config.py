@@ -96,7 +96,7 @@ class TrainConfig:
         if not self.data:
             raise UserError("no dataset: pass --data DIR (a directory made by `aeroseg prepare`)")
         if not self.out:
-            raise UserError("no run directory: pass --out RUN")
+            raise UserError("no run directory: pass -o/--output RUN")
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

@@ -63,7 +63,7 @@ class Trainer:
         checkpoint = checkpointing.find_checkpoint(self.run_dir, resume) if resume else None
         if checkpoint is None and (self.run_dir / "config.yaml").exists():
             raise UserError(
-                f"{self.run_dir} holds a previous run: pass --resume to continue it, or another --out"
+                f"{self.run_dir} holds a previous run: pass --resume to continue it, or another -o/--output"
             )
 
         self.dataset = SegmentationDataset(cfg.data, split="train")
@@ -246,7 +246,12 @@ class Trainer:
             write_text(self.run_dir / "config.yaml", dump_yaml(resolved))
         log = RunLog(self.run_dir, start_step=self.step) if main else None
         bar = tqdm(
-            total=cfg.steps, initial=self.step, unit="step", disable=cfg.quiet or not main, dynamic_ncols=True
+            total=cfg.steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            disable=cfg.quiet or not main,
+            dynamic_ncols=True,
         )
         started = time.perf_counter() - self.elapsed
         try:

@@ -27,6 +27,7 @@ from torch import nn
 
 from aeroseg.errors import CheckpointError
 from aeroseg.hub import download, hub_file
+from aeroseg.weight_files import load_weights_only
 
 GUIDE_DIM = 3  # RGB
 KEY_DIM = 32  # width of the range embeddings
@@ -129,13 +130,9 @@ class SimFeatUp(nn.Module):
 
 def simfeatup_state(path: str | Path) -> tuple[str, dict[str, torch.Tensor]]:
     """The variant and our state dict of a released SimFeatUp ``.ckpt`` (mapping in the module docstring)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file becomes one line
-        raise CheckpointError(
-            f"{path} is not a readable SimFeatUp checkpoint ({type(error).__name__}); pass the .ckpt file "
-            "from SegEarth-OV's simfeatup_dev/weights"
-        ) from None
+    checkpoint = load_weights_only(
+        path, "a SimFeatUp checkpoint; pass the .ckpt file from SegEarth-OV's simfeatup_dev/weights"
+    )
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else {}
     ours: dict[str, torch.Tensor] = {}
     for key, value in state.items():
