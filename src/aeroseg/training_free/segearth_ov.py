@@ -31,7 +31,7 @@ from aeroseg.segmenter import unit_images
 from aeroseg.training_free.dense_clip import TrainingFreeClip
 from aeroseg.training_free.model import PROBABILITY_EPS, background_probabilities
 from aeroseg.training_free.segearth_config import SegEarthOVConfig
-from aeroseg.training_free.simfeatup import SimFeatUp, load_simfeatup
+from aeroseg.training_free.simfeatup import SimFeatUp, StepOperator, load_simfeatup
 from aeroseg.windows import crop_boxes
 
 
@@ -41,15 +41,15 @@ class SegEarthOVFeatures:
 
     patches: B×K×C×h×w raw patch features; cls: B×K×C unit [CLS] embeddings; crop_size: the (padded) crop
     side c; norms: B×K×1×c×c norms of the upsampled features and kernels: per crop, the four SimFeatUp
-    (guide, kernel) pairs (None and [] without SimFeatUp); boxes: K crop boxes (y1, y2, x1, x2); pad:
-    (left, right, top, bottom); resized: the CLIP input size; image_size: (H, W).
+    steps as linear maps (:class:`StepOperator`; None and [] without SimFeatUp); boxes: K crop boxes
+    (y1, y2, x1, x2); pad: (left, right, top, bottom); resized: the CLIP input size; image_size: (H, W).
     """
 
     patches: torch.Tensor
     cls: torch.Tensor
     crop_size: tuple[int, int]
     norms: torch.Tensor | None
-    kernels: list[list[tuple[torch.Tensor, torch.Tensor]]]
+    kernels: list[list[StepOperator]]
     boxes: list[tuple[int, int, int, int]]
     pad: tuple[int, int, int, int]
     resized: tuple[int, int]
@@ -96,12 +96,15 @@ class SegEarthOV(nn.Module):
         patches = tokens[:, 1:].transpose(1, 2).reshape(B, K, -1, h, w)
         cls = F.normalize(tokens[:, 0], dim=-1).view(B, K, -1)
         norms, kernels = None, []
-        if self.upsampler is not None:  # per crop: the step kernels and the norms of the upsampled features
+        if self.upsampler is not None:  # per crop: the step operators and the norms of the upsampled features
             up, norm_list = self.upsampler, []
+            weight, bias = up.fixup.weight[:, :, 0, 0], up.fixup.bias  # (C, C), (C,)
             for k in range(K):
                 kernels.append(up.kernels(crops[:, k], (h, w)))
-                x = up.upsample(patches[:, k], kernels[-1])  # (B, C, c, c)
-                norm_list.append((x + 0.1 * up.fixup(x)).norm(dim=1, keepdim=True))
+                # SimFeatUp(f) = steps(f) + 0.1 (W steps(f) + b) = steps(f + 0.1 W f) + 0.1 b: W at h×w
+                x = patches[:, k] + 0.1 * torch.einsum("oc,bchw->bohw", weight, patches[:, k])
+                x = up.upsample(x, kernels[-1]) + 0.1 * bias[:, None, None]  # (B, C, c, c)
+                norm_list.append(x.norm(dim=1, keepdim=True))
             norms = torch.stack(norm_list, 1)  # (B, K, 1, c, c)
         crop_size = (crops.shape[-2], crops.shape[-1])
         return SegEarthOVFeatures(patches, cls, crop_size, norms, kernels, boxes, pad, resized, (H, W))

@@ -19,6 +19,7 @@ The variant is recognised from the keys.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,6 +32,72 @@ from aeroseg.hub import download, hub_file
 GUIDE_DIM = 3  # RGB
 KEY_DIM = 32  # width of the range embeddings
 RADII = {"jbu_one": 5, "jbu_stack": 3}
+
+
+TILE = 8  # outputs per side of a tile: one T²×(window) matrix of the batched product
+BLOCK = 1 << 22  # elements of one block of gathered input windows (16 MiB in float32): a block stays in cache
+
+
+def resize_matrix(size_in: int, size_out: int, device: torch.device | None = None) -> torch.Tensor:
+    """size_out×size_in matrix of ``F.interpolate(mode="bicubic", align_corners=False)`` along one axis
+    (bicubic is separable: resizing is Rᵧ·X·Rₓᵀ), read off by resizing the unit vectors."""
+    eye = torch.eye(size_in, device=device)[None, :, :, None]  # (1, n, n, 1): channel j = unit vector j
+    return F.interpolate(eye, size=(size_out, 1), mode="bicubic", align_corners=False)[0, :, :, 0].T
+
+
+def _axis(
+    size_in: int, size_out: int, radius: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Along one axis: the bicubic rows of every output's 2r+1 (reflected) taps, cut to the window of inputs
+    its tile of TILE outputs reads.
+
+    Returns:
+        taps: (tiles·TILE)×(2r+1)×U (zero past the last output); window: tiles×U input indices.
+    """
+    rows = resize_matrix(size_in, size_out, device)  # (out, in)
+    index = (
+        torch.arange(size_out, device=device)[:, None] + torch.arange(-radius, radius + 1, device=device)
+    ).abs()
+    index = torch.where(index > size_out - 1, 2 * (size_out - 1) - index, index)  # reflect padding
+    tiles = -(-size_out // TILE)
+    taps = F.pad(rows[index], (0, 0, 0, 0, 0, tiles * TILE - size_out))  # (tiles*T, d, in)
+    d = taps.shape[1]
+    used = taps.ne(0).any(1).view(tiles, TILE, size_in).any(1)  # (tiles, in)
+    first = used.int().argmax(1)
+    last = size_in - 1 - used.flip(1).int().argmax(1)
+    span = int((last - first).max()) + 1
+    window = first.clamp(max=size_in - span)[:, None] + torch.arange(span, device=device)  # (tiles, U)
+    index = window[:, None, None, :].expand(tiles, TILE, d, span)
+    return taps.view(tiles, TILE, d, size_in).gather(3, index).view(tiles * TILE, d, span), window
+
+
+@dataclass
+class StepOperator:
+    """One step (bicubic resize, then the (2r+1)² kernel) as the linear map it is, per T×T tile of outputs:
+    a T²×(Uᵧ·Uₓ) matrix over the Uᵧ×Uₓ window of inputs the tile reads (no neighbourhood is materialised).
+
+    matrices: B×tilesᵧ×tilesₓ×T²×(Uᵧ·Uₓ); rows: tilesᵧ×Uᵧ and cols: tilesₓ×Uₓ input indices of the windows;
+    size: the output (H, W).
+    """
+
+    matrices: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+    size: tuple[int, int]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B×h×w×N (channels last) → B×H×W×N; blocks of tile rows whose windows fit in BLOCK elements."""
+        B, N = x.shape[0], x.shape[-1]
+        ty, tx, area, window = self.matrices.shape[1:]
+        out = x.new_empty(B, ty, tx, area, N)
+        block = max(1, BLOCK // (B * tx * window * N))
+        for i in range(0, ty, block):
+            gathered = x[:, self.rows[i : i + block]][:, :, :, self.cols]  # (B, r, Uy, tx, Ux, N)
+            gathered = gathered.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, N)
+            matrices = self.matrices[:, i : i + block].reshape(-1, area, window)
+            out[:, i : i + block] = torch.bmm(matrices, gathered).view(B, -1, tx, area, N)
+        out = out.view(B, ty, tx, TILE, TILE, N).permute(0, 1, 3, 2, 4, 5).reshape(B, ty * TILE, tx * TILE, N)
+        return out[:, : self.size[0], : self.size[1]]
 
 
 class JointBilateralStep(nn.Module):
@@ -72,20 +139,27 @@ class JointBilateralStep(nn.Module):
         kernel = kernel / kernel.sum(1, keepdim=True).clamp_min(1e-7)
         return kernel + 0.1 * self.fixup_proj(torch.cat([kernel, guide], 1))
 
-    def forward(
-        self, source: torch.Tensor, guide: torch.Tensor, kernel: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """source: B×C×h×w, guide: B×3×H×W (kernel: its :meth:`kernel`, if already computed) → B×C×H×W."""
-        H, W = guide.shape[-2:]
-        kernel = self.kernel(guide) if kernel is None else kernel  # (B, K, H, W)
-        up = F.interpolate(source, size=(H, W), mode="bicubic", align_corners=False)
-        padded = F.pad(up, [self.radius] * 4, mode="reflect")
+    def operator(self, guide: torch.Tensor, size: tuple[int, int]) -> StepOperator:
+        """The step from an h×w grid (``size``) to the guide's H×W as a :class:`StepOperator`:
+        out[Y, X] = Σ_{a,c} kernel[a, c, Y, X] · bicubic(x)[Y + a - r, X + c - r] (reflected), i.e. per output
+        the (2r+1)×(2r+1) kernel between the bicubic rows Rᵧ[Y + a - r] and columns Rₓ[X + c - r]."""
+        kernel = self.kernel(guide)  # (B, K, H, W)
+        B, _, H, W = kernel.shape
         d = 2 * self.radius + 1
-        out = torch.zeros_like(up)
-        for k in range(d * d):  # one neighbour at a time: C×H×W memory, not K×C×H×W
-            dy, dx = divmod(k, d)
-            out += kernel[:, k : k + 1] * padded[:, :, dy : dy + H, dx : dx + W]
-        return out
+        taps_y, rows = _axis(size[0], H, self.radius, guide.device)  # (Hp, d, Uy), (ty, Uy)
+        taps_x, cols = _axis(size[1], W, self.radius, guide.device)  # (Wp, d, Ux), (tx, Ux)
+        Hp, Wp = taps_y.shape[0], taps_x.shape[0]
+        kernel = F.pad(kernel, (0, Wp - W, 0, Hp - H)).view(B, d, d, Hp, Wp)
+        matrices = torch.einsum("yal,bacyx->byxlc", taps_y, kernel)  # (B, Hp, Wp, Uy, d)
+        matrices = torch.einsum("byxlc,xcm->byxlm", matrices, taps_x)  # (B, Hp, Wp, Uy, Ux)
+        ty, tx, window = Hp // TILE, Wp // TILE, taps_y.shape[2] * taps_x.shape[2]
+        matrices = matrices.reshape(B, ty, TILE, tx, TILE, window).permute(0, 1, 3, 2, 4, 5)
+        return StepOperator(matrices.reshape(B, ty, tx, TILE * TILE, window), rows, cols, (H, W))
+
+    def forward(self, source: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        """source: B×C×h×w, guide: B×3×H×W → B×C×H×W."""
+        step = self.operator(guide, source.shape[-2:])
+        return step(source.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class SimFeatUp(nn.Module):
@@ -110,21 +184,23 @@ class SimFeatUp(nn.Module):
         x = self.upsample(features, self.kernels(image, features.shape[-2:]))
         return x + 0.1 * self.fixup(x)
 
-    def kernels(self, image: torch.Tensor, size: tuple[int, int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(guide, kernel) of the four steps from an h×w grid (``size``); they depend on the image only."""
+    def kernels(self, image: torch.Tensor, size: tuple[int, int]) -> list[StepOperator]:
+        """The four steps from an h×w grid (``size``) as linear maps; they depend on the image only."""
         out = []
         h, w = size
         for i in range(4):
+            guide = F.adaptive_avg_pool2d(image, (2 * h, 2 * w))
+            out.append(self.steps[i % len(self.steps)].operator(guide, (h, w)))
             h, w = 2 * h, 2 * w
-            guide = F.adaptive_avg_pool2d(image, (h, w))
-            out.append((guide, self.steps[i % len(self.steps)].kernel(guide)))
         return out
 
-    def upsample(self, x: torch.Tensor, kernels: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """The four steps (without the final 1×1 correction), applied to any channels: B×C×h×w → B×C×16h×16w."""
-        for i, (guide, kernel) in enumerate(kernels):
-            x = self.steps[i % len(self.steps)](x, guide, kernel)
-        return x
+    def upsample(self, x: torch.Tensor, kernels: list[StepOperator]) -> torch.Tensor:
+        """The four steps (without the final 1×1 correction), applied to any channels: B×C×h×w → B×C×16h×16w
+        (a channels-last view)."""
+        x = x.permute(0, 2, 3, 1)
+        for step in kernels:
+            x = step(x)
+        return x.permute(0, 3, 1, 2)
 
 
 def simfeatup_state(path: str | Path) -> tuple[str, dict[str, torch.Tensor]]:
