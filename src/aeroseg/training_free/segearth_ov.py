@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import CLIPModel, CLIPTokenizer
 
 from aeroseg.backbones import load_clip
 from aeroseg.errors import UserError
@@ -164,6 +165,21 @@ class SegEarthOV(nn.Module):
         clip, tokenizer = load_clip(
             config.clip, arch=config.clip_arch, pretrained=pretrained, activation=config.clip_activation
         )
+        upsampler = None
+        if config.simfeatup is not None and clip.config.vision_config.patch_size != 16:
+            raise UserError("SimFeatUp upsamples ×16: it needs a patch-16 CLIP (or simfeatup=None)")
+        if config.simfeatup is not None:
+            dim = clip.config.projection_dim
+            upsampler = (
+                load_simfeatup(config.simfeatup, dim) if pretrained else SimFeatUp(dim, config.simfeatup_kind)
+            )
+        return cls.assemble(config, clip, tokenizer, upsampler)
+
+    @classmethod
+    def assemble(
+        cls, config: SegEarthOVConfig, clip: CLIPModel, tokenizer: CLIPTokenizer, upsampler: SimFeatUp | None
+    ) -> SegEarthOV:
+        """The model from its parts: CLIP, its tokenizer and SimFeatUp (or None)."""
         backbone = TrainingFreeClip(
             clip,
             tokenizer,
@@ -176,14 +192,6 @@ class SegEarthOV(nn.Module):
             residual=False,
             cls_bias=0.0,
         )
-        upsampler = None
-        if config.simfeatup is not None and clip.config.vision_config.patch_size != 16:
-            raise UserError("SimFeatUp upsamples ×16: it needs a patch-16 CLIP (or simfeatup=None)")
-        if config.simfeatup is not None:
-            dim = clip.config.projection_dim
-            upsampler = (
-                load_simfeatup(config.simfeatup, dim) if pretrained else SimFeatUp(dim, config.simfeatup_kind)
-            )
         return cls(config, backbone, upsampler)
 
 
