@@ -77,7 +77,7 @@ def test_a_step_resizes_to_any_guide(reference):
     step, r = model.steps[1], model.steps[1].radius
     source, guide = torch.randn(1, 3, 5, 4), torch.randn(1, 3, 13, 11)
     with torch.no_grad():
-        kernel = step.kernel(guide)
+        kernel = step.kernel(guide).permute(0, 3, 1, 2)  # (B, K, H, W)
         up = F.pad(F.interpolate(source, size=(13, 11), mode="bicubic"), [r] * 4, mode="reflect")
         d = 2 * r + 1
         expected = sum(

@@ -71,6 +71,13 @@ def _axis(
     return taps.view(tiles, TILE, d, size_in).gather(3, index).view(tiles * TILE, d, span), window
 
 
+def _pointwise(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """The checkpoint's 1×1 conv → GELU → (inactive) dropout → 1×1 conv on channels-last x: …×Cin → …×Cout."""
+    first, activation, _, last = layers
+    x = activation(F.linear(x, first.weight[:, :, 0, 0], first.bias))
+    return F.linear(x, last.weight[:, :, 0, 0], last.bias)
+
+
 @dataclass
 class StepOperator:
     """One step (bicubic resize, then the (2r+1)² kernel) as the linear map it is, per T×T tile of outputs:
@@ -122,35 +129,53 @@ class JointBilateralStep(nn.Module):
         )
 
     def kernel(self, guide: torch.Tensor) -> torch.Tensor:
-        """guide: B×3×H×W → B×K×H×W weights of the K = (2r+1)² neighbours (row-major offsets)."""
-        H, W = guide.shape[-2:]
+        """guide: B×3×H×W → B×H×W×K weights of the K = (2r+1)² neighbours (row-major offsets), channels last."""
         d = 2 * self.radius + 1
-        keys = self.range_proj(guide)  # (B, E, H, W)
-        padded = F.pad(keys, [self.radius] * 4, mode="reflect")
-        similarity = torch.stack(
-            [(padded[:, :, k // d : k // d + H, k % d : k % d + W] * keys).sum(1) for k in range(d * d)], 1
-        )  # (B, K, H, W): one neighbour at a time, not an E×K×H×W unfold
+        guide = guide.permute(0, 2, 3, 1)  # (B, H, W, 3)
+        similarity = self._similarity(_pointwise(self.range_proj, guide))  # (B, H, W, K)
         temperature = self.range_temp.exp().clamp(1e-4, 1e4)
-        range_kernel = (temperature * similarity).softmax(1)
+        range_kernel = (temperature * similarity).softmax(-1)
         offsets = torch.linspace(-1, 1, d, device=guide.device)
         distance = offsets[:, None] ** 2 + offsets[None, :] ** 2  # (d, d)
-        spatial = torch.exp(-distance / (2 * self.sigma_spatial**2)).view(1, d * d, 1, 1)
+        spatial = torch.exp(-distance / (2 * self.sigma_spatial**2)).view(d * d)
         kernel = range_kernel * spatial
-        kernel = kernel / kernel.sum(1, keepdim=True).clamp_min(1e-7)
-        return kernel + 0.1 * self.fixup_proj(torch.cat([kernel, guide], 1))
+        kernel = kernel / kernel.sum(-1, keepdim=True).clamp_min(1e-7)
+        return kernel + 0.1 * _pointwise(self.fixup_proj, torch.cat([kernel, guide], -1))
+
+    def _similarity(self, keys: torch.Tensor) -> torch.Tensor:
+        """keys: B×H×W×E → B×H×W×K dot products of every pixel's key with its K neighbours' (reflected):
+        per T×T tile, the T² keys times the (T+2r)² keys of its window (one batched product), then each pixel's
+        K entries picked out."""
+        r, (B, H, W, E) = self.radius, keys.shape
+        d, side = 2 * r + 1, TILE + 2 * r
+        ty, tx = -(-H // TILE), -(-W // TILE)
+        padded = F.pad(keys.permute(0, 3, 1, 2), [r] * 4, mode="reflect")
+        padded = F.pad(padded, (0, tx * TILE - W, 0, ty * TILE - H))  # zeros past the end: outputs dropped
+        windows = padded.unfold(2, side, TILE).unfold(3, side, TILE)  # (B, E, ty, tx, side, side)
+        windows = windows.permute(0, 2, 3, 4, 5, 1).reshape(-1, side * side, E)
+        queries = F.pad(keys, (0, 0, 0, tx * TILE - W, 0, ty * TILE - H)).view(B, ty, TILE, tx, TILE, E)
+        queries = queries.permute(0, 1, 3, 2, 4, 5).reshape(-1, TILE * TILE, E)
+        products = torch.bmm(queries, windows.transpose(1, 2))  # (tiles, T², side²)
+        i = torch.arange(TILE, device=keys.device)
+        a = torch.arange(d, device=keys.device)
+        rows = (i[:, None, None, None] + a[None, None, :, None]) * side  # (T, 1, d, 1)
+        index = (rows + i[None, :, None, None] + a[None, None, None, :]).reshape(TILE * TILE, d * d)
+        picked = products.gather(2, index.expand(products.shape[0], -1, -1))  # (tiles, T², K)
+        picked = picked.view(B, ty, tx, TILE, TILE, d * d).permute(0, 1, 3, 2, 4, 5)
+        return picked.reshape(B, ty * TILE, tx * TILE, d * d)[:, :H, :W]
 
     def operator(self, guide: torch.Tensor, size: tuple[int, int]) -> StepOperator:
         """The step from an h×w grid (``size``) to the guide's H×W as a :class:`StepOperator`:
         out[Y, X] = Σ_{a,c} kernel[a, c, Y, X] · bicubic(x)[Y + a - r, X + c - r] (reflected), i.e. per output
         the (2r+1)×(2r+1) kernel between the bicubic rows Rᵧ[Y + a - r] and columns Rₓ[X + c - r]."""
-        kernel = self.kernel(guide)  # (B, K, H, W)
-        B, _, H, W = kernel.shape
+        kernel = self.kernel(guide)  # (B, H, W, K)
+        B, H, W, _ = kernel.shape
         d = 2 * self.radius + 1
         taps_y, rows = _axis(size[0], H, self.radius, guide.device)  # (Hp, d, Uy), (ty, Uy)
         taps_x, cols = _axis(size[1], W, self.radius, guide.device)  # (Wp, d, Ux), (tx, Ux)
         Hp, Wp = taps_y.shape[0], taps_x.shape[0]
-        kernel = F.pad(kernel, (0, Wp - W, 0, Hp - H)).view(B, d, d, Hp, Wp)
-        matrices = torch.einsum("yal,bacyx->byxlc", taps_y, kernel)  # (B, Hp, Wp, Uy, d)
+        kernel = F.pad(kernel, (0, 0, 0, Wp - W, 0, Hp - H)).view(B, Hp, Wp, d, d)
+        matrices = torch.einsum("yal,byxac->byxlc", taps_y, kernel)  # (B, Hp, Wp, Uy, d)
         matrices = torch.einsum("byxlc,xcm->byxlm", matrices, taps_x)  # (B, Hp, Wp, Uy, Ux)
         ty, tx, window = Hp // TILE, Wp // TILE, taps_y.shape[2] * taps_x.shape[2]
         matrices = matrices.reshape(B, ty, TILE, tx, TILE, window).permute(0, 1, 3, 2, 4, 5)
