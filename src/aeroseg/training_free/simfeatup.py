@@ -82,27 +82,39 @@ def _pointwise(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 class StepOperator:
     """One step (bicubic resize, then the (2r+1)² kernel) as the linear map it is, per T×T tile of outputs:
     a T²×(Uᵧ·Uₓ) matrix over the Uᵧ×Uₓ window of inputs the tile reads (no neighbourhood is materialised).
+    Its outputs are kept tile-major (B×(tilesᵧ·tilesₓ·T²)×N) so that the next step gathers from them directly.
 
-    matrices: B×tilesᵧ×tilesₓ×T²×(Uᵧ·Uₓ); rows: tilesᵧ×Uᵧ and cols: tilesₓ×Uₓ input indices of the windows;
-    size: the output (H, W).
+    matrices: B×tilesᵧ×tilesₓ×T²×(Uᵧ·Uₓ); index: tilesᵧ×tilesₓ×(Uᵧ·Uₓ) rows of the input (B×P×N) each
+    window reads; size: the output (H, W).
     """
 
     matrices: torch.Tensor
-    rows: torch.Tensor
-    cols: torch.Tensor
+    index: torch.Tensor
     size: tuple[int, int]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x: B×h×w×N (channels last) → B×H×W×N; blocks of tile rows whose windows fit in BLOCK elements."""
+        """x: B×P×N input rows (channels last) → B×(tilesᵧ·tilesₓ·T²)×N tile-major outputs, in blocks of tile
+        rows whose gathered windows fit in BLOCK elements."""
         B, N = x.shape[0], x.shape[-1]
         ty, tx, area, window = self.matrices.shape[1:]
-        out = x.new_empty(B, ty, tx, area, N)
         block = max(1, BLOCK // (B * tx * window * N))
+        out = []
         for i in range(0, ty, block):
-            gathered = x[:, self.rows[i : i + block]][:, :, :, self.cols]  # (B, r, Uy, tx, Ux, N)
-            gathered = gathered.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, N)
+            gathered = x.index_select(1, self.index[i : i + block].flatten()).view(-1, window, N)
             matrices = self.matrices[:, i : i + block].reshape(-1, area, window)
-            out[:, i : i + block] = torch.bmm(matrices, gathered).view(B, -1, tx, area, N)
+            out.append(torch.bmm(matrices, gathered).view(B, -1, N))
+        return out[0] if len(out) == 1 else torch.cat(out, 1)
+
+    def positions(self) -> torch.Tensor:
+        """H×W: the row of every output pixel in the tile-major output."""
+        ty, tx = self.matrices.shape[1:3]
+        y = torch.arange(self.size[0], device=self.index.device)[:, None]
+        x = torch.arange(self.size[1], device=self.index.device)[None, :]
+        return ((y // TILE) * tx + x // TILE) * TILE * TILE + (y % TILE) * TILE + x % TILE
+
+    def untile(self, out: torch.Tensor) -> torch.Tensor:
+        """Tile-major outputs B×(tiles·T²)×N → B×H×W×N (a view cut to the size)."""
+        B, ty, tx, N = out.shape[0], *self.matrices.shape[1:3], out.shape[-1]
         out = out.view(B, ty, tx, TILE, TILE, N).permute(0, 1, 3, 2, 4, 5).reshape(B, ty * TILE, tx * TILE, N)
         return out[:, : self.size[0], : self.size[1]]
 
@@ -164,10 +176,14 @@ class JointBilateralStep(nn.Module):
         picked = picked.view(B, ty, tx, TILE, TILE, d * d).permute(0, 1, 3, 2, 4, 5)
         return picked.reshape(B, ty * TILE, tx * TILE, d * d)[:, :H, :W]
 
-    def operator(self, guide: torch.Tensor, size: tuple[int, int]) -> StepOperator:
+    def operator(
+        self, guide: torch.Tensor, size: tuple[int, int], layout: torch.Tensor | None = None
+    ) -> StepOperator:
         """The step from an h×w grid (``size``) to the guide's H×W as a :class:`StepOperator`:
         out[Y, X] = Σ_{a,c} kernel[a, c, Y, X] · bicubic(x)[Y + a - r, X + c - r] (reflected), i.e. per output
-        the (2r+1)×(2r+1) kernel between the bicubic rows Rᵧ[Y + a - r] and columns Rₓ[X + c - r]."""
+        the (2r+1)×(2r+1) kernel between the bicubic rows Rᵧ[Y + a - r] and columns Rₓ[X + c - r].
+        ``layout``: h×w rows of the input's pixels (the previous step's :meth:`StepOperator.positions`);
+        None: row-major."""
         kernel = self.kernel(guide)  # (B, H, W, K)
         B, H, W, _ = kernel.shape
         d = 2 * self.radius + 1
@@ -179,12 +195,15 @@ class JointBilateralStep(nn.Module):
         matrices = torch.einsum("byxlc,xcm->byxlm", matrices, taps_x)  # (B, Hp, Wp, Uy, Ux)
         ty, tx, window = Hp // TILE, Wp // TILE, taps_y.shape[2] * taps_x.shape[2]
         matrices = matrices.reshape(B, ty, TILE, tx, TILE, window).permute(0, 1, 3, 2, 4, 5)
-        return StepOperator(matrices.reshape(B, ty, tx, TILE * TILE, window), rows, cols, (H, W))
+        if layout is None:
+            layout = torch.arange(size[0] * size[1], device=guide.device).view(size)
+        index = layout[rows[:, None, :, None], cols[None, :, None, :]].reshape(ty, tx, window)
+        return StepOperator(matrices.reshape(B, ty, tx, TILE * TILE, window), index, (H, W))
 
     def forward(self, source: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """source: B×C×h×w, guide: B×3×H×W → B×C×H×W."""
         step = self.operator(guide, source.shape[-2:])
-        return step(source.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return step.untile(step(source.flatten(2).transpose(1, 2))).permute(0, 3, 1, 2)
 
 
 class SimFeatUp(nn.Module):
@@ -211,21 +230,22 @@ class SimFeatUp(nn.Module):
 
     def kernels(self, image: torch.Tensor, size: tuple[int, int]) -> list[StepOperator]:
         """The four steps from an h×w grid (``size``) as linear maps; they depend on the image only."""
-        out = []
+        out: list[StepOperator] = []
         h, w = size
         for i in range(4):
             guide = F.adaptive_avg_pool2d(image, (2 * h, 2 * w))
-            out.append(self.steps[i % len(self.steps)].operator(guide, (h, w)))
+            layout = out[-1].positions() if out else None
+            out.append(self.steps[i % len(self.steps)].operator(guide, (h, w), layout))
             h, w = 2 * h, 2 * w
         return out
 
     def upsample(self, x: torch.Tensor, kernels: list[StepOperator]) -> torch.Tensor:
         """The four steps (without the final 1×1 correction), applied to any channels: B×C×h×w → B×C×16h×16w
         (a channels-last view)."""
-        x = x.permute(0, 2, 3, 1)
+        x = x.flatten(2).transpose(1, 2)  # (B, h*w, C)
         for step in kernels:
-            x = step(x)
-        return x.permute(0, 3, 1, 2)
+            x = step(x)  # tile-major: the next step reads it as it is
+        return kernels[-1].untile(x).permute(0, 3, 1, 2)
 
 
 def simfeatup_state(path: str | Path) -> tuple[str, dict[str, torch.Tensor]]:
