@@ -35,9 +35,7 @@ from aeroseg.modeling.aeroseg import AerOSeg
 from aeroseg.precision import autocast, has_native_bf16
 from aeroseg.training_free import model as training_free_model
 from aeroseg.training_free import segearth_ov3
-from aeroseg.training_free.model import TrainingFreeSegmenter
 from aeroseg.training_free.segearth_ov import SegEarthOV
-from aeroseg.training_free.segearth_ov3 import SegEarthOV3
 from aeroseg.windows import window_starts
 
 COMPONENTS = ("clip", "text", "guidance", "correlation", "refinement", "decoder")
@@ -129,10 +127,8 @@ class _Record:
 
 
 def _targets(model: nn.Module) -> list[tuple[str, Any, str]]:
-    """(component, object, method): the calls the model's forward makes (a component may span methods).
-    AerOSeg: one call per component; the training-free presets: CLIP (over the crops), text, SimFeatUp
-    (kernels per crop, upsampling), SAM / SAM 3's encoder, SAM 3's detector (one batched pass over the
-    prompts) and the fusion of its heads or the joint bilateral upsampling."""
+    """(component, object, method): the calls the model's forward makes (a component may span methods; the
+    training-free presets' SimFeatUp runs per crop, SAM 3's detector once over all prompts)."""
     if isinstance(model, AerOSeg):
         return [
             ("clip", model.backbone, "encode_image"),
@@ -147,14 +143,14 @@ def _targets(model: nn.Module) -> list[tuple[str, Any, str]]:
         if model.upsampler is not None:
             targets += [("simfeatup", model.upsampler, "kernels"), ("simfeatup", model.upsampler, "upsample")]
         return targets
-    if isinstance(model, SegEarthOV3):
+    if isinstance(model, segearth_ov3.SegEarthOV3):
         return [
             ("sam3 encoder", model.sam3, "get_vision_features"),
             ("text", model.sam3, "get_text_features"),
             ("detector", model.sam3, "forward"),
             ("fusion", segearth_ov3, "fuse_heads"),
         ]
-    if isinstance(model, TrainingFreeSegmenter):
+    if isinstance(model, training_free_model.TrainingFreeSegmenter):
         targets = [("clip", model.backbone, "encode_dense"), ("text", model.backbone, "encode_text")]
         if model.sam is not None:
             targets += [("sam", model.sam, "forward"), ("regions", training_free_model, "kmeans_regions")]
