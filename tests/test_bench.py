@@ -203,3 +203,44 @@ def test_text_cache_follows_the_precision():
         with autocast("cpu", "bf16"):
             model(images, classes)
         assert model(images, classes).dtype == torch.float32  # not the bf16 text of the first call
+
+
+TRAINING_FREE = {
+    "training-free": {"clip", "text", "sam", "regions", "upsampling"},
+    "segearth-ov": {"clip", "text", "simfeatup"},
+    "segearth-ov3": {"sam3 encoder", "text", "detector", "fusion"},
+}
+
+ENCODERS = {
+    "training-free": ("clip", "text"),
+    "segearth-ov": ("clip", "text"),
+    "segearth-ov3": ("sam3 encoder",),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(TRAINING_FREE))
+def test_training_free_presets_per_component(preset, tmp_path):
+    path = tmp_path / "bench.json"
+    argv = ["bench", "--short", "--quiet", "--preset", preset, "--repeats", "1", "--classes", "3"]
+    assert main([*argv, "--skip", "bf16,train", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    components = report["components"]
+    assert set(components) == {*TRAINING_FREE[preset], "other"}
+    assert all(c["calls"] >= 1 and c["seconds"] > 0 for n, c in components.items() if n != "other")
+    assert all(components[n]["gflop"] > 0 for n in ENCODERS[preset])  # resizes and softmaxes count no FLOPs
+    assert sum(c["gflop"] for c in components.values()) == pytest.approx(report["gflop"])
+    rate = report["gflop"] / report["seconds"]
+    assert report["fraction_of_peak"] == pytest.approx(rate / report["gemm_peak_gflops"]["fp32"])
+    # every encoder and SAM 3's detector (all prompts in one batched pass) run once; SimFeatUp once per crop
+    assert report["checks"] == {"components_called_once": True}
+    if preset == "segearth-ov":
+        assert components["simfeatup"]["calls"] == 2 * 4  # per crop: its kernels, its unit grids upsampled
+    if preset == "segearth-ov3":
+        detector = components["detector"]
+        assert detector["calls"] == 1 and detector["seconds_per_prompt"] == pytest.approx(
+            detector["seconds"] / 3
+        )
+    assert report["predict"]["windows"] == 4 and report["predict"]["megapixels_per_second"] > 0
+    assert "train_step" not in report
+    table = bench.format_report(report)
+    assert all(name in table for name in TRAINING_FREE[preset])

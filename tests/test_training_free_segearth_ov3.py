@@ -10,8 +10,10 @@ import rasterio
 import torch
 import yaml
 from PIL import Image
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 import aeroseg
+import aeroseg.training_free.segearth_ov3 as segearth_ov3_module
 from aeroseg import build
 from aeroseg.backbones import load_sam3
 from aeroseg.cli import main
@@ -65,6 +67,41 @@ def test_sliding_crops_cover_the_input(sam3_dir):
     assert feats.boxes == [(0, 32, 0, 32), (0, 32, 8, 40), (24, 56, 0, 32), (24, 56, 8, 40)]
     assert logits.shape == (1, 2, 56, 40)
     assert feats.vision.fpn_hidden_states[0].shape[0] == 4  # one encoding per crop
+
+
+def per_prompt_loop(model, feats, classes):
+    """Each prompt through SAM 3's detector alone (the official loop), crops averaged: B×T×H×W scores."""
+    text, mask = model.encode_text(classes)
+    B, K = feats.batch, len(feats.boxes)
+    y1, y2, x1, x2 = feats.boxes[0]
+    maps = []
+    for t in range(len(classes)):
+        out = model.sam3(
+            vision_embeds=feats.vision,
+            text_embeds=BaseModelOutputWithPooling(pooler_output=text[t : t + 1].expand(B * K, -1, -1)),
+            attention_mask=mask[t : t + 1].expand(B * K, -1),
+        )
+        heads = (out.pred_masks, out.pred_logits, out.presence_logits, out.semantic_seg)
+        maps.append(fuse_heads(*heads, (y2 - y1, x2 - x1), model.config).view(B, K, y2 - y1, x2 - x1))
+    preds, count = torch.zeros(B, len(classes), *feats.image_size), torch.zeros(*feats.image_size)
+    for k, (y1, y2, x1, x2) in enumerate(feats.boxes):
+        preds[:, :, y1:y2, x1:x2] += torch.stack([m[:, k] for m in maps], 1)
+        count[y1:y2, x1:x2] += 1
+    return preds / count
+
+
+@pytest.mark.parametrize("per_pass", [16, 3])  # 5 prompts in one pass; in passes of 3 and 2
+@pytest.mark.parametrize("classes", [CLASSES[1:2], CLASSES + ["water"]])  # one class and many
+def test_prompts_in_one_batched_pass_equal_the_loop(sam3_dir, monkeypatch, per_pass, classes):
+    monkeypatch.setattr(segearth_ov3_module, "PROMPTS_PER_PASS", per_pass)
+    model = build(
+        "segearth-ov3", sam3=str(sam3_dir), slide_crop=32, slide_stride=24, confidence_threshold=0.0
+    )
+    with torch.no_grad():
+        feats = model.encode(torch.rand(2, 3, 40, 48, generator=torch.Generator().manual_seed(0)))
+        batched = model.probabilities(feats, classes)
+        expected = per_prompt_loop(model, feats, classes).clamp(1e-6, 1 - 1e-6)
+    torch.testing.assert_close(batched, expected, rtol=1e-5, atol=1e-5)
 
 
 def heads(n_queries=2, size=8):

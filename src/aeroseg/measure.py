@@ -33,6 +33,9 @@ from aeroseg.inference import sliding_window_scores
 from aeroseg.losses import AerOSegLoss
 from aeroseg.modeling.aeroseg import AerOSeg
 from aeroseg.precision import autocast, has_native_bf16
+from aeroseg.training_free import model as training_free_model
+from aeroseg.training_free import segearth_ov3
+from aeroseg.training_free.segearth_ov import SegEarthOV
 from aeroseg.windows import window_starts
 
 COMPONENTS = ("clip", "text", "guidance", "correlation", "refinement", "decoder")
@@ -124,18 +127,35 @@ class _Record:
 
 
 def _targets(model: nn.Module) -> list[tuple[str, Any, str]]:
-    """(component, object, method): the calls AerOSeg's forward makes, one per component. Other models (the
-    training-free one) are measured as a whole."""
-    if not isinstance(model, AerOSeg):
-        return []
-    return [
-        ("clip", model.backbone, "encode_image"),
-        ("text", model.backbone, "encode_text"),
-        ("guidance", model.guidance_encoder, "forward"),
-        ("correlation", model.correlation, "forward"),
-        ("refinement", model.refinement, "forward"),
-        ("decoder", model.decoder, "forward"),
-    ]
+    """(component, object, method): the calls the model's forward makes (a component may span methods; the
+    training-free presets' SimFeatUp runs per crop, SAM 3's detector once over all prompts)."""
+    if isinstance(model, AerOSeg):
+        return [
+            ("clip", model.backbone, "encode_image"),
+            ("text", model.backbone, "encode_text"),
+            ("guidance", model.guidance_encoder, "forward"),
+            ("correlation", model.correlation, "forward"),
+            ("refinement", model.refinement, "forward"),
+            ("decoder", model.decoder, "forward"),
+        ]
+    if isinstance(model, SegEarthOV):
+        targets = [("clip", model.backbone, "_dense_tokens"), ("text", model.backbone, "encode_text")]
+        if model.upsampler is not None:
+            targets += [("simfeatup", model.upsampler, "kernels"), ("simfeatup", model.upsampler, "upsample")]
+        return targets
+    if isinstance(model, segearth_ov3.SegEarthOV3):
+        return [
+            ("sam3 encoder", model.sam3, "get_vision_features"),
+            ("text", model.sam3, "get_text_features"),
+            ("detector", model.sam3, "forward"),
+            ("fusion", segearth_ov3, "fuse_heads"),
+        ]
+    if isinstance(model, training_free_model.TrainingFreeSegmenter):
+        targets = [("clip", model.backbone, "encode_dense"), ("text", model.backbone, "encode_text")]
+        if model.sam is not None:
+            targets += [("sam", model.sam, "forward"), ("regions", training_free_model, "kmeans_regions")]
+        return [*targets, ("upsampling", training_free_model, "joint_bilateral_upsample")]
+    return []
 
 
 @contextlib.contextmanager
@@ -170,6 +190,7 @@ def probe(model: nn.Module, device: torch.device, counting: bool) -> Iterator[di
 
         return measured
 
+    originals = [(owner, method, vars(owner).get(method)) for _, owner, method in targets]
     for name, owner, method in targets:
         setattr(owner, method, wrap(name, getattr(owner, method)))
     try:
@@ -179,8 +200,11 @@ def probe(model: nn.Module, device: torch.device, counting: bool) -> Iterator[di
                     stack.enter_context(mode)
             yield {"components": records, "flops": flops, "memory": memory}
     finally:
-        for _, owner, method in targets:
-            delattr(owner, method)  # back to the class's method
+        for owner, method, original in originals:
+            if original is None:
+                delattr(owner, method)  # back to the class's method
+            else:
+                setattr(owner, method, original)  # a module's function
 
 
 # ---------------------------------------------------------------------------------------- measurements
@@ -224,7 +248,9 @@ def sustained_gemm(device: torch.device, *, seconds: float = 1.0, n: int = 2048)
 
 def timed_forward(model: nn.Module, images: torch.Tensor, classes: list[str], precision: str, counting: bool):
     """One forward with a fresh class list (the text encoder runs). → logits, seconds, probe."""
-    model.eval()  # also empties the text cache
+    model.eval()  # also empties AerOSeg's text cache; the training-free models keep theirs across eval()
+    if hasattr(model, "_text_cache"):
+        model._text_cache = None  # every run encodes its class list
     with (
         torch.inference_mode(),
         autocast(images.device, precision),

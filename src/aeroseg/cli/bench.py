@@ -5,14 +5,16 @@ built in memory, for CI):
 
 - the device's matrix-multiply peak in fp32, and in bf16 where the device has native bf16 (``torch.matmul`` on
   large square matrices);
-- per window, for every component (CLIP over the rotations, text encoder, guidance encoder, correlation,
-  refinement, decoder) and in total: the FLOPs counted by ``FlopCounterMode``, the median time, the peak
-  memory of the tensors it creates, and so the fraction of the peak it reaches;
+- per window, for every component (AerOSeg: CLIP over the rotations, text encoder, guidance encoder,
+  correlation, refinement, decoder; the training-free presets: CLIP, text, SimFeatUp, SAM / SAM 3's encoder,
+  SAM 3's detector with its time per prompt, the fusion or upsampling) and in total: the FLOPs counted by
+  ``FlopCounterMode``, the median time, the peak memory of the tensors it creates, and so the fraction of
+  the peak it reaches;
 - the same forward under bf16 autocast, where the device has native bf16 (AVX512-BF16 or AMX, a GPU from
   Ampere on; elsewhere one line says so and only fp32 is measured): its speed-up, each component's time and
   fraction of the bf16 peak, and the share of pixels that keep the fp32 argmax;
 - ``predict`` throughput on a raster (``sliding_window_scores``) in megapixels per second;
-- one training step (forward_train + AerOSegLoss + backward + AdamW step).
+- one training step (forward_train + AerOSegLoss + backward + AdamW step), for the models that train.
 
 The instruments and measurements live in :mod:`aeroseg.measure`. Works on any device (``--device``).
 """
@@ -50,6 +52,7 @@ from aeroseg.measure import (
 from aeroseg.progress import progress
 
 PARTS = ("bf16", "predict", "train")  # what --skip can leave out
+PER_CROP = ("simfeatup",)  # components called once per crop (SegEarth-OV's SimFeatUp), not once a forward
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,11 +164,13 @@ def run(args: argparse.Namespace) -> int:
         seconds = fp32["components"][name]["seconds"]
         rate = c["gflop"] / seconds if seconds > 0 else 0.0
         components[name] = {**c, "seconds": seconds, "gflops": rate, "fraction_of_peak": rate / peak["fp32"]}
+    if "detector" in components:  # SAM 3's detector: all prompts in one batched pass
+        components["detector"]["seconds_per_prompt"] = components["detector"]["seconds"] / len(classes)
     report["components"] = components
-    report["checks"] = {
-        "components_called_once": all(c["calls"] == 1 for n, c in components.items() if n != "other"),
-        "clip_batch": len(model.config.rotations) * images.shape[0],
-    }
+    once = (c["calls"] == 1 for n, c in components.items() if n not in ("other", *PER_CROP))
+    report["checks"] = {"components_called_once": all(once)}
+    if hasattr(model, "forward_train"):
+        report["checks"]["clip_batch"] = len(model.config.rotations) * images.shape[0]
     if args.compile:  # inductor may reorder sums; the results must stay those of the eager model
         report["compile_logits"] = compare_logits(eager_logits, logits)
     if "bf16" not in skip and not bf16:
@@ -240,7 +245,9 @@ def format_report(r: dict[str, Any]) -> str:
     ]
     rows = [*r["components"].items(), ("total", {**r, "gflops": r["gflop"] / r["seconds"]})]
     for name, c in rows:
-        label = f"clip ×{r['checks']['clip_batch']}" if name == "clip" else name
+        label = (
+            f"clip ×{r['checks']['clip_batch']}" if name == "clip" and "clip_batch" in r["checks"] else name
+        )
         memory = f"{c['peak_mib']:>10.1f}" if "peak_mib" in c else f"{'':>10}"
         line = f"{label:<12}{c['gflop']:>10.2f}{c['seconds']:>10.3f}{c['gflops']:>10.1f}"
         line += f"{100 * c['gflops'] / peak['fp32']:>8.1f}{memory}"

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import CLIPModel, CLIPTokenizer
 
 from aeroseg.backbones import load_clip, load_guidance_encoder
 from aeroseg.errors import CheckpointError
@@ -165,14 +166,22 @@ class TrainingFreeSegmenter(nn.Module):
                 raise CheckpointError(
                     "the training-free model needs SAM weights: pass --guidance ID|DIR|FILE, or --guidance none"
                 )
-            encoder = load_guidance_encoder(
+            sam = load_guidance_encoder(
                 config.guidance_type, config.guidance, arch=config.guidance_arch, pretrained=pretrained
             )
-            own = encoder.config.image_size if config.guidance_type == "sam" else None
+        return cls.assemble(config, clip, tokenizer, sam)
+
+    @classmethod
+    def assemble(
+        cls, config: TrainingFreeConfig, clip: CLIPModel, tokenizer: CLIPTokenizer, sam: nn.Module | None
+    ) -> TrainingFreeSegmenter:
+        """The model from its parts: CLIP, its tokenizer and the SAM / SAM2 image encoder (or None)."""
+        if sam is not None:
+            own = sam.config.image_size if config.guidance_type == "sam" else None
             if own is None:
-                own = encoder.config.backbone_config.image_size[0]
+                own = sam.config.backbone_config.image_size[0]
             size = config.guidance_image_size or own
-            sam = SamFeatures(encoder, kind=config.guidance_type, image_size=size)
+            sam = SamFeatures(sam, kind=config.guidance_type, image_size=size)
         backbone = TrainingFreeClip(
             clip,
             tokenizer,

@@ -7,9 +7,10 @@ github.com/likyoo/SegEarth-OV ``segearth_segmentor.py`` with ``configs/base_conf
       80-template class embeddings + λ·cosine([CLS], class) (λ = -0.3) → crop logits averaged where crops
       overlap → bilinear to the input size → softmax(50·logits) over the prompts → background threshold
 
-The SimFeatUp upsampling is linear per channel, so :meth:`SegEarthOV.segment` upsamples the T class scores
-instead of the C features (with the per-pixel norm of the upsampled features computed once by
-:meth:`SegEarthOV.encode`): the same numbers, and a new class list reuses the image's encoding.
+The SimFeatUp upsampling is linear per channel: per crop it is a matrix A (c²×hw) that :meth:`SegEarthOV.encode`
+computes once (the steps applied to the hw unit grids) with the per-pixel norms of the upsampled features;
+:meth:`SegEarthOV.segment` then scores the T classes at the grid and upsamples them by one product with A:
+the same numbers, and a new class list reuses the image's encoding.
 Differences from the official run: float32 instead of float16; the resize is ``F.interpolate`` on floats,
 not OpenCV on uint8; crops smaller than 224 (inputs under 224 after the resize) resize CLIP's position
 embeddings as transformers does.
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import CLIPModel, CLIPTokenizer
 
 from aeroseg.backbones import load_clip
 from aeroseg.errors import UserError
@@ -40,16 +42,16 @@ class SegEarthOVFeatures:
     """What :meth:`SegEarthOV.encode` computes once per image batch, per crop k of the resized input.
 
     patches: B×K×C×h×w raw patch features; cls: B×K×C unit [CLS] embeddings; crop_size: the (padded) crop
-    side c; norms: B×K×1×c×c norms of the upsampled features and kernels: per crop, the four SimFeatUp
-    (guide, kernel) pairs (None and [] without SimFeatUp); boxes: K crop boxes (y1, y2, x1, x2); pad:
-    (left, right, top, bottom); resized: the CLIP input size; image_size: (H, W).
+    side c; norms: B×K×1×c×c norms of the upsampled features and basis: B×K×c²×hw, per crop SimFeatUp's
+    four steps as the matrix A they are (steps(f) = A·f per channel; both None without SimFeatUp); boxes: K
+    crop boxes (y1, y2, x1, x2); pad: (left, right, top, bottom); resized: the CLIP input size; image_size: (H, W).
     """
 
     patches: torch.Tensor
     cls: torch.Tensor
     crop_size: tuple[int, int]
     norms: torch.Tensor | None
-    kernels: list[list[tuple[torch.Tensor, torch.Tensor]]]
+    basis: torch.Tensor | None
     boxes: list[tuple[int, int, int, int]]
     pad: tuple[int, int, int, int]
     resized: tuple[int, int]
@@ -95,16 +97,25 @@ class SegEarthOV(nn.Module):
         h, w = crops.shape[-2] // self.patch, crops.shape[-1] // self.patch
         patches = tokens[:, 1:].transpose(1, 2).reshape(B, K, -1, h, w)
         cls = F.normalize(tokens[:, 0], dim=-1).view(B, K, -1)
-        norms, kernels = None, []
-        if self.upsampler is not None:  # per crop: the step kernels and the norms of the upsampled features
-            up, norm_list = self.upsampler, []
+        norms, basis = None, None
+        if self.upsampler is not None:  # per crop: the upsampling as a matrix, and the upsampled norms
+            up, basis_list, norm_list = self.upsampler, [], []
+            weight, bias = up.fixup.weight[:, :, 0, 0], up.fixup.bias  # (C, C), (C,)
+            units = torch.eye(h * w, device=x.device).view(1, h * w, h, w).expand(B, -1, -1, -1)
             for k in range(K):
-                kernels.append(up.kernels(crops[:, k], (h, w)))
-                x = up.upsample(patches[:, k], kernels[-1])  # (B, C, c, c)
-                norm_list.append((x + 0.1 * up.fixup(x)).norm(dim=1, keepdim=True))
-            norms = torch.stack(norm_list, 1)  # (B, K, 1, c, c)
+                # the four steps are linear per channel: steps(f) = A·f, A (c²×hw) = the steps of the unit grids
+                up_units = up.upsample(units, up.kernels(crops[:, k], (h, w)))  # (B, hw, c, c) channels last
+                basis_list.append(up_units.permute(0, 2, 3, 1).reshape(B, -1, h * w))  # (B, c², hw)
+                # SimFeatUp(f) = steps(f) + 0.1 (W steps(f) + b) = A·(f + 0.1 W f) + 0.1 b
+                f = patches[:, k].flatten(2).transpose(1, 2)  # (B, hw, C)
+                y = basis_list[-1] @ (f + 0.1 * f @ weight.T) + 0.1 * bias  # (B, c², C)
+                norm_list.append(y.norm(dim=-1).view(B, 1, *crops.shape[-2:]))
+            basis, norms = (
+                torch.stack(basis_list, 1),
+                torch.stack(norm_list, 1),
+            )  # (B, K, c², hw), (B, K, 1, c, c)
         crop_size = (crops.shape[-2], crops.shape[-1])
-        return SegEarthOVFeatures(patches, cls, crop_size, norms, kernels, boxes, pad, resized, (H, W))
+        return SegEarthOVFeatures(patches, cls, crop_size, norms, basis, boxes, pad, resized, (H, W))
 
     def segment(self, feats: SegEarthOVFeatures, classes: Sequence[str]) -> torch.Tensor:
         """Logits B×T×H×W for ``classes`` from features computed once by :meth:`encode`."""
@@ -133,10 +144,11 @@ class SegEarthOV(nn.Module):
             scores = torch.einsum("bchw,tc->bthw", F.normalize(patches, dim=1), text)
             scores = F.interpolate(scores, size=feats.crop_size, mode="bilinear", align_corners=False)
         else:
-            # SimFeatUp(f)·t = steps(f·t') + 0.1 b·t with t' = t + 0.1 Wᵀt (W, b: its final 1×1 conv)
+            # SimFeatUp(f)·t = A·(f·t') + 0.1 b·t with t' = t + 0.1 Wᵀt (W, b: its final 1×1 conv)
             fixup = self.upsampler.fixup
             projected = text + 0.1 * text @ fixup.weight[:, :, 0, 0]  # (T, C)
-            x = self.upsampler.upsample(torch.einsum("bchw,tc->bthw", patches, projected), feats.kernels[k])
+            x = feats.basis[:, k] @ (patches.flatten(2).transpose(1, 2) @ projected.T)  # (B, c², T)
+            x = x.transpose(1, 2).reshape(*x.shape[:1], -1, *feats.crop_size)  # (B, T, c, c)
             scores = (x + 0.1 * (text @ fixup.bias)[None, :, None, None]) / feats.norms[:, k]
         return scores + self.config.cls_token_lambda * cls_scores
 
@@ -161,6 +173,21 @@ class SegEarthOV(nn.Module):
         clip, tokenizer = load_clip(
             config.clip, arch=config.clip_arch, pretrained=pretrained, activation=config.clip_activation
         )
+        upsampler = None
+        if config.simfeatup is not None and clip.config.vision_config.patch_size != 16:
+            raise UserError("SimFeatUp upsamples ×16: it needs a patch-16 CLIP (or simfeatup=None)")
+        if config.simfeatup is not None:
+            dim = clip.config.projection_dim
+            upsampler = (
+                load_simfeatup(config.simfeatup, dim) if pretrained else SimFeatUp(dim, config.simfeatup_kind)
+            )
+        return cls.assemble(config, clip, tokenizer, upsampler)
+
+    @classmethod
+    def assemble(
+        cls, config: SegEarthOVConfig, clip: CLIPModel, tokenizer: CLIPTokenizer, upsampler: SimFeatUp | None
+    ) -> SegEarthOV:
+        """The model from its parts: CLIP, its tokenizer and SimFeatUp (or None)."""
         backbone = TrainingFreeClip(
             clip,
             tokenizer,
@@ -173,14 +200,6 @@ class SegEarthOV(nn.Module):
             residual=False,
             cls_bias=0.0,
         )
-        upsampler = None
-        if config.simfeatup is not None and clip.config.vision_config.patch_size != 16:
-            raise UserError("SimFeatUp upsamples ×16: it needs a patch-16 CLIP (or simfeatup=None)")
-        if config.simfeatup is not None:
-            dim = clip.config.projection_dim
-            upsampler = (
-                load_simfeatup(config.simfeatup, dim) if pretrained else SimFeatUp(dim, config.simfeatup_kind)
-            )
         return cls(config, backbone, upsampler)
 
 

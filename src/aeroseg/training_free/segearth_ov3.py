@@ -1,8 +1,8 @@
 """SegEarth-OV3 on ``transformers``' SAM 3 (preset ``segearth-ov3``; Li et al. 2025, arXiv 2512.08730,
 github.com/earth-insights/SegEarth-OV-3 ``segearthov3_segmentor.py``).
 
-    image → [crops] → SAM 3 image encoder, once per crop → for every prompt (one class or synonym):
-      SAM 3's DETR decoder and heads on the cached image features →
+    image → [crops] → SAM 3 image encoder, once per crop → every prompt (one class or synonym), all in one
+      batched pass: SAM 3's DETR encoder, decoder and heads on the cached image features →
       instance head: max over the instances kept (object score × presence > confidence_threshold) of
         sigmoid(mask) × object score; semantic head: sigmoid(semantic map); fused by the element-wise max →
       × presence score → crops averaged where they overlap → background where no class reaches the
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPTokenizer, Sam3Model
 from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
 from aeroseg.backbones import load_sam3
 from aeroseg.segmenter import unit_images
@@ -36,6 +37,7 @@ from aeroseg.windows import crop_boxes
 
 SAM3_MEAN = SAM3_STD = 0.5  # Sam3Processor: Normalize(mean=0.5, std=0.5) of [0, 1] pixels
 TEXT_LENGTH = 32  # Sam3Processor pads every prompt to 32 tokens
+PROMPTS_PER_PASS = 16  # prompts through the detector in one batched pass (bounds its activations)
 
 
 @dataclass
@@ -46,10 +48,18 @@ class SegEarthOV3Features:
     (y1, y2, x1, x2) in input pixels; batch: B; image_size: (H, W).
     """
 
-    vision: Any
+    vision: Sam3VisionEncoderOutput
     boxes: list[tuple[int, int, int, int]]
     batch: int
     image_size: tuple[int, int]
+
+
+def repeat_vision(vision: Sam3VisionEncoderOutput, n: int) -> Sam3VisionEncoderOutput:
+    """The FPN features and position encodings the detector reads, N → n·N rows (n copies, prompt-major)."""
+    return Sam3VisionEncoderOutput(
+        fpn_hidden_states=tuple(x.repeat(n, *[1] * (x.dim() - 1)) for x in vision.fpn_hidden_states),
+        fpn_position_encoding=tuple(x.repeat(n, *[1] * (x.dim() - 1)) for x in vision.fpn_position_encoding),
+    )
 
 
 def fuse_heads(
@@ -144,19 +154,21 @@ class SegEarthOV3(nn.Module):
         B, K = feats.batch, len(feats.boxes)
         y1, y2, x1, x2 = feats.boxes[0]
         crop = (y2 - y1, x2 - x1)
+        N, T = B * K, len(classes)
         maps = []
-        for t in range(len(classes)):  # one prompt at a time over all crops, as the official loop
+        for t in range(0, T, PROMPTS_PER_PASS):  # the prompts together, each on every crop: (n·N) rows
+            n = min(PROMPTS_PER_PASS, T - t)
             out = self.sam3(
-                vision_embeds=feats.vision,
-                text_embeds=BaseModelOutputWithPooling(pooler_output=text[t : t + 1].expand(B * K, -1, -1)),
-                attention_mask=mask[t : t + 1].expand(B * K, -1),
+                vision_embeds=repeat_vision(feats.vision, n),
+                text_embeds=BaseModelOutputWithPooling(pooler_output=text[t : t + n].repeat_interleave(N, 0)),
+                attention_mask=mask[t : t + n].repeat_interleave(N, 0),
             )
             maps.append(
                 fuse_heads(
                     out.pred_masks, out.pred_logits, out.presence_logits, out.semantic_seg, crop, self.config
                 )
             )
-        scores = torch.stack(maps, 1).view(B, K, len(classes), *crop)  # (B, K, T, c, c)
+        scores = torch.cat(maps).view(T, B, K, *crop).permute(1, 2, 0, 3, 4)  # (B, K, T, c, c)
         preds = scores.new_zeros(B, len(classes), *feats.image_size)
         count = scores.new_zeros(1, 1, *feats.image_size)
         for k, (y1, y2, x1, x2) in enumerate(feats.boxes):
