@@ -12,6 +12,7 @@ import aeroseg
 from aeroseg import fingerprint, registry
 from aeroseg.cli import main
 from aeroseg.errors import UserError
+from aeroseg.prediction.settings import model_identity
 from aeroseg.registry import ModelRequest
 from aeroseg.segmenter import Segmenter
 from tests.helpers import tiny_families
@@ -134,13 +135,11 @@ def test_load_finds_the_family_of_a_folder_a_run_and_a_file_inside(tmp_path, tin
 def test_identity_resolves_paths(tmp_path, monkeypatch):
     (tmp_path / "clip").mkdir()
     monkeypatch.chdir(tmp_path)
-    relative = registry.identity(ModelRequest(preset="training-free", weights={"clip": "clip"}))
-    absolute = registry.identity(
-        ModelRequest(preset="training-free", weights={"clip": str(tmp_path / "clip")})
-    )
+    relative = model_identity(ModelRequest(preset="training-free", weights={"clip": "clip"}))
+    absolute = model_identity(ModelRequest(preset="training-free", weights={"clip": str(tmp_path / "clip")}))
     assert relative == absolute
-    assert registry.identity(ModelRequest(preset="training-free", overrides={"logit_scale": 2.0})) != (
-        registry.identity(ModelRequest(preset="training-free"))
+    assert model_identity(ModelRequest(preset="training-free", overrides={"logit_scale": 2.0})) != (
+        model_identity(ModelRequest(preset="training-free"))
     )
 
 

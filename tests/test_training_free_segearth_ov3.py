@@ -17,8 +17,9 @@ import aeroseg.training_free.segearth_ov3 as segearth_ov3_module
 from aeroseg import build
 from aeroseg.backbones import load_sam3
 from aeroseg.cli import main
+from aeroseg.cli.options import config_file_overrides
 from aeroseg.errors import CheckpointError, UserError
-from aeroseg.registry import ModelRequest, config_file_overrides, preset_config, segmenter
+from aeroseg.registry import ModelRequest, preset_config, segmenter
 from aeroseg.training_free.segearth_config import SegEarthOV3Config, segearth_ov3
 from aeroseg.training_free.segearth_ov3 import SegEarthOV3, background_floor, fuse_heads
 from tests.helpers.tiny_sam3 import write_tiny_sam3

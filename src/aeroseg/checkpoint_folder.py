@@ -20,12 +20,10 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from aeroseg.atomic import atomic, temporary_path
-from aeroseg.config import ConfigBase
+from aeroseg.config import CONFIG_NAME, WEIGHTS_NAME, ConfigBase
 from aeroseg.errors import CheckpointError
 from aeroseg.weight_files import checked_build
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 C = TypeVar("C", bound=ConfigBase)
 M = TypeVar("M", bound=nn.Module)
 

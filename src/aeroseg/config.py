@@ -13,6 +13,9 @@ import types
 from dataclasses import dataclass, fields
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
+CONFIG_NAME = "config.json"  # every checkpoint folder: {"format": <family format>, "config": {...}, ...}
+WEIGHTS_NAME = "model.safetensors"  # ... beside its tensors
+
 REMOTE_SENSING_TEMPLATES: tuple[str, ...] = (
     "A satellite image of a {}",
     "A land use image of a {}",

@@ -1,9 +1,10 @@
 """What identifies local weights: their content, not the path that names them.
 
-``aeroseg predict`` records the model that made a class raster (:func:`aeroseg.registry.identity`) and a
-rerun compares it, so the same weights named by another path (relative or absolute, from another folder, a
-copy, a symlink) must give the same record, and other weights under the same path another one. A file is
-identified by its size and the SHA-256 of its bytes; a folder (a checkpoint or transformers directory) by
+``aeroseg predict`` records the model that made a class raster
+(:func:`aeroseg.prediction.settings.model_identity`) and a rerun compares it, so the same weights named by
+another path (relative or absolute, from another folder, a copy, a symlink) must give the same record, and
+other weights under the same path another one. A file is identified by its size and the SHA-256 of its bytes;
+a folder (a checkpoint or transformers directory) by
 the names and digests of its files (not those of hidden files or sub-folders).
 
 Hashing reads the whole file (about 1 s a GB), so the digest of a file of at least :data:`CACHED_BYTES` is

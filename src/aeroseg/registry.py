@@ -29,17 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from aeroseg import variants
-from aeroseg.config import ConfigBase
+from aeroseg.config import CONFIG_NAME, WEIGHTS_NAME, ConfigBase
 from aeroseg.errors import CheckpointError, UserError
-from aeroseg.fingerprint import weights_digest
 from aeroseg.hub import hub_file, is_hub_id
 from aeroseg.san.config import san, san_large
 from aeroseg.scan.config import scan, scan_large
 from aeroseg.sed.config import sed, sed_large
 from aeroseg.training_free.config import training_free
 from aeroseg.training_free.segearth_config import segearth_ov, segearth_ov3
-
-CONFIG_NAME = "config.json"  # every checkpoint folder: {"format": <family format>, "config": {...}, ...}
 
 
 @dataclass(frozen=True)
@@ -252,7 +249,7 @@ def load(source: str | os.PathLike[str], *, preset: str | None = None, **overrid
     """
     text = str(source)
     path = Path(hub_file(text, "checkpoint")).expanduser()
-    if path.is_file() and path.name in (CONFIG_NAME, "model.safetensors"):
+    if path.is_file() and path.name in (CONFIG_NAME, WEIGHTS_NAME):
         path = path.parent
     if path.is_dir():
         folder = checkpoint_folder(path)
@@ -371,7 +368,7 @@ def family(request: ModelRequest) -> Family:
     if request.checkpoint is None:
         return preset(request.preset or DEFAULT_SEGMENTER).family
     path = Path(hub_file(request.checkpoint, "checkpoint")).expanduser()
-    if path.is_file() and path.name in (CONFIG_NAME, "model.safetensors"):
+    if path.is_file() and path.name in (CONFIG_NAME, WEIGHTS_NAME):
         path = path.parent
     if path.is_dir():
         return _family_of_folder(checkpoint_folder(path))
@@ -381,44 +378,6 @@ def family(request: ModelRequest) -> Family:
 def window(request: ModelRequest) -> int:
     """The window side the model of ``request`` runs at by default (its class's ``window``)."""
     return int(family(request).model_class().window)
-
-
-def identity(request: ModelRequest) -> str:
-    """A short text that changes when the model :func:`segmenter` loads does: the content digest of a local
-    checkpoint (:func:`aeroseg.fingerprint.weights_digest`; the same weights under another path give the
-    same text), or the preset, its backbone sources (local ones by digest) and its overrides."""
-    if request.checkpoint is None:
-        parts = [request.preset or DEFAULT_SEGMENTER]
-        parts += [f"{k}={_source(v)}" for k, v in sorted(request.weights.items())]
-        if request.overrides:
-            parts.append("overrides=" + json.dumps(request.overrides, sort_keys=True, default=str))
-        return " ".join(parts)
-    path = Path(request.checkpoint).expanduser()
-    if path.is_dir():
-        path = checkpoint_folder(path)
-    return f"checkpoint {_source(str(path))}"
-
-
-def config_file_overrides(path: str, preset: str | None) -> dict[str, Any]:
-    """The ``model:`` overrides of a model settings file (``configs/<dataset>/training-free/<preset>.yaml``, or
-    any YAML with ``preset:`` and ``model:``), checked to be written for ``preset`` when one is given."""
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            document = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise UserError(f"cannot read --config {path} ({type(error).__name__}); pass a YAML file") from None
-    if not isinstance(document, dict) or not isinstance(document.get("model") or {}, dict):
-        raise UserError(f"--config {path} must be a YAML mapping with preset: and model: keys")
-    if preset is not None and document.get("preset") not in (None, preset):
-        raise UserError(f"--config {path} is not a {preset} file (its preset: is {document.get('preset')!r})")
-    return dict(document.get("model") or {})
-
-
-def _source(source: str) -> str:
-    """Local weights by their content digest (whatever path names them), anything else (a hub id) as it is."""
-    return source if source == "none" else weights_digest(source) or source
 
 
 def _attribute(spec: str) -> Any:

@@ -10,10 +10,11 @@ import argparse
 import copy
 import re
 import sys
+from typing import Any
 
 from aeroseg import device
 from aeroseg.errors import UserError
-from aeroseg.registry import ModelRequest, config_file_overrides
+from aeroseg.registry import ModelRequest
 
 DEVICE_HELP = device.HELP
 DEVICE_METAVAR = "DEVICE"
@@ -141,3 +142,20 @@ def quiet_libraries(quiet: bool) -> None:
 
     disable_progress_bars()
     disable_progress_bar()
+
+
+def config_file_overrides(path: str, preset: str | None) -> dict[str, Any]:
+    """The ``model:`` overrides of a model settings file (``configs/<dataset>/training-free/<preset>.yaml``, or
+    any YAML with ``preset:`` and ``model:``), checked to be written for ``preset`` when one is given."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise UserError(f"cannot read --config {path} ({type(error).__name__}); pass a YAML file") from None
+    if not isinstance(document, dict) or not isinstance(document.get("model") or {}, dict):
+        raise UserError(f"--config {path} must be a YAML mapping with preset: and model: keys")
+    if preset is not None and document.get("preset") not in (None, preset):
+        raise UserError(f"--config {path} is not a {preset} file (its preset: is {document.get('preset')!r})")
+    return dict(document.get("model") or {})

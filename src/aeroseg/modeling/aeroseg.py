@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +11,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_model
 from torch import nn
 
-from aeroseg.atomic import atomic, temporary_path
 from aeroseg.backbones import (
     TOKENIZER_FILES,
     backbone_configs,
@@ -24,8 +21,8 @@ from aeroseg.backbones import (
     load_clip,
     load_guidance_encoder,
 )
-from aeroseg.checkpoint_folder import build_and_load
-from aeroseg.config import AerOSegConfig
+from aeroseg.checkpoint_folder import build_and_load, save_folder
+from aeroseg.config import CONFIG_NAME, WEIGHTS_NAME, AerOSegConfig
 from aeroseg.convert.catseg import load_catseg_weights, read_catseg
 from aeroseg.convert.tokenizer import clip_tokenizer
 from aeroseg.errors import CheckpointError
@@ -46,8 +43,6 @@ from aeroseg.precision import fp32, keep_norms_fp32
 from aeroseg.segmenter import unit_images
 from aeroseg.variants import fit_guidance_layers
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT = "aeroseg"
 _upsample = fp32(F.interpolate)  # the logits are resized in fp32 (docs/model.md §12)
 
@@ -325,26 +320,13 @@ class AerOSeg(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
         """Write ``config.json`` (AerOSeg config + backbone architectures), ``model.safetensors`` and the CLIP
         tokenizer the model was built with (``tokenizer.json``, ``vocab.json``, ``merges.txt``, ...)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         guidance = None if isinstance(self.guidance_encoder, ClipGuidance) else self.guidance_encoder.encoder
         meta = {
             "format": FORMAT,
             "config": self.config.to_dict(),
             **backbone_configs(self.backbone.clip, guidance),
         }
-        tmp_tokenizer = temporary_path(directory / "tokenizer")
-        try:
-            self.backbone.tokenizer.save_pretrained(tmp_tokenizer)
-            for file in sorted(tmp_tokenizer.iterdir()):
-                os.replace(file, directory / file.name)
-        finally:
-            shutil.rmtree(tmp_tokenizer, ignore_errors=True)
-        with atomic(directory / WEIGHTS_NAME) as tmp:
-            save_model(self, str(tmp), metadata={"format": "pt"})
-            _readable_like_any_file(tmp)  # safetensors creates its files with mode 0600
-        with atomic(directory / CONFIG_NAME) as tmp:  # last: a folder with a config.json is complete
-            tmp.write_text(json.dumps(meta, indent=2))
+        save_folder(self, directory, meta, self.backbone.tokenizer)
 
     @classmethod
     def from_pretrained(
@@ -390,13 +372,6 @@ class AerOSeg(nn.Module):
             return cls._assemble(config, clip, tokenizer, guidance)
 
         return build_and_load(build, directory, map_location).eval()
-
-
-def _readable_like_any_file(path: Path) -> None:
-    """Give ``path`` the mode a new file gets from the umask (0644 under the usual 022)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def _checkpoint_directory(source: str | os.PathLike[str]) -> Path:

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from aeroseg.errors import UserError
+from aeroseg.fingerprint import weights_digest
 from aeroseg.prediction.classes import ClassList
 from aeroseg.prediction.outputs import read_settings
 from aeroseg.prediction.paths import output_paths
-from aeroseg.registry import ModelRequest, identity
+from aeroseg.registry import DEFAULT_SEGMENTER, ModelRequest, checkpoint_folder
 
 
 def prediction_settings(
@@ -46,7 +47,7 @@ def settings_of(
         "classes": classes.ids_to_names,
         "synonyms": [list(s) for s in classes.synonyms],
         "background_threshold": classes.background_threshold,
-        "model": identity(request),
+        "model": model_identity(request),
         "bands": list(bands) if bands else None,
         "scale": list(scale) if scale else None,
         "percentiles": list(percentiles) if percentiles else None,
@@ -125,3 +126,24 @@ def _is_input(path: Path, image: str) -> bool:
         return os.path.samefile(path, image)
     except (OSError, TypeError):
         return False
+
+
+def model_identity(request: ModelRequest) -> str:
+    """A short text that changes when the model :func:`segmenter` loads does: the content digest of a local
+    checkpoint (:func:`aeroseg.fingerprint.weights_digest`; the same weights under another path give the
+    same text), or the preset, its backbone sources (local ones by digest) and its overrides."""
+    if request.checkpoint is None:
+        parts = [request.preset or DEFAULT_SEGMENTER]
+        parts += [f"{k}={_by_content(v)}" for k, v in sorted(request.weights.items())]
+        if request.overrides:
+            parts.append("overrides=" + json.dumps(request.overrides, sort_keys=True, default=str))
+        return " ".join(parts)
+    path = Path(request.checkpoint).expanduser()
+    if path.is_dir():
+        path = checkpoint_folder(path)
+    return f"checkpoint {_by_content(str(path))}"
+
+
+def _by_content(source: str) -> str:
+    """Local weights by their content digest (whatever path names them), anything else (a hub id) as it is."""
+    return source if source == "none" else weights_digest(source) or source
