@@ -65,26 +65,6 @@ def records_on_ray(
     maps inputs whose outputs would take an earlier input's names to their one-line reason. The lock of
     every class raster (:func:`aeroseg.atomic.exclusive`) is held from its planning until its scene is
     finished (or the run ends), so the locks held follow the scenes in flight, not the inputs."""
-    locks: dict[str, contextlib.ExitStack] = {}
-    try:
-        return _records(args, inputs, classes, read, options, out_file, settings, clashes, request, locks)
-    finally:
-        for lock in locks.values():
-            lock.close()
-
-
-def _records(
-    args: argparse.Namespace,
-    inputs: list[str],
-    classes: ClassList,
-    read: ReadOptions,
-    options: WindowOptions,
-    out_file: Path | None,
-    settings: dict[str, Any],
-    clashes: dict[str, str],
-    request: ModelRequest,
-    locks: dict[str, contextlib.ExitStack],
-) -> list[dict[str, Any]]:
     require_ray()
     from aeroseg.distributed.runner import Cluster, run_units
     from aeroseg.distributed.session import session
@@ -101,6 +81,7 @@ def _records(
     )  # fmt: skip
     single = len(inputs) == 1
     records: dict[str, dict[str, Any]] = {}
+    locks: dict[str, contextlib.ExitStack] = {}  # input -> the lock of its class raster, while in flight
 
     def fail(path: str, message: str) -> None:
         if single:
@@ -140,11 +121,18 @@ def _records(
             remove_side_files(scene.paths["classes"], scene.paths, scene.path)
 
     cluster = Cluster(args.ray, args.ray_workers, args.ray_threads, args.device)
+
+    def release() -> None:  # the locks of the scenes not finished (interrupted, failed)
+        for lock in locks.values():
+            lock.close()
+
     scenes = planned()
-    first = next(scenes, None)  # Ray is started only when there is work
-    with session(args.ray, verbose=args.verbose) if first else contextlib.nullcontext():
-        work = itertools.chain([first], scenes) if first else iter(())
-        stats = run_units(work, job, model, cluster, quiet=args.quiet, on_scene=on_scene)
+    with contextlib.ExitStack() as ending:
+        ending.callback(release)
+        first = next(scenes, None)  # Ray is started only when there is work
+        with session(args.ray, verbose=args.verbose) if first else contextlib.nullcontext():
+            work = itertools.chain([first], scenes) if first else iter(())
+            stats = run_units(work, job, model, cluster, quiet=args.quiet, on_scene=on_scene)
     if not args.quiet and stats.units:
         rate = stats.windows / max(stats.seconds, 1e-9)
         print(
