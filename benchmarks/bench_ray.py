@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from aeroseg.measure import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,14 +48,6 @@ def former_window_runs(side: int, window: int, overlap: float, stripe: int = 409
         for c0 in range(0, side, stripe)
     )
     return per_row * len(window_starts(side, window, overlap))
-
-
-def machine() -> dict:
-    model = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-        "?",
-    )
-    return {"host": platform.node(), "cpu": model, "cores": os.cpu_count(), "torch": torch.__version__}
 
 
 def worker_start_up(ray, checkpoint: str) -> dict:
@@ -177,7 +170,7 @@ def main() -> None:
         "this CPU rate of a tiny model",
     }
     result = {
-        "machine": machine(),
+        "machine": machine(torch.device("cpu")),
         "note": args.note,
         "settings": vars(args),
         "measured": measured,

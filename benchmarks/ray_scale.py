@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from aeroseg.measure import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -48,14 +49,6 @@ class SleepModel(nn.Module):
     def probabilities(self, feats: Tensor, classes: list[str]) -> Tensor:
         mean = feats.mean(dim=1, keepdim=True) * self.scale  # (B, 1, h, w)
         return torch.cat([(mean * (t + 1) / len(classes)).clamp(0, 1) for t in range(len(classes))], dim=1)
-
-
-def machine() -> dict:
-    model = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-        "?",
-    )
-    return {"host": platform.node(), "cpu": model, "cores": os.cpu_count(), "torch": torch.__version__}
 
 
 def main() -> None:
@@ -133,7 +126,7 @@ def main() -> None:
             print(runs[-1], flush=True)
     ray.shutdown()
     result = {
-        "machine": machine(),
+        "machine": machine(torch.device("cpu")),
         "note": args.note,
         "settings": {
             **{k: v for k, v in vars(args).items() if k != "out"},
